@@ -31,6 +31,7 @@ from cube.errors import (
     NoSuchDimensionError,
     NoSuchHierarchyError,
     NoSuchLevelError,
+    suggest,
     unknown,
 )
 
@@ -362,6 +363,11 @@ _LEVEL = {
         "order": {"enum": ["asc", "desc"]},
     },
 }
+_MEMBER = {
+    "type": "object",
+    "required": ["code", "label"],
+    "properties": {"code": {"type": ["string", "integer"], "minLength": 1}, "label": _TEXT},
+}
 _DIMENSION = {
     "type": "object",
     "required": ["name", "label", "levels"],
@@ -370,7 +376,8 @@ _DIMENSION = {
         "name": _NAME,
         "label": _TEXT,
         "description": _TEXT,
-        "info": {"type": "object"},
+        "info": {"type": "object", "properties": {"members": {"type": "array",
+                                                              "items": _MEMBER}}},
         "role": _TEXT,
         "cardinality": {"enum": ["tiny", "low", "medium", "high"]},
         "levels": {"type": "array", "minItems": 1, "items": _LEVEL},
@@ -527,8 +534,13 @@ def _check_schema(raw: Any) -> None:
     validator = jsonschema.Draft202012Validator(MODEL_SCHEMA)
     errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), str(e.path)))
     if errors:
-        # The deepest error is the most specific; oneOf failures report at the parent.
+        # The deepest error is the most specific. A oneOf failure reports at the parent with
+        # one sub-error per branch: descend into the branch of the right type (an object
+        # that was meant to be an object), so the message names the real problem.
         err = max(errors, key=lambda e: len(e.absolute_path))
+        while err.context:
+            branch = [e for e in err.context if e.validator != "type"] or list(err.context)
+            err = max(branch, key=lambda e: len(e.absolute_path))
         raise ModelError(err.message, path=_json_path(err.absolute_path))
 
 
@@ -551,7 +563,8 @@ def _parse_level(dim: str, raw: Mapping[str, Any], path: str) -> Level:
         if name is None:
             return default
         if name not in by_name:
-            raise ModelError(f"{key} {name!r} is not an attribute of the level", path=f"{path}.{key}")
+            raise ModelError(f"{key} {name!r} is not an attribute of the level",
+                             path=f"{path}.{key}")
         return by_name[name]
 
     key = pick("key", attrs[0])
@@ -653,6 +666,9 @@ def _parse_cube(raw: Mapping[str, Any], dims: Mapping[str, Dimension], path: str
         cube_dims.append(_restrict(dims[dname], link_d, f"{path}.dimensions[{i}]"))
     if len({d.name for d in cube_dims}) != len(cube_dims):
         raise ModelError("a dimension is listed twice", path=f"{path}.dimensions")
+    if sum(1 for d in cube_dims if d.is_time) != 1:
+        raise ModelError("a cube needs exactly one dimension with role 'time'",
+                         path=f"{path}.dimensions")
 
     measures = []
     max_columns: dict[str, str] = {}
@@ -689,6 +705,8 @@ def _parse_cube(raw: Mapping[str, Any], dims: Mapping[str, Dimension], path: str
         aggregates.append(Aggregate(a["name"], a["label"], measure, a["function"]))
     if len({a.name for a in aggregates}) != len(aggregates):
         raise ModelError("duplicate aggregate names", path=f"{path}.aggregates")
+    if len(by_measure) != len(measures):
+        raise ModelError("duplicate measure names", path=f"{path}.measures")
 
     mappings = {
         ref: Column.parse(col, path=f"{path}.mappings.{ref}", default_table=fact)
@@ -701,6 +719,19 @@ def _parse_cube(raw: Mapping[str, Any], dims: Mapping[str, Dimension], path: str
         )
         for i, j in enumerate(raw["joins"])
     )
+    for i, j in enumerate(joins):
+        if j.master.table != fact:
+            raise ModelError(f"a join's master must be a column of the fact table {fact!r}",
+                             path=f"{path}.joins[{i}].master")
+    # A mapping key that names nothing is a typo that would leave an attribute unmapped.
+    known_refs = {a.ref for d in cube_dims for a in dims[d.name].attributes()}
+    known_refs |= set(by_measure)
+    for ref in mappings:
+        if ref not in known_refs:
+            hint = suggest(ref, known_refs)
+            raise ModelError(
+                f"{ref!r} is neither an attribute of the cube's dimensions nor one of its "
+                f"measures" + (f"; {hint}" if hint else ""), path=f"{path}.mappings.{ref}")
     joined = {fact} | {j.detail.table for j in joins}
     for d in cube_dims:
         for attr in d.attributes():
@@ -713,7 +744,11 @@ def _parse_cube(raw: Mapping[str, Any], dims: Mapping[str, Dimension], path: str
                 )
     for m in measures:
         if m.name not in mappings:
-            raise ModelError(f"measure {m.name!r} has no mapping", path=f"{path}.mappings")
+            raise ModelError(f"measure {m.name!r} has no mapping (add \"{m.name}\": "
+                             f"\"{fact}.<column>\")", path=f"{path}.mappings")
+        if mappings[m.name].table != fact:
+            raise ModelError(f"measure {m.name!r} must map to a column of the fact table "
+                             f"{fact!r}", path=f"{path}.mappings.{m.name}")
 
     info = raw["info"]
     disc = info.get("disclosure", {})
@@ -784,7 +819,8 @@ def load_model(path: Path | str) -> Model:
     except FileNotFoundError:
         raise ModelError(f"model file not found: {p}") from None
     except json.JSONDecodeError as exc:
-        raise ModelError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        raise ModelError(f"{p.name} is not valid JSON: {exc.msg} (line {exc.lineno}, "
+                         f"column {exc.colno})") from None
     return parse_model(raw)
 
 

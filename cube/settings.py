@@ -30,12 +30,52 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "STATCUBE_DATA_DIR", "data",
             "Where `statcube generate` writes inputs and `statcube build` writes warehouses."),
     Setting("warehouse", "STATCUBE_WAREHOUSE", None,
-            "SQLAlchemy URL or DuckDB file of the warehouse to serve (default: newest in data_dir)."),
+            "SQLAlchemy URL or DuckDB file of the warehouse to serve "
+            "(default: newest in data_dir)."),
     Setting("key_secret", "STATCUBE_KEY_SECRET", None,
             "Secret for record keys (HMAC). Never commit it; prefer key_file in production."),
     Setting("key_file", "STATCUBE_KEY_FILE", None,
             "File holding the record-key secret (used when key_secret is unset)."),
-    Setting("export_dir", "STATCUBE_EXPORT_DIR", "exports", "Where Parquet cube exports are written."),
+    Setting("export_dir", "STATCUBE_EXPORT_DIR", "exports",
+            "Where Parquet cube exports are written."),
+    # --- HTTP server (server/) ---
+    Setting("releases", "STATCUBE_RELEASES", None,
+            "Release calendar file (TOML or JSON); unset: the warehouse is one published release."),
+    Setting("api_keys", "STATCUBE_API_KEYS", None,
+            "API keys file (TOML or JSON) of hashed keys and roles; unset: everyone is a guest."),
+    Setting("api_key_pepper", "STATCUBE_API_KEY_PEPPER", None,
+            "Secret mixed into API key hashes (HMAC-SHA256); required with api_keys."),
+    Setting("max_cells_guest", "STATCUBE_MAX_CELLS_GUEST", 5000,
+            "Largest table (cells) a guest may get in one response; larger ones must be paged."),
+    Setting("max_cells_registered", "STATCUBE_MAX_CELLS_REGISTERED", 100000,
+            "Largest table (cells) for the registered role."),
+    Setting("max_cells_prerelease", "STATCUBE_MAX_CELLS_PRERELEASE", 1000000,
+            "Largest table (cells) for the prerelease role."),
+    Setting("max_cells_admin", "STATCUBE_MAX_CELLS_ADMIN", 1000000,
+            "Largest table (cells) for the admin role."),
+    Setting("rate_limit_guest", "STATCUBE_RATE_LIMIT_GUEST", "60/minute",
+            "Requests per client IP without a key (flask-limiter syntax: 5/second;60/minute)."),
+    Setting("rate_limit_registered", "STATCUBE_RATE_LIMIT_REGISTERED", "600/minute",
+            "Requests per key for the registered role."),
+    Setting("rate_limit_prerelease", "STATCUBE_RATE_LIMIT_PRERELEASE", "3000/minute",
+            "Requests per key for the prerelease role."),
+    Setting("rate_limit_admin", "STATCUBE_RATE_LIMIT_ADMIN", "3000/minute",
+            "Requests per key for the admin role."),
+    Setting("rate_limit_storage", "STATCUBE_RATE_LIMIT_STORAGE", "memory://",
+            "Where rate-limit counters live: memory:// (per worker) or redis://host (shared)."),
+    Setting("cache_bytes", "STATCUBE_CACHE_BYTES", 67108864,
+            "Size of each worker's in-process LRU cache of serialised results (0 disables it)."),
+    Setting("cache_max_age", "STATCUBE_CACHE_MAX_AGE", 86400,
+            "Cache-Control max-age (seconds) for responses naming a published release."),
+    Setting("cors_origins", "STATCUBE_CORS_ORIGINS", None,
+            "Origins allowed by CORS: * or a comma-separated list; unset: no CORS headers."),
+    Setting("host", "STATCUBE_HOST", "127.0.0.1", "Address `statcube serve` listens on."),
+    Setting("port", "STATCUBE_PORT", 8000, "Port `statcube serve` listens on."),
+    Setting("workers", "STATCUBE_WORKERS", 0,
+            "Server worker processes (0: one per CPU core); each opens the warehouse read-only."),
+    Setting("threads", "STATCUBE_THREADS", 4, "Threads per worker process."),
+    Setting("proxy_hops", "STATCUBE_PROXY_HOPS", 0,
+            "Reverse proxies in front of the server whose X-Forwarded-For is trusted (for IPs)."),
 )
 
 
@@ -47,6 +87,26 @@ class Settings:
     key_secret: str | None = None
     key_file: str | None = None
     export_dir: str = "exports"
+    releases: str | None = None
+    api_keys: str | None = None
+    api_key_pepper: str | None = None
+    max_cells_guest: int = 5000
+    max_cells_registered: int = 100000
+    max_cells_prerelease: int = 1000000
+    max_cells_admin: int = 1000000
+    rate_limit_guest: str = "60/minute"
+    rate_limit_registered: str = "600/minute"
+    rate_limit_prerelease: str = "3000/minute"
+    rate_limit_admin: str = "3000/minute"
+    rate_limit_storage: str = "memory://"
+    cache_bytes: int = 67108864
+    cache_max_age: int = 86400
+    cors_origins: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 0
+    threads: int = 4
+    proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -55,6 +115,12 @@ class Settings:
         for s in SETTINGS:
             if s.env in env and env[s.env] != "":
                 values[s.name] = env[s.env]
+                if isinstance(s.default, int):
+                    try:
+                        values[s.name] = int(env[s.env])
+                    except ValueError:
+                        raise ConfigError(f"{s.env} must be a whole number, got "
+                                          f"{env[s.env]!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
         bad = set(values) - known

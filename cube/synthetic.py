@@ -77,6 +77,10 @@ _SYLLABLES = {
          "rose", "lie", "ord", "haven"),
     ),
 }
+#: OAs per LSOA, drawn uniformly from these: E&W LSOAs hold about 5.3 OAs (188,880 / 35,672),
+#: Scottish data zones about 6.6 (46,363 / 6,976).
+_LSOA_SIZES_EW = (4,) * 5 + (5,) * 6 + (6,) * 6 + (7,) * 3
+_LSOA_SIZES_S = (5,) * 3 + (6,) * 6 + (7,) * 6 + (8,) * 5
 _PCON_SUFFIXES = ("North", "South", "East", "West", "Central", "and District", "Rural", "Valley")
 
 
@@ -200,8 +204,8 @@ CAP_BANDS = ((5_000, "0to50"), (10_000, "50to100"), (15_000, "100to150"),
 class GenerateOptions:
     scale: float = 0.01
     seed: int = 20261121
-    start: str = "2025-09"  # first month, YYYY-MM
-    months: int = 15
+    start: str = "2025-04"  # first month, YYYY-MM
+    months: int = 20  # to 2026-11: complete quarters, and room for a future release
     cubes: tuple[str, ...] = tuple(c.name for c in CUBES)
 
     def __post_init__(self) -> None:
@@ -322,6 +326,8 @@ def make_geography(scale: float, seed: int) -> SynthGeography:
         sizes = np.maximum(20, np.round(shares * n_oa).astype(int))
         names = _names(rng, letter, n_la, taken)
         region_lsoa_start = len(lsoa_codes)
+        lsoa_sizes = _LSOA_SIZES_S if letter == "S" else _LSOA_SIZES_EW
+        msoa_sizes = (4, 8) if letter == "S" else (4, 7)
         for li in range(n_la):
             if letter == "S":
                 la_prefix = "S12"
@@ -335,11 +341,11 @@ def make_geography(scale: float, seed: int) -> SynthGeography:
             la_codes.append(code(la_prefix))
             la_names.append(names[li])
             la_region.append(ri)
-            # OAs -> LSOAs (4-6 OAs) -> MSOAs (4-8 LSOAs), numbered within the LA like ONS names.
+            # OAs -> LSOAs (4-8 OAs) -> MSOAs (4-7 LSOAs), numbered within the LA like ONS names.
             remaining = int(sizes[li])
             lsoa_in_la: list[int] = []
             while remaining > 0:
-                k = min(remaining, int(rng.integers(4, 7)))
+                k = min(remaining, lsoa_sizes[int(rng.integers(0, len(lsoa_sizes)))])
                 if remaining - k < 4:
                     k = remaining
                 lsoa_idx = len(lsoa_codes)
@@ -354,7 +360,7 @@ def make_geography(scale: float, seed: int) -> SynthGeography:
             pos = 0
             msoa_of_lsoa: dict[int, int] = {}
             while pos < len(lsoa_in_la):
-                k = int(rng.integers(4, 9))
+                k = int(rng.integers(*msoa_sizes))
                 if len(lsoa_in_la) - pos - k < 3:
                     k = len(lsoa_in_la) - pos
                 msoa_num += 1

@@ -1,0 +1,724 @@
+"""Build a release warehouse (one DuckDB file) from geography lookups and claimant microdata.
+
+The build is the only code that ever sees microdata. It validates every record (unknown OA,
+bad month, unknown category code, negative or missing amount, a unit counted twice in one
+month) and refuses the whole build with a report naming file, row, column and value — unless
+the caller asks to skip bad rows, in which case the report is written beside the warehouse.
+It then keys every unit (HMAC, see cube/keys.py) and aggregates to the finest grain: one row
+per non-empty combination of OA × period × category codes holding the record count ``n``, the
+key sums ``rk``/``rk2`` mod K, and per amount measure the sum and the largest single value.
+Microdata itself is never copied into the warehouse.
+
+The tables and columns written here are exactly what model.json's mappings and joins
+describe (a test checks both directions). The warehouse is written to a temporary file and
+renamed into place, so a reader never opens a half-built release.
+
+How it stays fast (2 passes over the microdata of a cube when the input is clean):
+
+1. *Unit pass* — one ``GROUP BY unit_id`` yields the distinct units (to key them) and, for
+   stocks, the duplicate check: a unit's number of records must equal its number of distinct
+   months (a 64-bit ``bit_or`` of month positions).
+2. *Keys* — each distinct unit is keyed once, in Python (:class:`cube.keys.RecordKeyer`,
+   about 4× faster than the same HMAC in SQL, since the secret's pad blocks are hashed once).
+3. *Fact pass* — codes are cast to DuckDB ENUM types built from dim_geography, dim_jcp, the
+   model's codelists and the months found: a failed ``TRY_CAST`` (NULL) *is* the validation,
+   and grouping happens on small integers instead of strings. A bad amount folds into the OA
+   key. Any NULL key in the result means bad input.
+
+Only when either pass finds a problem does the slow path run: it rescans the input with file
+names and row numbers to list each bad row, then (with ``skip_bad_rows``) reruns the fast
+path on the remaining rows. Both paths use the same check expressions, so they agree.
+
+Identifiers in the SQL below come from model.json and this module, never from input files;
+file paths and secrets are bound parameters or quoted literals of paths this module listed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cube.disclosure.ptable import PTableParams, build_ptable
+from cube.errors import ArgumentError, InputDataError
+from cube.geography import find_lookups, load_geography
+from cube.keys import K_DEFAULT, RecordKeyer
+from cube.model import Cube, Model
+
+MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MAX_PROBLEMS = 100
+ProgressFn = Callable[[str, int, int], None]
+_MONTH_RE = re.compile(r"(19|20|21)[0-9][0-9]-(0[1-9]|1[0-2])")
+#: Units keyed per batch in Python: bounds the memory of the key pass.
+_KEY_BATCH = 1 << 20
+#: Prefix of the ENUM types used during a build (dropped before the warehouse is closed).
+_ENUM = "_statcube_enum_"
+#: DuckDB errors that mean an unreadable or inconsistent input file (not a bug here).
+_READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    release: str | None = None  # default: the latest month in the data, e.g. "2026-11"
+    skip_bad_rows: bool = False
+    threads: int | None = None
+    memory_limit: str = "4GB"
+
+
+@dataclass
+class CubeBuildReport:
+    records: int = 0
+    fact_rows: int = 0
+    units: int = 0
+    skipped: int = 0
+    files: int = 0
+    problems: list[str] = field(default_factory=list)
+    #: Seconds per stage ("units", "keys", "facts", "problems"), for benchmarks.
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BuildReport:
+    warehouse: Path
+    release: str
+    seconds: float = 0.0
+    cubes: dict[str, CubeBuildReport] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        return sum(c.records for c in self.cubes.values())
+
+    @property
+    def report_path(self) -> Path:
+        """Where the bad-row report of a build with ``skip_bad_rows`` goes."""
+        return self.warehouse.with_name(f"{self.release}.build-report.json")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "warehouse": str(self.warehouse),
+            "release": self.release,
+            "seconds": round(self.seconds, 3),
+            "records": self.records,
+            "records_per_second": round(self.records / self.seconds) if self.seconds else None,
+            "warnings": self.warnings,
+            "cubes": {
+                k: {"records": v.records, "fact_rows": v.fact_rows, "skipped": v.skipped,
+                    "files": v.files, "problems": v.problems}
+                for k, v in self.cubes.items()
+            },
+        }
+
+
+# --- Inputs ------------------------------------------------------------------------------------
+
+def microdata_files(input_dir: Path, cube: str) -> list[Path]:
+    d = input_dir / "microdata" / cube
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.rglob("*") if p.suffix.lower() in {".parquet", ".csv"})
+
+
+def _category_dims(cube: Cube) -> list[str]:
+    return [d.name for d in cube.dimensions if d.members]
+
+
+def _has_jcp(cube: Cube) -> bool:
+    return any(d.name == "jcp" for d in cube.dimensions)
+
+
+def required_columns(cube: Cube) -> list[str]:
+    """The microdata columns a cube needs: documented in the README."""
+    cols = ["unit_id", "month", "oa_code"]
+    if _has_jcp(cube):
+        cols.append("jcp_office")
+    cols += _category_dims(cube)
+    cols += [m.name for m in cube.measures if m.kind == "amount"]
+    return cols
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal. Used only for file paths this module listed itself and for
+    validated month strings, because DuckDB views and type definitions cannot hold bound
+    parameters."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _file_columns(con: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
+    try:
+        if path.suffix.lower() == ".parquet":
+            return list(pq.read_schema(path).names)
+        rows = con.execute(
+            f"DESCRIBE SELECT * FROM read_csv({_literal(str(path))}, header = true, "
+            "all_varchar = true)").fetchall()
+    except (OSError, pa.ArrowException, duckdb.Error) as exc:
+        raise InputDataError(f"cannot read microdata file {path.name}: {exc}",
+                             problems=[f"{path}: {exc}"], parameter="microdata") from None
+    return [r[0] for r in rows]
+
+
+def _source_sql(files: Sequence[Path], *, located: bool) -> str:
+    """One relation over all input files; with ``located``, also ``_file`` and ``_row``.
+
+    ``_row`` is the 1-based data row of a Parquet file and the physical line of a CSV file
+    (its header is line 1). Locating costs a column per row, so only the slow path asks.
+    """
+    parts: list[str] = []
+    parquet = [_literal(str(f)) for f in files if f.suffix.lower() == ".parquet"]
+    csvs = [f for f in files if f.suffix.lower() == ".csv"]
+    if parquet and located:
+        parts.append(
+            "SELECT * EXCLUDE (filename, file_row_number), filename AS _file, "
+            f"file_row_number + 1 AS _row FROM read_parquet([{', '.join(parquet)}], "
+            "filename = true, file_row_number = true, union_by_name = true)"
+        )
+    elif parquet:
+        parts.append(f"SELECT * FROM read_parquet([{', '.join(parquet)}], union_by_name = true)")
+    if csvs and located:
+        parts += [
+            f"SELECT *, {_literal(str(f))} AS _file, row_number() OVER () + 1 AS _row "
+            f"FROM read_csv({_literal(str(f))}, header = true, all_varchar = true)"
+            for f in csvs
+        ]
+    elif csvs:
+        lits = ", ".join(_literal(str(f)) for f in csvs)
+        parts.append(f"SELECT * FROM read_csv([{lits}], header = true, all_varchar = true, "
+                     "union_by_name = true)")
+    return " UNION ALL BY NAME ".join(parts)
+
+
+# --- Dimension tables ------------------------------------------------------------------------
+
+def _dim_month(months: Sequence[int]) -> pa.Table:
+    rows = sorted(set(months))
+    return pa.table({
+        "month_id": pa.array(rows, pa.int32()),
+        "year": pa.array([m // 100 for m in rows], pa.int16()),
+        "quarter": pa.array([(m % 100 - 1) // 3 + 1 for m in rows], pa.int8()),
+        "month": pa.array([m % 100 for m in rows], pa.int8()),
+        "quarter_label": [f"{m // 100} Q{(m % 100 - 1) // 3 + 1}" for m in rows],
+        "month_label": [f"{MONTH_NAMES[m % 100 - 1]} {m // 100}" for m in rows],
+    })
+
+
+def _quarter_id(month_id: int) -> int:
+    return (month_id // 100) * 10 + (month_id % 100 - 1) // 3 + 1
+
+
+def _dim_quarter(months: Sequence[int]) -> pa.Table:
+    qs = sorted({_quarter_id(m) for m in months})
+    return pa.table({
+        "quarter_id": pa.array(qs, pa.int32()),
+        "year": pa.array([q // 10 for q in qs], pa.int16()),
+        "quarter": pa.array([q % 10 for q in qs], pa.int8()),
+        "quarter_label": [f"{q // 10} Q{q % 10}" for q in qs],
+    })
+
+
+def _dim_category(model: Model, name: str) -> pa.Table:
+    dim = model.dimensions[name]
+    return pa.table({
+        f"{name}_code": [m.code for m in dim.members],
+        f"{name}_name": [m.label for m in dim.members],
+        f"{name}_order": pa.array(range(1, len(dim.members) + 1), pa.int16()),
+    })
+
+
+def _read_jcp(path: Path) -> pa.Table:
+    import pyarrow.csv as pacsv
+
+    try:
+        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in ("office_code", "district_code",
+                                                   "group_code")}))
+    except (OSError, pa.ArrowException) as exc:
+        raise InputDataError(f"{path.name}: cannot read: {exc}") from None
+    needed = ["office_code", "office_name", "district_code", "district_name", "group_code",
+              "group_name"]
+    missing = [c for c in needed if c not in t.column_names]
+    if missing:
+        raise InputDataError(f"{path.name}: missing column(s) {', '.join(missing)}",
+                             problems=[f"{path.name}: header has {', '.join(t.column_names)}"])
+    t = t.select(needed)
+    seen: set[str] = set()
+    problems = []
+    for line, code in enumerate(t.column("office_code").to_pylist(), start=2):
+        if not code:
+            problems.append(f"{path.name} line {line}: office_code is empty")
+        elif code in seen:
+            problems.append(f"{path.name} line {line}: office_code {code!r} appears twice")
+        seen.add(code or "")
+    if problems:
+        raise InputDataError(f"{path.name}: {len(problems)} bad office row(s)",
+                             problems=problems[:MAX_PROBLEMS])
+    return t
+
+
+def _create_enums(con: duckdb.DuckDBPyConnection, model: Model, cubes: Sequence[Cube],
+                  months: Sequence[str]) -> None:
+    """ENUM types for every code the microdata may hold: a failed TRY_CAST marks a bad row."""
+    con.execute(f"CREATE TYPE {_ENUM}oa AS ENUM "
+                "(SELECT oa_code FROM dim_geography ORDER BY oa_code)")
+    if any(_has_jcp(c) for c in cubes):
+        con.execute(f"CREATE TYPE {_ENUM}jcp AS ENUM "
+                    "(SELECT office_code FROM dim_jcp ORDER BY office_code)")
+    con.execute(f"CREATE TYPE {_ENUM}month AS ENUM "
+                f"({', '.join(_literal(m) for m in months)})")
+    for name in sorted({d for c in cubes for d in _category_dims(c)}):
+        con.execute(f"CREATE TYPE {_ENUM}{name} AS ENUM "
+                    f"(SELECT {name}_code FROM dim_{name} ORDER BY {name}_order)")
+
+
+def _drop_enums(con: duckdb.DuckDBPyConnection) -> None:
+    for (name,) in con.execute(
+            "SELECT type_name FROM duckdb_types() WHERE NOT internal AND starts_with("
+            "type_name, $p)", {"p": _ENUM}).fetchall():
+        con.execute(f"DROP TYPE {name}")
+
+
+# --- One cube: plan, fast path, slow path --------------------------------------------------
+
+@dataclass(frozen=True)
+class _Check:
+    column: str
+    bad: str  # SQL condition true for a bad row
+    what: str
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The SQL pieces of one cube's build, derived from the model and the input's types."""
+
+    cube: Cube
+    #: (fact column, SQL expression over an input row, NULL when the row is bad)
+    keys: tuple[tuple[str, str], ...]
+    period_col: str
+    period_key: str  # expression over an input row: an integer the fact groups on
+    period_out: str  # expression over the grouped key giving month_id / quarter_id
+    amounts: tuple[tuple[str, str, str, str], ...]  # (input column, expr, sum col, max col)
+    checks: tuple[_Check, ...]
+    month_key: str  # the month as ENUM (for the duplicate check)
+    n_months: int
+
+    @property
+    def fact(self) -> str:
+        return self.cube.physical.fact
+
+
+def _amount_expr(column: str, sql_type: str) -> str:
+    """An amount in whole pence as BIGINT, or NULL when it is not one."""
+    t = sql_type.upper()
+    if t in {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}:
+        return f"{column}::BIGINT"
+    if t.startswith(("DOUBLE", "FLOAT", "DECIMAL", "REAL", "HUGEINT", "UBIGINT")):
+        return f"CASE WHEN {column} = round({column}) THEN TRY_CAST({column} AS BIGINT) END"
+    return (f"CASE WHEN regexp_full_match(trim({column}::VARCHAR), '[0-9]+') "
+            f"THEN TRY_CAST(trim({column}::VARCHAR) AS BIGINT) END")
+
+
+def _plan(model: Model, cube: Cube, types: dict[str, str], months: Sequence[int]) -> _Plan:
+    month_key = f"TRY_CAST(month::VARCHAR AS {_ENUM}month)"
+    # Every period found, in ENUM order, as month_id; the fact's period from the enum position.
+    if cube.grain == "quarter":
+        period_col = "quarter_id"
+        ids = [_quarter_id(m) for m in months]
+        period_key = f"{_int_list(ids)}[enum_code({month_key}) + 1]"
+        period_out = "p"
+    else:
+        period_col = "month_id"
+        period_key = month_key
+        period_out = f"{_int_list(months)}[enum_code(p) + 1]"
+    amounts = []
+    for m in cube.measures:
+        if m.kind == "amount":
+            amounts.append((m.name, _amount_expr(m.name, types[m.name]),
+                            cube.physical.column(m.name).column, cube.physical.max_columns[m.name]))
+    amount_ok = " AND ".join(f"({expr}) >= 0" for _, expr, _, _ in amounts)
+    oa_key = f"TRY_CAST(oa_code::VARCHAR AS {_ENUM}oa)"
+    keys = [("oa_code", f"CASE WHEN {amount_ok} THEN {oa_key} END" if amounts else oa_key)]
+    checks = [
+        _Check("unit_id", "unit_id IS NULL OR trim(unit_id::VARCHAR) = ''", "missing unit id"),
+        _Check("month", f"{month_key} IS NULL", "month is not YYYY-MM"),
+        _Check("oa_code", f"{oa_key} IS NULL", "unknown output area code"),
+    ]
+    if _has_jcp(cube):
+        expr = f"TRY_CAST(jcp_office::VARCHAR AS {_ENUM}jcp)"
+        keys.append(("jcp_office", expr))
+        checks.append(_Check("jcp_office", f"{expr} IS NULL", "unknown Jobcentre Plus office"))
+    for name in _category_dims(cube):
+        expr = f"TRY_CAST({name}::VARCHAR AS {_ENUM}{name})"
+        keys.append((name, expr))
+        checks.append(_Check(name, f"{expr} IS NULL",
+                             f"unknown {model.dimensions[name].label.lower()} code"))
+    for col, expr, _, _ in amounts:
+        checks.append(_Check(col, f"({expr}) IS NULL OR ({expr}) < 0",
+                             "amount must be a whole, non-negative number of pence"))
+    return _Plan(cube, tuple(keys), period_col, period_key, period_out, tuple(amounts),
+                 tuple(checks), month_key, len(months))
+
+
+def _int_list(values: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(v)) for v in values) + "]"
+
+
+def _unit_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str) -> int:
+    """Distinct units into temp table ``units``; returns how many units are bad (missing id,
+    or — for stocks — counted twice in one month)."""
+    bad_id = "unit_id IS NULL OR trim(unit_id::VARCHAR) = ''"
+    if plan.cube.kind != "stock":
+        con.execute("CREATE OR REPLACE TEMP TABLE units AS SELECT DISTINCT unit_id "
+                    f"FROM ({source})")
+        dup = "false"
+    else:
+        if plan.n_months <= 64:
+            months = "bit_count(bit_or(1::UBIGINT << enum_code(m)))"
+        else:
+            months = "count(DISTINCT m)"
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE units AS SELECT unit_id, count(m) AS n_records, "
+            f"{months} AS n_months FROM (SELECT unit_id, {plan.month_key} AS m FROM ({source})) "
+            "GROUP BY unit_id")
+        dup = "n_records > n_months"
+    row = con.execute(f"SELECT count(*) FILTER (WHERE {bad_id} OR {dup}) FROM units").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _key_pass(con: duckdb.DuckDBPyConnection, keyer: RecordKeyer) -> int:
+    """Key every unit of temp table ``units`` into the registered Arrow table ``unit_keys``."""
+    ids: list[pa.Array] = []
+    rks: list[np.ndarray[Any, Any]] = []
+    rk2s: list[np.ndarray[Any, Any]] = []
+    reader = con.execute("SELECT unit_id, unit_id::VARCHAR AS t FROM units").to_arrow_reader(
+        _KEY_BATCH)
+    for batch in reader:
+        rk, rk2 = keyer.keys(batch.column(1).cast(pa.binary()).to_pylist())
+        ids.append(batch.column(0))
+        rks.append(rk)
+        rk2s.append(rk2)
+    unit_type = reader.schema.field("unit_id").type
+    table = pa.table({
+        "unit_id": pa.chunked_array(ids, type=unit_type),
+        # k ≤ 2**15 (the fact stores key sums mod k as SMALLINT), so keys fit in int32.
+        "rkey": pa.chunked_array([pa.array(a.astype(np.int32)) for a in rks], pa.int32()),
+        "rkey2": pa.chunked_array([pa.array(a.astype(np.int32)) for a in rk2s], pa.int32()),
+    })
+    con.register("unit_keys", table)
+    return int(table.num_rows)
+
+
+def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, k: int) -> int:
+    """Write the fact table; returns the number of fact rows holding a NULL key (bad input)."""
+    cube = plan.cube
+    key_names = [name for name, _ in plan.keys]
+    row_cols = ", ".join(f"{expr} AS {name}" for name, expr in plan.keys)
+    row_cols += f", {plan.period_key} AS p"
+    row_cols += "".join(f", {expr} AS _a{i}" for i, (_, expr, _, _) in enumerate(plan.amounts))
+    aggs = ", ".join(key_names) + ", p, count(*) AS n, sum(rkey) AS s1, sum(rkey2) AS s2"
+    aggs += "".join(f", sum(_a{i}) AS _s{i}, max(_a{i}) AS _m{i}"
+                    for i in range(len(plan.amounts)))
+    out = ", ".join(f"g.{name}::VARCHAR AS {name}" for name in key_names)
+    out += f", ({plan.period_out})::INTEGER AS {plan.period_col}"
+    out += f", g.n::BIGINT AS {cube.physical.column(cube.count_measure.name).column}"
+    out += f", (g.s1 % {k})::SMALLINT AS {cube.physical.record_key}"
+    out += f", (g.s2 % {k})::SMALLINT AS {cube.physical.magnitude_key}"
+    out += "".join(f", g._s{i}::BIGINT AS {sum_col}, g._m{i}::BIGINT AS {max_col}"
+                   for i, (_, _, sum_col, max_col) in enumerate(plan.amounts))
+    con.execute(
+        f"CREATE TABLE {plan.fact} AS SELECT {out} FROM ("
+        f"SELECT {aggs} FROM (SELECT unit_id, {row_cols} FROM ({source})) r "
+        "JOIN unit_keys USING (unit_id) GROUP BY ALL) g ORDER BY g.p, g.oa_code"
+    )
+    null_key = " OR ".join(f"{c} IS NULL" for c in [*key_names, plan.period_col])
+    row = con.execute(f"SELECT count(*) FILTER (WHERE {null_key}) FROM {plan.fact}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _name(path: Path, input_dir: Path) -> str:
+    """A file's name for messages: relative to the input folder (``microdata/pip/….parquet``)."""
+    try:
+        return str(path.relative_to(input_dir))
+    except ValueError:
+        return path.name
+
+
+def _where(file: str, row: int, input_dir: Path) -> str:
+    path = Path(file)
+    return f"{_name(path, input_dir)} {'line' if path.suffix.lower() == '.csv' else 'row'} {row}"
+
+
+def _check_columns(con: duckdb.DuckDBPyConnection, cube: Cube, files: Sequence[Path],
+                   input_dir: Path) -> None:
+    """Every file of a cube holds every required column (checked per file: a union of files
+    would silently fill a column one file lacks with NULLs)."""
+    need = required_columns(cube)
+    problems = []
+    for f in files:
+        have = set(_file_columns(con, f))
+        missing = [c for c in need if c not in have]
+        if missing:
+            problems.append(f"{_name(f, input_dir)}: missing column(s) {', '.join(missing)}")
+    if problems:
+        raise InputDataError(
+            f"{cube.name}: microdata is missing required column(s); every file needs "
+            f"{', '.join(need)}", problems=problems[:MAX_PROBLEMS], parameter="microdata")
+
+
+def _locate_problems(con: duckdb.DuckDBPyConnection, plan: _Plan, files: Sequence[Path],
+                     input_dir: Path) -> tuple[list[str], int]:
+    """The slow path: temp table ``bad`` (_file, _row) and up to MAX_PROBLEMS messages."""
+    con.execute("SET preserve_insertion_order = true")  # CSV line numbers follow file order
+    con.execute("CREATE OR REPLACE TEMP VIEW located AS "
+                + _source_sql(files, located=True))
+    any_bad = " OR ".join(f"({c.bad})" for c in plan.checks)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE bad AS SELECT _file, _row FROM located "
+                f"WHERE {any_bad}")
+    problems: list[str] = []
+    for c in plan.checks:
+        if len(problems) >= MAX_PROBLEMS:
+            break
+        rows = con.execute(
+            f"SELECT _file, _row, {c.column}::VARCHAR FROM located WHERE {c.bad} "
+            f"ORDER BY _file, _row LIMIT {MAX_PROBLEMS - len(problems)}").fetchall()
+        problems += [f"{_where(f, r, input_dir)}: {c.column}={v!r}: {c.what}"
+                     for f, r, v in rows]
+    if plan.cube.kind == "stock":
+        # A unit counted twice in one month inflates counts: every row of the pair is bad.
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE dup_rows AS SELECT _file, _row, unit_id::VARCHAR AS u, "
+            f"month::VARCHAR AS m, count(*) OVER (PARTITION BY unit_id, {plan.month_key}) AS c "
+            f"FROM located WHERE NOT ({any_bad}) QUALIFY c > 1")
+        rows = con.execute(
+            "SELECT _file, _row, u, m, c FROM dup_rows ORDER BY _file, _row "
+            f"LIMIT {MAX_PROBLEMS}").fetchall()
+        problems += [f"{_where(f, r, input_dir)}: unit_id={u!r}: unit appears {c} times in "
+                     f"month {m}" for f, r, u, m, c in rows]
+        con.execute("INSERT INTO bad SELECT _file, _row FROM dup_rows")
+        con.execute("DROP TABLE dup_rows")
+    row = con.execute("SELECT count(*) FROM (SELECT DISTINCT _file, _row FROM bad)").fetchone()
+    con.execute("SET preserve_insertion_order = false")
+    return problems[:MAX_PROBLEMS], int(row[0]) if row else 0
+
+
+def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, files: list[Path],
+                options: BuildOptions, keyer: RecordKeyer, k: int, months: Sequence[int],
+                input_dir: Path) -> CubeBuildReport:
+    rep = CubeBuildReport(files=len(files))
+    fast = _source_sql(files, located=False)
+    types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {fast}").fetchall()}
+    plan = _plan(model, cube, types, months)
+
+    def run_fast(source: str) -> bool:
+        t = time.perf_counter()
+        bad_units = _unit_pass(con, plan, source)
+        rep.timings["units"] = rep.timings.get("units", 0.0) + time.perf_counter() - t
+        if bad_units:
+            return False
+        t = time.perf_counter()
+        rep.units = _key_pass(con, keyer)
+        rep.timings["keys"] = rep.timings.get("keys", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        bad_cells = _fact_pass(con, plan, source, k)
+        rep.timings["facts"] = rep.timings.get("facts", 0.0) + time.perf_counter() - t
+        con.unregister("unit_keys")
+        if bad_cells:
+            con.execute(f"DROP TABLE {plan.fact}")
+        return not bad_cells
+
+    try:
+        clean = run_fast(fast)
+        if not clean:
+            t = time.perf_counter()
+            problems, n_bad = _locate_problems(con, plan, files, input_dir)
+            rep.timings["problems"] = time.perf_counter() - t
+            if not problems:  # the two paths share their checks; this is a bug if reached
+                raise RuntimeError(f"{cube.name}: the fast path found bad input that the "
+                                   "slow path cannot locate")
+            if not options.skip_bad_rows:
+                raise InputDataError(
+                    f"{cube.name}: {n_bad} bad input row(s); nothing was built "
+                    "(use --skip-bad-rows to build without them and get a report)",
+                    problems=problems, parameter="microdata")
+            rep.problems = problems
+            rep.skipped = n_bad
+            kept = ("SELECT * EXCLUDE (_file, _row) FROM located "
+                    "ANTI JOIN bad USING (_file, _row)")
+            if not run_fast(kept):
+                raise RuntimeError(f"{cube.name}: bad rows remain after skipping them")
+            con.execute("DROP TABLE bad")
+            con.execute("DROP VIEW located")
+    except _READ_ERRORS as exc:
+        raise InputDataError(f"{cube.name}: cannot read microdata: {exc}",
+                             parameter="microdata") from None
+    con.execute("DROP TABLE units")
+    count_col = cube.physical.column(cube.count_measure.name).column
+    row = con.execute(f"SELECT coalesce(sum({count_col}), 0), count(*) FROM {plan.fact}"
+                      ).fetchone()
+    rep.records, rep.fact_rows = (int(row[0]), int(row[1])) if row else (0, 0)
+    return rep
+
+
+def _months_in(con: duckdb.DuckDBPyConnection, files: list[Path]) -> list[int]:
+    """The valid months (YYYY-MM) found in the files, as month ids (bad ones are reported by
+    the cube pass)."""
+    try:
+        rows = con.execute("SELECT DISTINCT month::VARCHAR FROM "
+                           f"({_source_sql(files, located=False)})").fetchall()
+    except _READ_ERRORS as exc:
+        raise InputDataError(f"cannot read microdata: {exc}", parameter="microdata") from None
+    return [int(m[:4]) * 100 + int(m[5:7]) for (m,) in rows
+            if m is not None and _MONTH_RE.fullmatch(m)]
+
+
+def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
+          options: BuildOptions = BuildOptions(),
+          progress: ProgressFn | None = None) -> BuildReport:
+    """Build ``<warehouse_dir>/<release>.duckdb`` from ``input_dir``; returns a report.
+
+    Raises :class:`InputDataError` (nothing written) when the input is bad and
+    ``options.skip_bad_rows`` is false; with it, bad rows are left out and listed in
+    ``<warehouse_dir>/<release>.build-report.json``.
+    """
+    started = time.perf_counter()
+    if not input_dir.is_dir():
+        raise ArgumentError(f"input directory not found: {input_dir}", parameter="input")
+    lookups = find_lookups(input_dir / "geography")
+    cube_files = {c.name: microdata_files(input_dir, c.name) for c in model.cubes.values()}
+    cubes = [c for c in model.cubes.values() if cube_files[c.name]]
+    if not cubes:
+        raise InputDataError(f"no microdata found under {input_dir / 'microdata'}",
+                             problems=[f"expected microdata/<cube>/*.parquet|csv for cubes "
+                                       f"{', '.join(model.cubes)}"])
+    steps = 2 + len(cubes)
+    done = 0
+
+    def tick(what: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(what, done, steps)
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    geo = load_geography(lookups["oa_lookup"], lookups.get("region_lookup"),
+                         lookups.get("constituency_lookup"))
+    timings["geography"] = time.perf_counter() - t
+    tick("geography")
+    scratch = duckdb.connect()
+    try:
+        for c in cubes:
+            _check_columns(scratch, c, cube_files[c.name], input_dir)
+        all_months = sorted({m for c in cubes for m in _months_in(scratch, cube_files[c.name])})
+    finally:
+        scratch.close()
+    if not all_months:
+        raise InputDataError("no valid month values (YYYY-MM) in the microdata")
+    release = options.release or f"{all_months[-1] // 100:04d}-{all_months[-1] % 100:02d}"
+    if not release.replace("-", "").replace("_", "").isalnum():
+        raise ArgumentError("release ids may hold letters, digits, '-' and '_'",
+                            parameter="release", value=release)
+    jcp_path = lookups.get("jcp_offices")
+    if jcp_path is None and (input_dir / "geography" / "JCP_OFFICES.csv").exists():
+        jcp_path = input_dir / "geography" / "JCP_OFFICES.csv"
+    jcp = None
+    if any(_has_jcp(c) for c in cubes):
+        if jcp_path is None:
+            raise InputDataError("a cube uses Jobcentre Plus geography but no "
+                                 "JCP_OFFICES.csv was found under geography/")
+        jcp = _read_jcp(jcp_path)
+    warehouse_dir.mkdir(parents=True, exist_ok=True)
+    final = warehouse_dir / f"{release}.duckdb"
+    tmp = warehouse_dir / f".{release}.duckdb.tmp-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    spill = Path(tempfile.mkdtemp(prefix="statcube-build-"))
+    report = BuildReport(warehouse=final, release=release, warnings=list(geo.warnings),
+                         timings=timings)
+    con = duckdb.connect(str(tmp))
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET memory_limit = {_literal(options.memory_limit)}")
+        con.execute(f"SET temp_directory = {_literal(str(spill))}")
+        if options.threads:
+            con.execute(f"SET threads = {int(options.threads)}")
+        t = time.perf_counter()
+        con.register("geo_arrow", geo.table)
+        con.execute("CREATE TABLE dim_geography AS SELECT * FROM geo_arrow ORDER BY oa_code")
+        con.unregister("geo_arrow")
+        del geo
+        if jcp is not None:
+            con.register("jcp_arrow", jcp)
+            con.execute("CREATE TABLE dim_jcp AS SELECT * FROM jcp_arrow ORDER BY office_code")
+            con.unregister("jcp_arrow")
+        con.register("m_arrow", _dim_month(all_months))
+        con.execute("CREATE TABLE dim_month AS SELECT * FROM m_arrow")
+        con.unregister("m_arrow")
+        con.register("q_arrow", _dim_quarter(all_months))
+        con.execute("CREATE TABLE dim_quarter AS SELECT * FROM q_arrow")
+        con.unregister("q_arrow")
+        for name in sorted({d for c in cubes for d in _category_dims(c)}):
+            con.register("c_arrow", _dim_category(model, name))
+            con.execute(f"CREATE TABLE dim_{name} AS SELECT * FROM c_arrow")
+            con.unregister("c_arrow")
+        ptable = build_ptable(PTableParams.from_mapping(model.disclosure.get("ptable", {})))
+        con.register("p_arrow", ptable.to_arrow())
+        con.execute("CREATE TABLE sdc_ptable AS SELECT * FROM p_arrow ORDER BY pcv, ckey")
+        con.unregister("p_arrow")
+        month_text = [f"{m // 100:04d}-{m % 100:02d}" for m in all_months]
+        _create_enums(con, model, cubes, month_text)
+        timings["dimensions"] = time.perf_counter() - t
+        tick("dimensions")
+        k = ptable.params.K if ptable.params.K else K_DEFAULT
+        keyer = RecordKeyer(secret, k)
+        for cube in cubes:
+            t = time.perf_counter()
+            report.cubes[cube.name] = _build_cube(con, model, cube, cube_files[cube.name],
+                                                  options, keyer, k, all_months, input_dir)
+            timings[cube.name] = time.perf_counter() - t
+            tick(cube.name)
+        _drop_enums(con)
+        meta = {
+            "release": release,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": model.name,
+            "ptable_digest": ptable.digest,
+            "ptable_params": {"D": ptable.params.D, "V": ptable.params.V,
+                              "js": ptable.params.js, "K": ptable.params.K},
+            "months": month_text,
+            "cubes": sorted(report.cubes),
+        }
+        con.execute("CREATE TABLE statcube_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.executemany("INSERT INTO statcube_meta VALUES (?, ?)",
+                        [(key, json.dumps(v)) for key, v in meta.items()])
+        t = time.perf_counter()
+        con.execute("CHECKPOINT")
+        con.close()
+        timings["checkpoint"] = time.perf_counter() - t
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    tmp.replace(final)
+    report.seconds = time.perf_counter() - started
+    if any(c.problems for c in report.cubes.values()):
+        report.report_path.write_text(json.dumps(report.to_json(), indent=2) + "\n",
+                                      encoding="utf-8")
+    else:
+        report.report_path.unlink(missing_ok=True)  # a stale report from an earlier build
+    return report

@@ -1,0 +1,195 @@
+"""Run compiled SQLAlchemy statements and return pyarrow Tables.
+
+Two kinds of warehouse:
+- a DuckDB file (the embedded default): opened read-only, statements compiled by
+  SQLAlchemy's DuckDB dialect with bound parameters and executed on a per-thread DuckDB
+  cursor, fetching Arrow natively (no Python row objects);
+- any other SQLAlchemy URL (PostgreSQL in tests and deployments): executed through a
+  SQLAlchemy engine and converted to Arrow in batches, typed from the cursor description
+  (PostgreSQL type OIDs), so an empty result still has typed columns.
+
+Every result has *canonical* Arrow types — ``int64`` for every integer width, ``float64`` for
+every floating type, ``bool``, ``string`` (UTF-8), whole-number decimals as ``int64`` — so the
+same query gives equal tables on every engine (DuckDB's TINYINT/SMALLINT and PostgreSQL's
+``smallint`` both arrive as ``int64``; PostgreSQL ``numeric`` sums as ``int64``).
+
+This is the only module that talks to a database at query time. It knows nothing of cubes,
+queries or disclosure control.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import sqlalchemy as sa
+from duckdb_engine import Dialect as DuckDBDialect
+from sqlalchemy.sql import Executable
+
+from cube.errors import ConfigError, EngineUnavailableError
+
+BATCH_ROWS = 50_000
+
+
+class Engine:
+    """A warehouse connection. ``execute`` is safe to call from several threads."""
+
+    def __init__(self, target: str | Path) -> None:
+        text = str(target)
+        self.target = text
+        self._local = threading.local()
+        self._duck: duckdb.DuckDBPyConnection | None = None
+        self._sa: sa.Engine | None = None
+        if "://" not in text or text.startswith("duckdb:///"):
+            path = Path(text.removeprefix("duckdb:///"))
+            if not path.exists():
+                raise ConfigError(f"warehouse not found: {path}")
+            try:
+                self._duck = duckdb.connect(str(path), read_only=True)
+            except duckdb.Error as exc:
+                raise EngineUnavailableError(f"cannot open warehouse {path}: {exc}") from None
+            self.dialect: sa.engine.Dialect = DuckDBDialect(paramstyle="numeric_dollar")
+        else:
+            try:
+                url = sa.make_url(text)
+                if url.drivername == "postgresql":  # the installed driver is psycopg 3
+                    url = url.set(drivername="postgresql+psycopg")
+                self._sa = sa.create_engine(url, pool_pre_ping=True)
+            except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+                raise ConfigError(f"bad warehouse URL: {exc}") from None
+            self.dialect = self._sa.dialect
+
+    @property
+    def name(self) -> str:
+        return "duckdb" if self._duck is not None else self.dialect.name
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            assert self._duck is not None
+            cur = self._duck.cursor()
+            cur.execute("SET enable_progress_bar = false")
+            self._local.cursor = cur
+        return cur
+
+    def compile(self, stmt: Executable) -> tuple[str, list[Any]]:
+        compiled = stmt.compile(dialect=self.dialect)
+        params = compiled.params
+        order = compiled.positiontup or []
+        return str(compiled), [params[name] for name in order]
+
+    def execute(self, stmt: Executable) -> pa.Table:
+        if self._duck is not None:
+            sql, params = self.compile(stmt)
+            try:
+                table = self._cursor().execute(sql, params).to_arrow_table()
+            except duckdb.Error as exc:
+                raise EngineUnavailableError(f"query failed: {exc}") from exc
+            return canonical(table)
+        assert self._sa is not None
+        try:
+            with self._sa.connect() as conn:
+                result = conn.execution_options(stream_results=True).execute(stmt)  # type: ignore[arg-type]
+                names = list(result.keys())
+                oids = _type_codes(result) if self.dialect.name == "postgresql" else None
+                batches: list[pa.RecordBatch] = []
+                while rows := result.fetchmany(BATCH_ROWS):
+                    columns = list(zip(*rows, strict=True))
+                    batches.append(pa.RecordBatch.from_arrays(
+                        [_column(values, None if oids is None else oids[i])
+                         for i, values in enumerate(columns)], names=names))
+        except sa.exc.OperationalError as exc:
+            raise EngineUnavailableError(f"engine unavailable: {exc.orig}") from exc
+        except sa.exc.DBAPIError as exc:
+            raise EngineUnavailableError(f"query failed: {exc.orig}") from exc
+        if not batches:
+            types = [pa.null() if oids is None else _PG_TYPES.get(oid, pa.null())
+                     for oid in (oids or [None] * len(names))]
+            return pa.table({n: pa.array([], t) for n, t in zip(names, types, strict=True)})
+        return canonical(pa.Table.from_batches(_unify(batches)))
+
+    def scalar(self, stmt: Executable) -> Any:
+        t = self.execute(stmt)
+        return t.column(0)[0].as_py() if t.num_rows else None
+
+    @contextmanager
+    def raw_duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The DuckDB cursor of this thread, for exports that stream record batches."""
+        if self._duck is None:
+            raise ConfigError("this operation needs a DuckDB warehouse")
+        yield self._cursor()
+
+    def close(self) -> None:
+        if self._duck is not None:
+            self._duck.close()
+        if self._sa is not None:
+            self._sa.dispose()
+
+
+# PostgreSQL type OIDs (pg_type.dat) → canonical Arrow types. numeric (1700) is decided per
+# column by its values: whole numbers become int64, anything else float64.
+_PG_TYPES: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 26: pa.int64(),
+    700: pa.float64(), 701: pa.float64(),
+    18: pa.string(), 19: pa.string(), 25: pa.string(), 1042: pa.string(), 1043: pa.string(),
+    1082: pa.date32(), 1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"),
+}
+_NUMERIC = 1700
+
+
+def _type_codes(result: sa.CursorResult[Any]) -> list[int | None]:
+    description = result.cursor.description if result.cursor is not None else None
+    if not description:
+        return []
+    return [getattr(col, "type_code", None) if not isinstance(col, tuple) else col[1]
+            for col in description]
+
+
+def _column(values: tuple[Any, ...], oid: int | None) -> pa.Array:
+    if oid == _NUMERIC:
+        return pa.array(_plain(values))
+    arrow_type = _PG_TYPES.get(oid) if oid is not None else None
+    if arrow_type is not None:
+        return pa.array(values, arrow_type)
+    return pa.array(_plain(values))
+
+
+def _plain(values: Any) -> list[Any]:
+    """Decimals (PostgreSQL numeric) become ints when the whole column holds whole numbers,
+    else floats, so a column never mixes the two."""
+    from decimal import Decimal
+
+    decimals = [v for v in values if isinstance(v, Decimal)]
+    if not decimals:
+        return list(values)
+    whole = all(v == v.to_integral_value() for v in decimals)
+    return [(int(v) if whole else float(v)) if isinstance(v, Decimal) else v for v in values]
+
+
+def _canonical_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_integer(t):
+        return pa.int64()
+    if pa.types.is_floating(t):
+        return pa.float64()
+    if pa.types.is_decimal(t):
+        return pa.int64() if t.scale == 0 else pa.float64()
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    return t
+
+
+def canonical(table: pa.Table) -> pa.Table:
+    """``table`` with canonical column types (see the module docstring)."""
+    target = pa.schema([pa.field(f.name, _canonical_type(f.type)) for f in table.schema])
+    return table if target == table.schema else table.cast(target)
+
+
+def _unify(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    schema = pa.unify_schemas([b.schema for b in batches], promote_options="permissive")
+    return [b.cast(schema) if b.schema != schema else b for b in batches]

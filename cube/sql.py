@@ -1,0 +1,482 @@
+"""Query → SQLAlchemy Core ``Select``: pure compilation, no engine, no I/O.
+
+Every identifier comes from the model's physical mapping (cube/model.py ``Physical``); every
+value from a request is a bound parameter. Compilation is built in named stages:
+
+1. ``_from``: the fact table joined to only the dimension tables the query touches;
+2. ``_where``: cuts as conditions over level key columns (ranges compare lexicographically
+   over the hierarchy path, as Cubes does);
+3. ``aggregation``: group by every attribute of every drilled level, computing the *raw*
+   internal columns (``__n`` count, ``__rk``/``__rk2`` key sums mod K, ``__<m>_sum`` and
+   ``__<m>_max``) that only the disclosure gate may read;
+4. ``finish``: on top of the aggregation, the per-aggregate values (raw here, or protected
+   by cube/disclosure/sql_path.py), measure filters, top-N, deterministic order, the total
+   cell count as a window in the same statement, and LIMIT/OFFSET.
+
+Dialect differences are data: the few functions that differ are looked up in ``DIALECT_OPS``.
+
+This module must not import the engine, Flask, or the disclosure package (ruff TID251).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql import ColumnElement, FromClause, Select
+
+from cube.model import Attribute, Cube, Dimension, Hierarchy, Level
+from cube.query import CutPart, Query, period_range
+
+#: Internal column names: never part of a public result.
+N = "__n"
+RK = "__rk"
+RK2 = "__rk2"
+TOTAL = "__total_cells"
+#: Prefix of the window totals (the summary) that a paged raw query carries on every row.
+ALL = "__all"
+SPLIT = "__within_split__"
+
+
+def sum_col(measure: str) -> str:
+    return f"__{measure}_sum"
+
+
+def max_col(measure: str) -> str:
+    return f"__{measure}_max"
+
+
+RAW_PREFIX = "__"
+
+
+# --- Physical tables ------------------------------------------------------------------------
+
+def _table(name: str) -> sa.TableClause:
+    return sa.table(name)
+
+
+class _Tables:
+    """Lightweight table clauses for one cube; columns are created on first use."""
+
+    def __init__(self, cube: Cube, *, fact_keys: bool = True) -> None:
+        self.cube = cube
+        self.fact_keys = fact_keys
+        self._tables: dict[str, sa.TableClause] = {}
+
+    def table(self, name: str) -> sa.TableClause:
+        if name not in self._tables:
+            self._tables[name] = sa.table(name)
+        return self._tables[name]
+
+    def col(self, table: str, column: str) -> ColumnElement[Any]:
+        t = self.table(table)
+        if column not in t.c:
+            t.append_column(sa.column(column))
+        return t.c[column]
+
+    def attr(self, attribute: Attribute) -> ColumnElement[Any]:
+        """The column of an attribute. A dimension key that the fact table references (the
+        detail side of a join, e.g. ``dim_tenure.tenure_code``) is read from the fact's own
+        foreign key column instead, so cutting on it needs no join. (The build guarantees
+        every foreign key has its dimension row, so both give the same rows.)"""
+        phys = self.cube.physical
+        c = phys.column(attribute.ref)
+        join = phys.join_for(c.table)
+        if self.fact_keys and join is not None and join.detail.column == c.column \
+                and join.master.table == phys.fact:
+            return self.col(phys.fact, join.master.column)
+        return self.col(c.table, c.column)
+
+    def table_of(self, attribute: Attribute) -> str:
+        """The table :meth:`attr` reads the attribute from."""
+        return self.attr(attribute).table.name  # type: ignore[attr-defined,no-any-return]
+
+    def fact(self, column: str) -> ColumnElement[Any]:
+        return self.col(self.cube.physical.fact, column)
+
+
+# --- Stage 1: FROM ------------------------------------------------------------------------------
+
+def _from(t: _Tables, attributes: Sequence[Attribute]) -> FromClause:
+    phys = t.cube.physical
+    needed: list[str] = []
+    for a in attributes:
+        table = t.table_of(a)
+        if table != phys.fact and table not in needed:
+            needed.append(table)
+    frm: FromClause = t.table(phys.fact)
+    for table in needed:
+        join = phys.join_for(table)
+        if join is None:  # validated at model load; kept as a guard
+            raise ValueError(f"no join to table {table!r}")
+        frm = frm.join(t.table(table), t.col(join.master.table, join.master.column)
+                       == t.col(join.detail.table, join.detail.column))
+    return frm
+
+
+# --- Stage 2: WHERE ------------------------------------------------------------------------------
+
+def _path_condition(t: _Tables, levels: Sequence[Level], path: Sequence[Any]
+                    ) -> ColumnElement[bool]:
+    return sa.and_(*(t.attr(lvl.key) == sa.bindparam(None, v, unique=True)
+                     for lvl, v in zip(levels, path, strict=False)))
+
+
+def _compare(t: _Tables, levels: Sequence[Level], path: Sequence[Any], op: str
+             ) -> ColumnElement[bool]:
+    """``path-of-the-row op path`` compared lexicographically over the level keys, as Cubes
+    does: ``>=`` for a range's lower bound, ``<=`` for its upper one. A shorter path compares
+    on its levels only, so ``-2026`` includes every month of 2026.
+
+    Written out as ``k1 > v1 OR (k1 = v1 AND (k2 > v2 OR (… kn >= vn)))`` — not as a row
+    comparison, which DuckDB rewrites into an invalid BETWEEN over structs — and led by
+    ``k1 >= v1`` so the coarsest key can be pushed down to a scan or an index."""
+    keys = [t.attr(lvl.key) for lvl in levels[: len(path)]]
+
+    def value(v: Any) -> Any:
+        return sa.bindparam(None, v, unique=True)
+
+    strict = (lambda a, b: a > b) if op == ">=" else (lambda a, b: a < b)
+    weak = (lambda a, b: a >= b) if op == ">=" else (lambda a, b: a <= b)
+    cond: ColumnElement[bool] = weak(keys[-1], value(path[len(keys) - 1]))
+    for i in range(len(keys) - 2, -1, -1):
+        cond = sa.or_(strict(keys[i], value(path[i])),
+                      sa.and_(keys[i] == value(path[i]), cond))
+    if len(keys) > 1:
+        cond = sa.and_(weak(keys[0], value(path[0])), cond)
+    return cond
+
+
+def _generic_condition(t: _Tables, cut: CutPart) -> ColumnElement[bool]:
+    levels = cut.hierarchy.levels
+    if cut.kind == "point":
+        return _path_condition(t, levels, cut.paths[0])
+    if cut.kind == "set":
+        return sa.or_(*(_path_condition(t, levels, p) for p in cut.paths))
+    parts = []
+    if cut.from_path is not None:
+        parts.append(_compare(t, levels, cut.from_path, ">="))
+    if cut.to_path is not None:
+        parts.append(_compare(t, levels, cut.to_path, "<="))
+    return sa.and_(*parts)
+
+
+def _period_condition(t: _Tables, cut: CutPart) -> ColumnElement[bool] | None:
+    """A time cut as a condition on the fact's own period column (no join to the time
+    dimension, and a filter the engine can push into the scan of a period-sorted fact), or
+    None if some path is not a well-formed period prefix."""
+    if not (t.fact_keys and cut.dimension.is_time):
+        return None
+    col = t.fact(fact_period_column(t.cube))
+
+    def span(path: Sequence[Any]) -> tuple[int, int] | None:
+        return period_range(t.cube, cut.hierarchy, path)
+
+    def value(v: int) -> Any:
+        return sa.bindparam(None, v, unique=True)
+
+    if cut.kind in ("point", "set"):
+        spans = [span(p) for p in cut.paths]
+        if any(s is None for s in spans):
+            return None
+        conds = [col == value(lo) if lo == hi else col.between(value(lo), value(hi))
+                 for lo, hi in (s for s in spans if s is not None)]
+        return sa.or_(*conds)
+    parts = []
+    if cut.from_path is not None:
+        low = span(cut.from_path)
+        if low is None:
+            return None
+        parts.append(col >= value(low[0]))
+    if cut.to_path is not None:
+        high = span(cut.to_path)
+        if high is None:
+            return None
+        parts.append(col <= value(high[1]))
+    return sa.and_(*parts)
+
+
+def cut_condition(t: _Tables, cut: CutPart) -> ColumnElement[bool]:
+    cond = _period_condition(t, cut)
+    if cond is None:
+        cond = _generic_condition(t, cut)
+    return sa.not_(cond) if cut.invert else cond
+
+
+def _cut_attributes(t: _Tables, cuts: Sequence[CutPart]) -> list[Attribute]:
+    """The attributes the cuts' conditions read (none for a time cut on the period column)."""
+    return [lvl.key for c in cuts if _period_condition(t, c) is None for lvl in c.levels()]
+
+
+# --- Stage 3: aggregation -----------------------------------------------------------------------
+
+def raw_rollup(cube: Cube) -> list[tuple[str, str]]:
+    """The raw columns in order, each with how cells roll up into their total: ``sum``,
+    ``sum_mod`` (key sums, mod K) or ``max``. Exact at any level — what lets a summary be
+    computed from a complete set of cells instead of a second scan."""
+    out = [(N, "sum"), (RK, "sum_mod"), (RK2, "sum_mod")]
+    for m in cube.measures:
+        if m.kind == "amount":
+            out += [(sum_col(m.name), "sum"), (max_col(m.name), "max")]
+    return out
+
+
+def raw_columns(t: _Tables, k: int) -> list[ColumnElement[Any]]:
+    phys = t.cube.physical
+    count = phys.column(t.cube.count_measure.name).column
+    # Constants of the method, not request values: written into the SQL, not bound.
+    zero, modulus = sa.literal_column("0"), sa.literal_column(str(int(k)))
+
+    def total(fn: Any, column: str) -> ColumnElement[Any]:
+        # An empty cell (a summary over no rows) is 0, not NULL.
+        return sa.func.coalesce(fn(t.fact(column)), zero)
+
+    cols: list[ColumnElement[Any]] = [
+        sa.cast(total(sa.func.sum, count), sa.BigInteger).label(N),
+        sa.cast(total(sa.func.sum, phys.record_key) % modulus, sa.Integer).label(RK),
+        sa.cast(total(sa.func.sum, phys.magnitude_key) % modulus, sa.Integer).label(RK2),
+    ]
+    for m in t.cube.measures:
+        if m.kind == "amount":
+            cols.append(sa.cast(total(sa.func.sum, phys.column(m.name).column),
+                                sa.BigInteger).label(sum_col(m.name)))
+            cols.append(sa.cast(total(sa.func.max, phys.max_columns[m.name]),
+                                sa.BigInteger).label(max_col(m.name)))
+    return cols
+
+
+def aggregation(query: Query, k: int, *, summary: bool = False) -> Select[Any]:
+    """Stage 1-3: the raw aggregated cells (or the one summary row)."""
+    t = _Tables(query.cube)
+    drill_attrs = [] if summary else list(query.cell_attributes)
+    split_cond = None
+    if query.split and not summary:
+        split_cond = sa.and_(*(cut_condition(t, c) for c in query.split))
+    touched = drill_attrs + _cut_attributes(t, query.cuts) + (
+        _cut_attributes(t, query.split) if split_cond is not None else [])
+    frm = _from(t, touched)
+    group = [t.attr(a) for a in drill_attrs]
+    cols: list[ColumnElement[Any]] = [g.label(a.ref) for g, a in
+                                      zip(group, drill_attrs, strict=True)]
+    if split_cond is not None:
+        split_col = sa.case((split_cond, sa.true()), else_=sa.false())
+        cols.append(split_col.label(SPLIT))
+        group.append(split_col)
+    stmt = sa.select(*cols, *raw_columns(t, k)).select_from(frm)
+    conds = [cut_condition(t, c) for c in query.cuts]
+    if query.period_limit is not None:
+        conds.append(t.fact(fact_period_column(query.cube)) <= query.period_limit)
+    if conds:
+        stmt = stmt.where(*conds)
+    if group:
+        stmt = stmt.group_by(*group)
+    return stmt
+
+
+# --- Stage 4: values, filters, order, paging ------------------------------------------------------
+
+#: Given the aggregation as a subquery, return (FROM to select from, {aggregate: value
+#: expression}, extra public columns). The raw implementation is below; the protected one
+#: lives in cube/disclosure/sql_path.py.
+ValueStage = Callable[[Query, sa.Subquery],
+                      tuple[FromClause, Mapping[str, ColumnElement[Any]], Sequence[Any]]]
+
+
+def raw_values(query: Query, sub: sa.Subquery
+               ) -> tuple[FromClause, Mapping[str, ColumnElement[Any]], Sequence[Any]]:
+    values: dict[str, ColumnElement[Any]] = {}
+    for a in query.aggregates:
+        if a.measure.kind == "count":
+            values[a.name] = sub.c[N]
+        elif a.function == "sum":
+            values[a.name] = sub.c[sum_col(a.measure.name)]
+        else:
+            values[a.name] = sa.cast(sub.c[sum_col(a.measure.name)], sa.Double) / sa.func.nullif(
+                sub.c[N], 0)
+    return sub, values, ()
+
+
+_OPS: Mapping[str, Callable[[Any, Any], Any]] = {
+    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, "=": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+
+
+def default_order(query: Query) -> list[Attribute]:
+    """Natural order of the drilled levels, then keys: always total and deterministic."""
+    out: list[Attribute] = []
+    for d in query.drilldown:
+        for lvl in d.levels:
+            for a in (lvl.order_attribute, lvl.key):
+                if a not in out:
+                    out.append(a)
+    return out
+
+
+def finish(query: Query, k: int, values: ValueStage = raw_values, *,
+           keep_raw: bool = True, totals: bool = False) -> Select[Any]:
+    """Stage 4 over the aggregation. ``keep_raw`` keeps the internal columns (raw path).
+
+    ``totals`` (paged raw queries without filters or top-N) adds the summary as window
+    columns ``__all<raw column>`` over every cell before LIMIT, so one statement answers the
+    page, the total cell count and the summary."""
+    sub = aggregation(query, k).subquery("cells")
+    frm, vals, extra = values(query, sub)
+    attr_cols = [sub.c[a.ref] for a in query.cell_attributes]
+    if query.split:
+        attr_cols.append(sub.c[SPLIT])
+    value_cols = [v.label(name) for name, v in vals.items()]
+    raw = [c for c in sub.c if c.name.startswith(RAW_PREFIX) and c.name != SPLIT] \
+        if keep_raw else []
+
+    # Order: explicit items, then the natural order of the drilled levels (total, so paging
+    # is deterministic). Each item is (expression, name of the selected column, descending).
+    order: list[tuple[ColumnElement[Any], str, bool]] = []
+    for o in query.order:
+        if o.aggregate is not None:
+            order.append((vals[o.aggregate.name], o.aggregate.name, o.descending))
+        else:
+            assert o.attribute is not None
+            order.append((sub.c[o.attribute.ref], o.attribute.ref, o.descending))
+    order += [(sub.c[a.ref], a.ref, False) for a in default_order(query)]
+    if query.split:
+        order.append((sub.c[SPLIT], SPLIT, False))
+
+    def by(items: Sequence[tuple[ColumnElement[Any], str, bool]]) -> list[Any]:
+        return [e.desc() if desc else e.asc() for e, _, desc in items]
+
+    stmt = sa.select(*attr_cols, *value_cols, *extra, *raw).select_from(frm)
+    if not query.drilldown and not query.split:
+        # As in Cubes: without a drilldown there are no cells, only the summary.
+        stmt = stmt.where(sa.false())
+    if query.filters:
+        stmt = stmt.where(*(_OPS[f.op](vals[f.aggregate.name], f.value) for f in query.filters))
+    if query.top is not None:
+        # Top-N: rank within the parent level of the ``per`` drilldown (or overall), largest
+        # first, ties broken by the same total order; keep ranks 1..N.
+        partition = []
+        if query.top.per is not None:
+            partition = [sub.c[lvl.key.ref] for lvl in query.top.per.levels[:-1]]
+        rank = sa.func.row_number().over(
+            partition_by=partition or None,
+            order_by=[vals[query.top.aggregate.name].desc().nulls_last(), *by(order)],
+        ).label("__rank")
+        ranked = stmt.add_columns(rank).subquery("ranked")
+        stmt = sa.select(*(c for c in ranked.c if c.name != "__rank")).where(
+            ranked.c["__rank"] <= query.top.n)
+        order = [(ranked.c[name], name, desc) for _, name, desc in order]
+    if query.pagesize is not None:
+        stmt = stmt.add_columns(sa.func.count().over().label(TOTAL))
+        if totals:
+            if query.filters or query.top is not None or not keep_raw:
+                raise ValueError("window totals need every cell and the raw columns")
+            modulus = sa.literal_column(str(int(k)))
+            for name, how in raw_rollup(query.cube):
+                fn = sa.func.max if how == "max" else sa.func.sum
+                total: ColumnElement[Any] = fn(sub.c[name]).over()
+                if how == "sum_mod":
+                    total = total % modulus
+                stmt = stmt.add_columns(sa.cast(total, sa.BigInteger).label(ALL + name))
+    stmt = stmt.order_by(*by(order))
+    if query.pagesize is not None:
+        stmt = stmt.limit(query.pagesize).offset((query.page or 0) * query.pagesize)
+    return stmt
+
+
+def summary(query: Query, k: int) -> Select[Any]:
+    return aggregation(query, k, summary=True)
+
+
+def fact_period_column(cube: Cube) -> str:
+    """The fact column that joins to the time dimension (month_id or quarter_id)."""
+    tdim = cube.time_dimension
+    if tdim is None:
+        raise ValueError(f"cube {cube.name!r} has no time dimension")
+    table = cube.physical.column(tdim.levels[0].key.ref).table
+    join = cube.physical.join_for(table)
+    if join is None:
+        raise ValueError(f"no join to {table!r}")
+    return join.detail.column
+
+
+# --- Members and cell details -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MembersQuery:
+    cube: Cube
+    dimension: Dimension
+    hierarchy: Hierarchy
+    depth: int
+    cuts: tuple[CutPart, ...] = ()
+    page: int | None = None
+    pagesize: int | None = None
+    period_limit: int | None = None
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        return self.hierarchy.levels[: self.depth]
+
+
+def members(mq: MembersQuery) -> Select[Any]:
+    """Distinct members of a level (with their ancestors), from the dimension table only."""
+    t = _Tables(mq.cube, fact_keys=False)
+    attrs = [a for lvl in mq.levels for a in lvl.attributes]
+    tables = {mq.cube.physical.column(a.ref).table for a in attrs}
+    if len(tables) != 1:
+        raise ValueError("a dimension's attributes must live in one table")
+    cols = [t.attr(a).label(a.ref) for a in attrs]
+    stmt = sa.select(*cols).distinct()
+    conds = [cut_condition(t, c) for c in mq.cuts if c.dimension.name == mq.dimension.name]
+    if mq.period_limit is not None and mq.dimension.is_time:
+        table = mq.cube.physical.column(mq.dimension.levels[0].key.ref).table
+        conds.append(t.col(table, fact_period_column(mq.cube)) <= mq.period_limit)
+    if conds:
+        stmt = stmt.where(*conds)
+    order = []
+    for lvl in mq.levels:
+        for a in (lvl.order_attribute, lvl.key):
+            if a.ref not in order:
+                order.append(a.ref)
+    inner = stmt.subquery("members")
+    out = sa.select(*inner.c).order_by(*(inner.c[r] for r in order))
+    if mq.pagesize is not None:
+        out = out.add_columns(sa.func.count().over().label(TOTAL))
+        out = out.limit(mq.pagesize).offset((mq.page or 0) * mq.pagesize)
+    return out
+
+
+def path_details(cube: Cube, cut: CutPart, path: Sequence[Any],
+                 period_limit: int | None = None) -> Select[Any]:
+    """Key and label of each element of a cut path (for /cell), from the dimension table."""
+    t = _Tables(cube, fact_keys=False)
+    levels = cut.hierarchy.levels[: len(path)]
+    cols = []
+    for lvl in levels:
+        cols.append(t.attr(lvl.key).label(lvl.key.ref))
+        if lvl.label_attribute != lvl.key:
+            cols.append(t.attr(lvl.label_attribute).label(lvl.label_attribute.ref))
+    stmt = sa.select(*cols).where(_path_condition(t, levels, path))
+    if period_limit is not None and cut.dimension.is_time:
+        table = cube.physical.column(cut.dimension.levels[0].key.ref).table
+        stmt = stmt.where(t.col(table, fact_period_column(cube)) <= period_limit)
+    return stmt.limit(1)
+
+
+def period_bounds(cube: Cube, period_limit: int | None = None) -> Select[Any]:
+    """The newest (visible) period with data: for defaulting stocks to one period."""
+    t = _Tables(cube)
+    col = t.fact(fact_period_column(cube))
+    stmt = sa.select(sa.func.max(col).label("latest"))
+    return stmt if period_limit is None else stmt.where(col <= period_limit)
+
+
+def to_sql(stmt: Select[Any], dialect: sa.engine.Dialect) -> str:
+    """SQL text with values inlined: for the admin-only `statcube sql` and golden tests.
+
+    Never executed: the engine always runs statements with bound parameters."""
+    text = str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    if dialect.paramstyle in ("format", "pyformat"):
+        text = text.replace("%%", "%")  # the driver's escaping, meaningless once inlined
+    return text

@@ -1,0 +1,321 @@
+"""The Python entry point: a model over a warehouse.
+
+    ws = Workspace.open(load_model("model.json"), "data/warehouse/2026-11.duckdb")
+    hb = ws.cube("housing_benefit")
+    result = hb.aggregate(cut="geography:E92000001", drilldown="geography:region")
+    result.to_json()          # protected cells, summary, paging, disclosure report
+
+Every public method returns *protected* values: they pass through the one disclosure gate
+(cube/disclosure/gate.py). Raw values are reachable only through methods whose names start
+with ``_raw`` — for the build checks, the gate itself and tests — and never leave the process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from cube import sql as compiler
+from cube.disclosure.gate import Gate, ProtectedResult
+from cube.engine import Engine
+from cube.errors import ArgumentError, ConfigError, NoSuchCubeError
+from cube.model import Cube, Model
+from cube.query import (
+    Query,
+    Request,
+    names_members,
+    parse_paging,
+    period_limit_for,
+    resolve_cuts,
+    resolve_dimension,
+    resolve_hierarchy,
+    resolve_level,
+)
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """Unprotected cells: internal only. Never serialise this."""
+
+    query: Query
+    cells: pa.Table
+    summary: pa.Table
+    total_cell_count: int | None
+
+
+@dataclass(frozen=True)
+class Members:
+    dimension: str
+    hierarchy: str
+    depth: int
+    members: pa.Table
+    total_member_count: int | None
+
+
+class Workspace:
+    """A model over one warehouse, optionally seen only up to a period (embargo).
+
+    ``visible_until`` is (year, month): data after it is invisible to every method — in
+    aggregates, members, cell details and the default period. :meth:`view` gives another
+    visibility over the same engine, so a server can hold one connection per release and
+    answer each role with its own view.
+    """
+
+    def __init__(self, model: Model, engine: Engine,
+                 visible_until: tuple[int, int] | None = None,
+                 meta: dict[str, Any] | None = None, gate: Gate | None = None) -> None:
+        self.model = model
+        self.engine = engine
+        self.visible_until = visible_until
+        self.meta = meta if meta is not None else self._read_meta()
+        self.gate = gate if gate is not None else Gate.for_warehouse(model, engine, self.meta)
+        self._browsers: dict[str, CubeBrowser] = {}
+
+    @classmethod
+    def open(cls, model: Model, target: str | Path,
+             visible_until: tuple[int, int] | None = None) -> Workspace:
+        return cls(model, Engine(target), visible_until)
+
+    def view(self, visible_until: tuple[int, int] | None) -> Workspace:
+        """The same warehouse seen up to another period (no new connection)."""
+        return Workspace(self.model, self.engine, visible_until, self.meta, self.gate)
+
+    def _read_meta(self) -> dict[str, Any]:
+        t = sa.table("statcube_meta", sa.column("key"), sa.column("value"))
+        try:
+            rows = self.engine.execute(sa.select(t.c.key, t.c.value)).to_pylist()
+        except Exception as exc:
+            raise ConfigError(f"{self.engine.target} is not a statcube warehouse "
+                              f"(no statcube_meta table)") from exc
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    @property
+    def release(self) -> str:
+        return str(self.meta.get("release", ""))
+
+    def cube(self, name: str) -> CubeBrowser:
+        """The browser of one cube (kept: it caches the cube's latest visible period)."""
+        browser = self._browsers.get(name)
+        if browser is None:
+            cube = self.model.cube(name)
+            if name not in self.meta.get("cubes", []):
+                raise NoSuchCubeError(f"cube {name!r} is not in release {self.release}",
+                                      parameter="cube", value=name)
+            browser = self._browsers[name] = CubeBrowser(self, cube)
+        return browser
+
+    @property
+    def cube_names(self) -> list[str]:
+        return [c for c in self.model.cubes if c in self.meta.get("cubes", [])]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class CubeBrowser:
+    def __init__(self, workspace: Workspace, cube: Cube) -> None:
+        self.ws = workspace
+        self.cube = cube
+
+    @property
+    def period_limit(self) -> int | None:
+        return period_limit_for(self.cube, self.ws.visible_until)
+
+    @cached_property
+    def latest_period(self) -> tuple[int, int] | None:
+        """(year, month) of the newest visible data; quarterly cubes give the quarter's last
+        month."""
+        latest = self.ws.engine.scalar(compiler.period_bounds(self.cube, self.period_limit))
+        if latest is None:
+            return None
+        if self.cube.grain == "quarter":
+            return int(latest) // 10, (int(latest) % 10) * 3
+        return int(latest) // 100, int(latest) % 100
+
+    def query(self, request: Request) -> Query:
+        return Query.from_request(self.cube, request, self.latest_period, self.period_limit)
+
+    # --- public, protected -------------------------------------------------------------------
+
+    def aggregate(self, *, cut: str | None = None, drilldown: str | Sequence[str] | None = None,
+                  aggregates: str | Sequence[str] | None = None,
+                  order: str | Sequence[str] | None = None, page: int | None = None,
+                  pagesize: int | None = None, split: str | None = None,
+                  having: str | None = None, top: str | None = None) -> ProtectedResult:
+        request = Request.make(self.cube.name, cut=cut, drilldown=drilldown,
+                               aggregates=aggregates, order=order, page=page,
+                               pagesize=pagesize, split=split, having=having, top=top)
+        return self.aggregate_query(self.query(request))
+
+    def aggregate_query(self, query: Query) -> ProtectedResult:
+        return self.ws.gate.aggregate(self, query)
+
+    def members(self, dimension: str, *, hierarchy: str | None = None,
+                level: str | None = None, depth: int | None = None, cut: str | None = None,
+                page: int | None = None, pagesize: int | None = None) -> Members:
+        """Members of a level with the keys and labels of their ancestors (no values, so
+        nothing to protect). ``level`` or ``depth`` (1-based) pick the level, default the
+        deepest; ``cut`` (on this dimension only) narrows them; high-cardinality levels need
+        ``pagesize`` or a cut naming members of that level. Paged results report
+        ``total_member_count``; a page past the end is empty, never an error."""
+        dim = resolve_dimension(self.cube, dimension, "dimension")
+        hier = resolve_hierarchy(dim, hierarchy, "hierarchy")
+        if level is not None and depth is not None:
+            raise ArgumentError("give level or depth, not both", parameter="depth",
+                                value=str(depth))
+        if level is not None:
+            d = hier.level_index(resolve_level(dim, hier, level, "level").name) + 1
+        elif depth is not None:
+            if not 1 <= depth <= len(hier.levels):
+                raise ArgumentError(
+                    f"depth must be between 1 and {len(hier.levels)} for hierarchy "
+                    f"{dim.name}@{hier.name}", parameter="depth", value=str(depth))
+            d = depth
+        else:
+            d = len(hier.levels)
+        page, pagesize = parse_paging(None if page is None else str(page),
+                                 None if pagesize is None else str(pagesize))
+        cuts = resolve_cuts(self.cube, cut or "")
+        foreign = [c for c in cuts if c.dimension.name != dim.name]
+        if foreign:
+            raise ArgumentError(
+                f"members of {dim.name!r} take cuts on {dim.name!r} only (got a cut on "
+                f"{foreign[0].dimension.name!r})", parameter="cut", value=cut)
+        target = hier.levels[d - 1]
+        if target.cardinality == "high" and pagesize is None and not any(
+                names_members(c, target) for c in cuts):
+            raise ArgumentError(
+                f"level {target.ref} has high cardinality: give pagesize (and page) or a cut "
+                f"naming {target.name} members", parameter="pagesize",
+                hint="e.g. pagesize=1000&page=0")
+        mq = compiler.MembersQuery(self.cube, dim, hier, d, cuts, page, pagesize,
+                                   self.period_limit)
+        table = self.ws.engine.execute(compiler.members(mq))
+        total = None
+        if compiler.TOTAL in table.column_names:
+            total = table.column(compiler.TOTAL)[0].as_py() if table.num_rows else \
+                self._count_members(mq)
+            table = table.drop_columns([compiler.TOTAL])
+        return Members(dim.name, hier.name, d, table, total)
+
+    def _count_members(self, mq: compiler.MembersQuery) -> int:
+        """Total members when the requested page is past the end (the window saw no rows)."""
+        sub = compiler.members(replace(mq, page=None, pagesize=None)).subquery()
+        return int(self.ws.engine.scalar(sa.select(sa.func.count()).select_from(sub)) or 0)
+
+    def cell_details(self, cut: str) -> list[dict[str, Any]]:
+        """Keys and labels of each path element of each cut (for /cell): one list per path
+        (both bounds of a range). A key with no member (or an embargoed period) gets only
+        ``_key``."""
+        out = []
+        for c in resolve_cuts(self.cube, cut):
+            paths = c.paths if c.kind != "range" else tuple(
+                p for p in (c.from_path, c.to_path) if p is not None)
+            details = []
+            for path in paths:
+                row = self.ws.engine.execute(
+                    compiler.path_details(self.cube, c, path, self.period_limit))
+                if row.num_rows == 0:
+                    details.append([{"_key": str(k)} for k in path])
+                    continue
+                r = row.to_pylist()[0]
+                details.append([
+                    {"_key": str(r[lvl.key.ref]), "_label": str(r[lvl.label_attribute.ref])}
+                    for lvl in c.hierarchy.levels[: len(path)]
+                ])
+            out.append({"dimension": c.dimension.name, "hierarchy": c.hierarchy.name,
+                        "type": c.kind, "invert": c.invert, "details": details})
+        return out
+
+    # --- internal, raw -------------------------------------------------------------------------
+
+    def _raw_aggregate(self, query: Query) -> RawResult:
+        """Unprotected: for the gate, build checks and tests only.
+
+        One statement where possible: the cells' raw columns roll up exactly (sums, key sums
+        mod K, maxima), so the summary of a complete set of cells is computed from them, and
+        a paged query carries it as window totals over all cells. A second statement is run
+        only without a drilldown (no cells at all), with measure filters or top-N (cells are
+        not complete), or for a page past the end."""
+        k = self.ws.gate.k
+        engine = self.ws.engine
+        if not query.drilldown and not query.split:
+            summary = engine.execute(compiler.summary(query, k))
+            return RawResult(query, _no_cells(query, summary), summary, None)
+        if query.filters or query.top is not None:
+            cells = engine.execute(compiler.finish(query, k))
+            summary = engine.execute(compiler.summary(query, k))
+            total = None
+            if compiler.TOTAL in cells.column_names:
+                total = cells.column(compiler.TOTAL)[0].as_py() if cells.num_rows else \
+                    self._count_cells(query)
+                cells = cells.drop_columns([compiler.TOTAL])
+            return RawResult(query, cells, summary, total)
+        if query.pagesize is None:
+            cells = engine.execute(compiler.finish(query, k))
+            return RawResult(query, cells, _summary_of(query, cells, k), None)
+        cells = engine.execute(compiler.finish(query, k, totals=True))
+        windows = [c for c in cells.column_names
+                   if c == compiler.TOTAL or c.startswith(compiler.ALL)]
+        if cells.num_rows:
+            first = cells.slice(0, 1)
+            total = first.column(compiler.TOTAL)[0].as_py()
+            summary = pa.table({name: first.column(compiler.ALL + name)
+                                for name, _ in compiler.raw_rollup(query.cube)})
+        else:  # a page past the end: the windows saw no rows
+            total = self._count_cells(query)
+            summary = engine.execute(compiler.summary(query, k))
+        return RawResult(query, cells.drop_columns(windows), summary, total)
+
+    def _count_cells(self, query: Query) -> int:
+        """Total cells when the requested page is past the end (the window saw no rows)."""
+        sub = compiler.finish(replace(query, page=None, pagesize=None), self.ws.gate.k)
+        return int(self.ws.engine.scalar(sa.select(sa.func.count()).select_from(
+            sub.subquery())) or 0)
+
+
+def resolve_warehouse(configured: str | None, data_dir: str | Path) -> str:
+    """The warehouse to open: ``configured`` (a SQLAlchemy URL or a DuckDB file) if given,
+    else the newest release (by release id) in ``<data_dir>/warehouse``."""
+    if configured:
+        return configured
+    releases = sorted(p for p in (Path(data_dir) / "warehouse").glob("*.duckdb")
+                      if not p.name.startswith("."))
+    if not releases:
+        raise ConfigError(f"no warehouse found in {Path(data_dir) / 'warehouse'}: run "
+                          "`statcube build` (or `statcube demo`), or set STATCUBE_WAREHOUSE")
+    return str(releases[-1])
+
+
+def _summary_of(query: Query, cells: pa.Table, k: int) -> pa.Table:
+    """The summary row from a complete set of cells (see ``compiler.raw_rollup``)."""
+    out = {}
+    for name, how in compiler.raw_rollup(query.cube):
+        col = cells.column(name)
+        if how == "max":
+            value = pc.max(col).as_py()
+        else:
+            value = pc.sum(col).as_py()
+            if value is not None and how == "sum_mod":
+                value %= k
+        out[name] = pa.array([value or 0], pa.int64())
+    return pa.table(out)
+
+
+def _no_cells(query: Query, summary: pa.Table) -> pa.Table:
+    """The (typed, empty) cells of a query without a drilldown: the summary is everything."""
+    cols: dict[str, pa.Array] = {}
+    for a in query.aggregates:
+        kind = pa.int64() if a.measure.kind == "count" or a.function == "sum" else pa.float64()
+        cols[a.name] = pa.array([], kind)
+    for name in summary.column_names:
+        cols[name] = pa.array([], summary.schema.field(name).type)
+    return pa.table(cols)
