@@ -247,6 +247,28 @@ def test_table_invariants(params: PTableParams) -> None:
             assert shares[0] >= params.pstay - 2 / params.K
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        PTableParams(D=6, V=0.2, js=1),  # probabilities down to ~1e-40
+        PTableParams(D=5, V=24.5, js=0),  # variance near D²
+        PTableParams(D=5, V=16.1, js=4, pstay=0.363),  # rows pinned to one distribution
+        PTableParams(D=6, V=0.32, js=0, monotone=True),
+    ],
+    ids=["tiny-V", "huge-V", "pinned", "tiny-V-monotone"],
+)
+def test_extreme_parameters_still_build(params: PTableParams) -> None:
+    table = build_ptable(params)
+    for pcv in range(1, params.ncat + 1):
+        row = table.values[pcv].astype(np.int64)
+        assert int(row.sum()) == 0
+        published = pcv + row
+        assert np.all(published >= 0)
+        assert not np.any((published >= 1) & (published <= params.js))
+        probs = row_distribution(pcv, params)
+        assert _variance(probs) == pytest.approx(_target_variance(pcv, params), abs=1e-7)
+
+
 def test_values_are_read_only() -> None:
     table = build_ptable(DEFAULT)
     with pytest.raises(ValueError):

@@ -14,7 +14,7 @@ properties that can be stated and checked:
 * noise is bounded, ``|v| <= D``, and never makes a count negative;
 * published values ``1..js`` never occur (with ``js = 2`` no 1s or 2s are published);
 * zeros stay zero (row 0 is all zeros), so structural zeros are not disguised;
-* counts above ``ncat = D + js + 1`` share one symmetric row (a discrete Gaussian).
+* counts of ``ncat = D + js + 1`` and above share one symmetric row (a discrete Gaussian).
 
 Each row's probabilities are the maximum-entropy distribution under those constraints (the
 least informative noise that meets them). The probabilities are then turned into whole
@@ -368,12 +368,12 @@ def maxent_distribution(
     constraints. Returns ``{v: p}`` for every value, ascending (forced zeros included).
 
     Method. With the mean fixed, the variance is linear in ``p``, so the feasible set is a
-    polytope. Linear programmes first find the inequalities that hold with equality for
+    polytope. A linear programme first finds the inequalities that hold with equality for
     *every* feasible distribution (values forced to probability 0, monotone steps forced
     flat) and a relative-interior point. If the equalities then leave one distribution, that
     is the answer. Otherwise:
 
-    1. without ``monotone``/``pstay`` the maximiser has the form ``p(v) ∝ exp(a·v + b·v²)``
+    1. ignoring ``monotone``/``pstay``, the maximiser has the form ``p(v) ∝ exp(a·v + b·v²)``
        on the values that can be positive; ``(a, b)`` minimise the convex dual
        ``log Σ exp(a·v + b·(v² − V))``, solved by Newton's method (``trust-exact``: the
        dual is smooth and two-dimensional, and the stopping rule is on the moments, so the
@@ -422,26 +422,33 @@ def _face(
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """A relative-interior point of the polytope and which inequalities have slack there.
 
-    Inequalities are ``p >= 0`` (the first ``m``) followed by the rows of ``A_ub``. One
-    linear programme per inequality not yet seen slack maximises its slack; an inequality
-    whose largest slack is below ``_ZERO_TOL`` holds with equality everywhere. The point
-    returned is the mean of the maximisers, with forced zeros set exactly to 0.
+    Inequalities are ``p >= 0`` (the first ``m``) followed by the rows of ``A_ub``; those
+    without slack hold with equality for every feasible ``p`` (e.g. a probability forced to
+    0). One linear programme on the homogenised system finds them all: with ``p = x / τ``,
+    maximise ``Σ y`` subject to ``A_eq x = b_eq τ``, ``G x + y <= h τ``, ``0 <= y <= 1`` and
+    ``1 <= τ <= 1 / _ZERO_TOL``. Scaling by ``τ`` lets every inequality that can be slack
+    reach ``y = 1`` at once, while those that cannot stay at ``y = 0``.
     """
     m = a_eq.shape[1]
     g_all = np.vstack([-np.eye(m), a_ub])
     h_all = np.concatenate([np.zeros(m), b_ub])
-    loose = np.zeros(len(g_all), dtype=bool)
-    points: list[NDArray[np.float64]] = []
-    x = np.zeros(m)
-    for i in range(len(g_all)):
-        if loose[i]:
-            continue
-        x = _lp(g_all[i], a_eq, b_eq, a_ub, b_ub, "noise distribution")
-        slack = h_all - g_all @ x
-        if slack[i] > _ZERO_TOL:
-            points.append(x)
-            loose |= slack > _ZERO_TOL
-    p0 = np.mean(points, axis=0) if points else x
+    r = len(g_all)
+    c = np.concatenate([np.zeros(m), -np.ones(r), [0.0]])
+    res = linprog(
+        c,
+        A_ub=np.hstack([g_all, np.eye(r), -h_all[:, None]]),
+        b_ub=np.zeros(r),
+        A_eq=np.hstack([a_eq, np.zeros((len(a_eq), r)), -b_eq[:, None]]),
+        b_eq=np.zeros(len(a_eq)),
+        bounds=[(0.0, None)] * m + [(0.0, 1.0)] * r + [(1.0, 1.0 / _ZERO_TOL)],
+        method="highs",
+    )
+    if res.status == 2:
+        raise ConfigError("no noise distribution meets the constraints")
+    if not res.success:
+        raise ConfigError(f"linear programme failed (noise distribution): {res.message}")
+    loose = np.asarray(res.x[m : m + r] > 0.5)
+    p0 = res.x[:m] / res.x[-1]
     p0[~loose[:m]] = 0.0
     return p0, loose
 
@@ -615,6 +622,11 @@ def row_distribution(n: int, params: PTableParams) -> dict[int, float]:
     the nearest end, i.e. the closest feasible variance, which keeps the noise unbiased and
     in range at the cost of a different variance for that count only. At an end of the
     interval the distribution is usually unique and some allowed values get probability 0.
+
+    Where ``V`` is feasible the row has exactly that variance, even if only one distribution
+    achieves it. (The R package ``ptable`` keeps its optimiser's answer when that misses the
+    variance: its vignette's monotone row ``n = 1`` for ``D = 2, V = 1, js = 0`` has variance
+    0.932, where this function gives ``{-1: 3/8, 0: 3/8, 1: 1/8, 2: 1/8}`` with variance 1.)
     """
     row = min(_count(n), params.ncat)
     p = params
@@ -684,7 +696,8 @@ def slot_counts(probs: Mapping[int, float], K: int) -> dict[int, int]:
         # Search a box |s − pK| <= w first (small, so HiGHS solves it quickly and reliably).
         # If the best cost inside is <= w it is optimal overall, because any split outside
         # the box already costs more than w; otherwise widen the box.
-        width = 2 * int(np.max(np.abs(ints))) + 2
+        forced = float(np.sum(np.maximum(lower - target, 0.0)))  # cost the lower bounds force
+        width = 2 * int(np.max(np.abs(ints))) + 2 + math.ceil(forced)
         while True:
             lo = np.maximum(lower, np.floor(target) - width)
             hi = np.minimum(float(k), np.ceil(target) + width)
@@ -703,7 +716,7 @@ def slot_counts(probs: Mapping[int, float], K: int) -> dict[int, int]:
                     return {val: int(n) for val, n in zip(vals, slots, strict=True)}
             if width >= k:
                 break
-            width *= 4
+            width *= 2
     raise ConfigError(f"cannot split the probabilities into {k} zero-mean slots")
 
 
