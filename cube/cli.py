@@ -214,6 +214,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(settings)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write (or resume) protected Parquet exports of a release: see cube/export.py."""
+    from cube.export import export_release, format_bytes, open_release
+
+    settings = _settings(args)
+    ws, release, published = open_release(
+        _model(settings), data_dir=settings.data_dir,
+        warehouse=args.warehouse or settings.warehouse, release=args.release,
+        calendar=args.releases or settings.releases)
+    out = Path(args.out or settings.export_dir)
+    try:
+        with progress_bar(f"export {release}") as report:
+            results = export_release(ws, out, cubes=args.cube, grains=args.grain,
+                                     release=release, published=published, progress=report)
+    finally:
+        ws.close()
+    rows = sum(r.rows for r in results)
+    size = sum(r.bytes for r in results)
+    kept = sum(1 for r in results if r.already_complete)
+    console.print(f"exported release {release} to {out / release}: {len(results)} grains"
+                  + (f" ({kept} already complete, left as they were)" if kept else "")
+                  + f", {rows:,} rows, {format_bytes(size)} of data"
+                  + (f"; published {published}" if published else ""))
+    return 0
+
+
+def cmd_sdc_report(args: argparse.Namespace) -> int:
+    """Utility figures of disclosure control for a cube and level: see
+    cube/disclosure/report.py. Aggregate statistics only, never a raw cell value."""
+    import json
+
+    from cube.disclosure.report import sdc_report
+    from cube.workspace import Workspace, resolve_warehouse
+
+    settings = _settings(args)
+    target = resolve_warehouse(args.warehouse or settings.warehouse, settings.data_dir)
+    ws = Workspace.open(_model(settings), target)
+    try:
+        report = sdc_report(ws.cube(args.cube), args.level, args.period)
+    finally:
+        ws.close()
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     for s in SETTINGS:
         print(f"{s.env:24} {s.default!s:12} {s.help}")
@@ -262,6 +307,28 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int, help="processes (env STATCUBE_WORKERS; 0: cores)")
     sv.add_argument("--threads", type=int, help="threads per process (env STATCUBE_THREADS)")
     sv.set_defaults(func=cmd_serve)
+
+    e = sub.add_parser("export", help="write protected Parquet cube exports of a release "
+                                      "(resumes an interrupted run)")
+    e.add_argument("--release", help="release id (default: the warehouse's release)")
+    e.add_argument("--cube", action="append", help="cube to export (repeatable; default all)")
+    e.add_argument("--grain", action="append",
+                   help="export grain, e.g. oa or la_all (repeatable; default all)")
+    e.add_argument("--out", help="export directory (env STATCUBE_EXPORT_DIR, default exports)")
+    e.add_argument("--warehouse", help="DuckDB file (env STATCUBE_WAREHOUSE; default: the "
+                                       "release's, else the newest in DATA_DIR/warehouse)")
+    e.add_argument("--releases", help="release calendar file (env STATCUBE_RELEASES)")
+    e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("sdc-report", help="utility of disclosure control for a cube and "
+                                          "level (aggregate figures only)")
+    r.add_argument("--cube", required=True, help="cube name, e.g. housing_benefit")
+    r.add_argument("--level", required=True, help="dim:level, e.g. geography:la")
+    r.add_argument("--period", help="YYYY-MM (YYYY-Qn for quarterly cubes; default: latest)")
+    r.add_argument("--warehouse", help="DuckDB file or SQLAlchemy URL (env STATCUBE_WAREHOUSE;"
+                                       " default: newest release in DATA_DIR/warehouse)")
+    r.add_argument("--json", action="store_true", help="print the figures as JSON")
+    r.set_defaults(func=cmd_sdc_report)
 
     s = sub.add_parser("settings", help="list settings and their environment variables")
     s.set_defaults(func=cmd_settings)

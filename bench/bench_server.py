@@ -1,0 +1,272 @@
+"""HTTP throughput and latency of the running server, against a trivial endpoint of the same
+stack, in one run.
+
+    python -m bench.bench_server                         # scale 0.01, 20 months, built once
+    python -m bench.bench_server --clients 16 --requests 3000 --seconds 20
+    python -m bench.bench_server --warehouse data/warehouse/2026-11.duckdb
+
+Starts ``statcube serve`` (gunicorn, ``--workers`` processes, one read-only DuckDB connection
+each) on a free port of 127.0.0.1 with generous limits, then drives it with ``--clients``
+concurrent keep-alive HTTP clients, one scenario after another, each bounded by a request
+count and a time limit:
+
+- ``version``: ``GET /version`` — the whole stack (gunicorn, Flask, auth, rate limiter,
+  request log) with no query: the floor;
+- ``cached``: one aggregate (regions × tenure) repeated: after the first request per worker
+  it comes from the in-process LRU of serialised results;
+- ``revalidated``: the same with ``If-None-Match``: a 304 without a body;
+- ``uncached``: a stream of distinct aggregates (local authority × category × month), none
+  repeated, so every request runs SQL, the disclosure gate and serialisation.
+
+Reports requests/s and latency percentiles (p50, p90, p99, max) per scenario, and each
+scenario's median latency as a multiple of the ``version`` floor. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CATEGORIES = ("tenure", "age_band", "family_type", "passported", "spare_room")
+
+
+# --- the warehouse and the server -------------------------------------------------------
+
+def build_warehouse(scale: float, months: int, data: Path) -> Path:
+    """Build (once) a synthetic warehouse ending 2026-11 under ``data``."""
+    from cube.build import BuildOptions, build
+    from cube.model import default_model_path, load_model
+    from cube.synthetic import GenerateOptions, generate
+
+    base = data / f"scale-{scale:g}-m{months}"
+    found = sorted((base / "warehouse").glob("*.duckdb"))
+    if found:
+        return found[-1]
+    first = 2026 * 12 + 10 - (months - 1)
+    start = f"{first // 12:04d}-{first % 12 + 1:02d}"
+    print(f"building a synthetic warehouse (scale {scale}, {months} months) …", flush=True)
+    generate(base / "synthetic", GenerateOptions(scale=scale, start=start, months=months))
+    report = build(load_model(default_model_path()), base / "synthetic", base / "warehouse",
+                   secrets.token_bytes(32), BuildOptions())
+    return report.warehouse
+
+
+@dataclass
+class Running:
+    url: str
+    process: subprocess.Popen[str]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the process group we started
+            self.process.wait(timeout=20)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def start(warehouse: Path, workers: int, threads: int, log: Path) -> Running:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
+    env.update({"STATCUBE_WAREHOUSE": str(warehouse), "STATCUBE_MODEL": str(ROOT / "model.json"),
+                "STATCUBE_RATE_LIMIT_GUEST": "100000000/minute",
+                "STATCUBE_MAX_CELLS_GUEST": "1000000",
+                "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")})
+    with log.open("w", encoding="utf-8") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cube.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+             "--workers", str(workers), "--threads", str(threads)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+            start_new_session=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+        if m:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return Running(m.group(1), proc)
+    raise RuntimeError(f"the server did not start; see {log}")
+
+
+# --- load generation ----------------------------------------------------------------------
+
+@dataclass
+class Result:
+    name: str
+    latencies: list[float]
+    errors: int
+    seconds: float
+
+    def percentile(self, p: float) -> float:
+        xs = sorted(self.latencies)
+        if not xs:
+            return float("nan")
+        return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))] * 1000
+
+    def row(self) -> dict[str, Any]:
+        n = len(self.latencies)
+        return {"scenario": self.name, "requests": n, "errors": self.errors,
+                "rps": round(n / self.seconds, 1) if self.seconds else 0.0,
+                "p50_ms": round(self.percentile(50), 2), "p90_ms": round(self.percentile(90), 2),
+                "p99_ms": round(self.percentile(99), 2), "max_ms": round(self.percentile(100), 2)}
+
+
+def measure(url: str, name: str, paths: Iterator[tuple[str, dict[str, str], int]],
+            clients: int, requests: int, seconds: float) -> Result:
+    """``clients`` threads with keep-alive connections take (path, headers, expected status)
+    from ``paths`` until ``requests`` are done or ``seconds`` have passed."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname != "127.0.0.1":
+        raise ValueError("the benchmark only talks to 127.0.0.1")
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors = [0]
+    issued = [0]
+    deadline = time.perf_counter() + seconds
+
+    def take() -> tuple[str, dict[str, str], int] | None:
+        with lock:
+            if issued[0] >= requests or time.perf_counter() > deadline:
+                return None
+            issued[0] += 1
+            return next(paths, None)
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        try:
+            while (item := take()) is not None:
+                path, headers, expected = item
+                t0 = time.perf_counter()
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                took = time.perf_counter() - t0
+                with lock:
+                    latencies.append(took)
+                    if resp.status != expected:
+                        errors[0] += 1
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Result(name, latencies, errors[0], time.perf_counter() - t0)
+
+
+def _get(url: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def scenarios(url: str, auth: dict[str, str]
+              ) -> dict[str, Callable[[], Iterator[tuple[str, dict[str, str], int]]]]:
+    cached = "/cube/housing_benefit/aggregate?drilldown=geography:region|tenure"
+    status, headers, _ = _get(url, cached, auth)
+    if status != 200:
+        raise RuntimeError(f"{cached} answered {status}")
+    etag = headers["ETag"]
+    _, _, raw = _get(url, "/cube/housing_benefit/members/geography?level=la", auth)
+    las = [f"{m['geography.country_code']},{m['geography.region_code']},"
+           f"{m['geography.la_code']}" for m in json.loads(raw)["data"]]
+    _, _, raw = _get(url, "/cube/housing_benefit/members/time?depth=3", auth)
+    months = [(m["time.year"], m["time.quarter"], m["time.month"])
+              for m in json.loads(raw)["data"]]
+
+    def distinct() -> Iterator[tuple[str, dict[str, str], int]]:
+        for (y, q, m), cat, la in itertools.product(reversed(months), CATEGORIES, las):
+            yield (f"/cube/housing_benefit/aggregate?cut=geography:{la}|time:{y},{q},{m}"
+                   f"&drilldown={cat}", auth, 200)
+
+    return {
+        "version": lambda: itertools.repeat(("/version", auth, 200)),
+        "cached": lambda: itertools.repeat((cached, auth, 200)),
+        "revalidated": lambda: itertools.repeat((cached, {**auth, "If-None-Match": etag}, 304)),
+        "uncached": distinct,
+    }
+
+
+def run(url: str, clients: int, requests: int, seconds: float, uncached_requests: int,
+        auth: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every scenario after a short warm-up; ``auth`` headers go with every request."""
+    rows = []
+    for name, make in scenarios(url, auth or {}).items():
+        n = uncached_requests if name == "uncached" else requests
+        measure(url, name, make(), clients, min(n, clients * 5), seconds)  # warm-up
+        result = measure(url, name, make() if name != "uncached" else _skip(make(), clients * 5),
+                         clients, n, seconds)
+        rows.append(result.row())
+    floor = rows[0]["p50_ms"]
+    for r in rows:
+        r["p50_vs_version"] = round(r["p50_ms"] / floor, 1) if floor else None
+    return rows
+
+
+def _skip(it: Iterator[Any], n: int) -> Iterator[Any]:
+    """Queries the warm-up already ran would be cache hits: skip them."""
+    return itertools.islice(it, n, None)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    cols = ["scenario", "requests", "errors", "rps", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+            "p50_vs_version"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--warehouse", type=Path, help="serve this warehouse instead of building one")
+    p.add_argument("--scale", type=float, default=0.01)
+    p.add_argument("--months", type=int, default=20)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--requests", type=int, default=3000, help="per scenario (bound)")
+    p.add_argument("--uncached-requests", type=int, default=600)
+    p.add_argument("--seconds", type=float, default=15.0, help="per scenario (bound)")
+    p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = p.parse_args(argv)
+    warehouse = args.warehouse or build_warehouse(args.scale, args.months,
+                                                  ROOT / "data" / "bench")
+    log = ROOT / "data" / "bench" / "server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    server = start(warehouse, args.workers, args.threads, log)
+    try:
+        print(f"server {server.url}: {args.workers} workers × {args.threads} threads, "
+              f"{args.clients} concurrent clients, warehouse {warehouse}", flush=True)
+        rows = run(server.url, args.clients, args.requests, args.seconds,
+                   args.uncached_requests)
+    finally:
+        server.stop()
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0 if all(r["errors"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The calls into cube/ that endpoints make beyond one aggregate: members with size limits,
+and reports (several named queries answered in one response).
+
+A report is planned first — every query resolved and checked, so an error names
+``queries.<name>.<parameter>`` and nothing runs — then run with the caller's size limit
+applied to the report's total. Aggregates still come only from the gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cube.disclosure.rules import check_query
+from cube.errors import ArgumentError, StatcubeError
+from cube.query import Query
+from cube.releases import Release
+from cube.workspace import CubeBrowser, Members
+from server import describe, limits
+from server.auth import Principal
+from server.cache import normalise
+from server.formats import aggregate_json
+from server.params import Args, ReportQuery, aggregate_request
+
+
+def members_within(browser: CubeBrowser, dimension: str, args: Args, limit: int,
+                   principal: Principal) -> Members:
+    pagesize = args.integer("pagesize")
+    limits.check_pagesize(pagesize, limit, "members", principal)
+    result = browser.members(dimension, hierarchy=args.one("hierarchy"),
+                             level=args.one("level"), depth=args.integer("depth"),
+                             cut=args.joined_cut() or None, page=args.integer("page"),
+                             pagesize=pagesize)
+    limits.check_size(result.members.num_rows, limit, "members", principal)
+    return result
+
+
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    type: str
+    args: Args
+    query: Query | None = None
+
+    @property
+    def key(self) -> Any:
+        if self.query is not None:
+            return [self.name, self.type, normalise(self.query)]
+        return [self.name, self.type, sorted(self.args.values.items())]
+
+
+def plan_report(browser: CubeBrowser, queries: list[ReportQuery]) -> list[Planned]:
+    out = []
+    for q in queries:
+        try:
+            if q.type == "aggregate":
+                query = browser.query(aggregate_request(browser.cube.name, q.args))
+                check_query(query)
+                out.append(Planned(q.name, q.type, q.args, query))
+                continue
+            if q.type == "members":
+                dim = q.args.one("dimension")
+                if not dim:
+                    raise ArgumentError("a members query needs a dimension",
+                                        parameter="dimension")
+                browser.cube.dimension(dim)
+            out.append(Planned(q.name, q.type, q.args))
+        except StatcubeError as exc:
+            exc.parameter = f"queries.{q.name}" + (f".{exc.parameter}" if exc.parameter else "")
+            raise
+    return out
+
+
+def run_report(browser: CubeBrowser, plan: list[Planned], release: Release, limit: int,
+               principal: Principal) -> tuple[dict[str, Any], int]:
+    """The report's results by name, and the cells and member rows it holds in total."""
+    out: dict[str, Any] = {}
+    total = 0
+    for p in plan:
+        if p.query is not None:
+            result = limits.aggregate_within(browser, p.query, limit, principal)
+            total += result.cells.num_rows
+            out[p.name] = aggregate_json(result, release.id)
+        elif p.type == "members":
+            dim = p.args.one("dimension") or ""
+            m = members_within(browser, dim, p.args, limit, principal)
+            total += m.members.num_rows
+            out[p.name] = {**describe.members(m, browser, release, p.args.one("pagesize")
+                                              is not None), "data": m.members.to_pylist()}
+        else:
+            out[p.name] = describe.cell(browser, p.args.joined_cut(), release)
+        limits.check_size(total, limit, "cells", principal)
+    return out, total
