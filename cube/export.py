@@ -8,26 +8,45 @@ A release's export is ``exports/<release>/<cube>/<grain>/`` holding
   gate's SQL path, the same template and p-table as the API, so a cell has the same value in
   both;
 - ``codelists/<dimension>_<level>.parquet|csv`` — members and labels of every level used;
+- ``README.txt``;
 - ``datapackage.json`` — a Frictionless Data Package (schemas, Open Government Licence v3.0,
-  sources, method, release and publication time, p-table hash, SHA-256 and size of every file);
-- ``README.txt``.
+  sources, method, release and publication time, p-table hash, SHA-256 and size of every
+  file);
+- ``SHA256SUMS`` — the same checksums plus that of datapackage.json, for ``sha256sum -c``.
+
+Grains (which levels of which dimensions; the period is always one of them) come from a cube's
+``info.exports.grains`` in model.json, else the defaults: local authority × every category,
+output area alone, output area × each category in turn. A grain the disclosure grammar limits
+would refuse as a query is refused as an export, with the same reason.
 
 Nothing lost: a grain is written under a hidden ``.<grain>.partial`` directory and renamed
 into place only when complete, so a reader never sees half an export. Each finished partition
 is recorded with its checksum in a manifest; a rerun after a kill verifies and skips finished
-partitions, and produces byte-identical files (deterministic order, fixed row groups, no
-timestamps other than the release's own). Memory stays bounded: rows are streamed from the
-engine in record batches.
+partitions, rewrites anything missing or corrupt, and produces byte-identical files
+(deterministic order, fixed row groups, no timestamps other than the release's own). A
+complete export is never rewritten: a rerun is a no-op.
+
+Memory stays bounded by the size of a period, never of the export: rows are streamed from the
+engine in record batches and written in fixed-size row groups, and at most two periods are in
+flight (the one being written, and the next one's query running meanwhile in the engine).
+
+This module reads the warehouse only through the workspace and the disclosure gate; it never
+sees a raw column.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +56,20 @@ import pyarrow.parquet as pq
 
 from cube.disclosure.protect import withheld_column
 from cube.disclosure.rules import check_query
-from cube.errors import ArgumentError, ModelError
-from cube.model import Cube, Dimension, Level
-from cube.query import CutPart, Drill, Query
-from cube.workspace import CubeBrowser, Workspace
+from cube.errors import ArgumentError, ConfigError, DisclosureRuleError, ModelError, StatcubeError
+from cube.model import Cube, Dimension, Level, Model
+from cube.query import MAX_PAGESIZE, CutPart, Drill, Query
+from cube.workspace import CubeBrowser, Workspace, resolve_warehouse
 
+#: Rows per Parquet row group (the last group of a partition may be smaller).
 ROW_GROUP_ROWS = 250_000
+#: Rows per record batch streamed from the engine.
 BATCH_ROWS = 100_000
+#: Largest dictionary page per column chunk; big enough that OA codes stay dictionary-encoded
+#: in a full row group (Parquet writers fall back to plain encoding past the limit).
+DICTIONARY_PAGE_BYTES = 8 << 20
+#: Bump when the bytes an export produces change for the same warehouse (resumes then restart).
+FORMAT_VERSION = 1
 LICENCE = {
     "name": "OGL-UK-3.0",
     "title": "Open Government Licence v3.0",
@@ -51,15 +77,24 @@ LICENCE = {
 }
 ProgressFn = Callable[[str, int, int], None]
 
+_GRAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
+_RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DATAPACKAGE = "datapackage.json"
+CHECKSUMS = "SHA256SUMS"
+MANIFEST = "manifest.json"
+
 
 # --- Grains ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Grain:
-    """Which level of which dimension an export is broken down by (time always included)."""
+    """Which levels of which dimensions an export is broken down by (the period always).
+
+    ``levels`` pairs a dimension — ``name`` or ``name@hierarchy`` — with a level name.
+    """
 
     name: str
-    levels: tuple[tuple[str, str], ...]  # (dimension, level), time excluded
+    levels: tuple[tuple[str, str], ...]
     description: str = ""
 
 
@@ -67,31 +102,113 @@ def _category_dims(cube: Cube) -> list[Dimension]:
     return [d for d in cube.dimensions if d.members]
 
 
+def _geography(cube: Cube) -> Dimension | None:
+    return next((d for d in cube.dimensions if d.geographic), None)
+
+
+def _drills(cube: Cube, g: Grain, where: str) -> tuple[Drill, ...]:
+    """The grain's levels as drilldowns; a ModelError naming ``where`` if one does not exist."""
+    drills: list[Drill] = []
+    for spec, level_name in g.levels:
+        dim_name, _, hier_name = spec.partition("@")
+        try:
+            dim = cube.dimension(dim_name)
+            hier = dim.hierarchy(hier_name or None)
+            level = hier.level(level_name)
+        except StatcubeError as exc:
+            raise ModelError(f"export grain {g.name!r}: {exc.message}",
+                             path=f"{where}.levels") from None
+        if dim.is_time:
+            raise ModelError(f"export grain {g.name!r}: leave out {dim.name!r}; every export "
+                             "is partitioned by period", path=f"{where}.levels")
+        if any(d.dimension.name == dim.name for d in drills):
+            raise ModelError(f"export grain {g.name!r} names dimension {dim.name!r} twice",
+                             path=f"{where}.levels")
+        drills.append(Drill(dim, hier, level))
+    if not drills:
+        raise ModelError(f"export grain {g.name!r} names no level", path=f"{where}.levels")
+    return tuple(drills)
+
+
+def check_grain(cube: Cube, g: Grain, where: str | None = None) -> tuple[Drill, ...]:
+    """Refuse a grain the disclosure grammar limits would refuse as a query (ModelError, with
+    the rule's own reason), or that names unknown dimensions or levels."""
+    where = where or f"$.cubes[{cube.name}].info.exports.grains[{g.name}]"
+    if not _GRAIN_NAME.match(g.name):
+        raise ModelError(f"export grain name {g.name!r}: use lower-case letters, digits and "
+                         "'_' (it names a directory)", path=f"{where}.name")
+    drills = _drills(cube, g, where)
+    query = Query(cube=cube, cuts=(), drilldown=drills, aggregates=cube.aggregates, order=())
+    try:
+        check_query(query)
+    except DisclosureRuleError as exc:
+        raise ModelError(f"export grain {g.name!r} of cube {cube.name!r} would be refused by "
+                         f"the disclosure limits: {exc.message}", path=where) from None
+    return drills
+
+
+def _passes(cube: Cube, g: Grain) -> bool:
+    try:
+        check_grain(cube, g)
+    except ModelError:
+        return False
+    return True
+
+
 def default_grains(cube: Cube) -> tuple[Grain, ...]:
-    """LA × period × every category; OA × period; OA × period × each category in turn."""
+    """LA × period × every category; OA × period; OA × period × each category in turn —
+    keeping only those the cube's disclosure limits allow (e.g. none with a category at OA
+    level if ``max_category_dims_at_oa`` is 0)."""
+    geo = _geography(cube)
+    if geo is None:
+        return ()
+    hier = geo.hierarchy()
+    names = [lv.name for lv in hier.levels]
+    finest = hier.levels[-1]
     cats = _category_dims(cube)
-    grains = [Grain("la_all", (("geography", "la"), *((d.name, d.levels[0].name) for d in cats)),
-                    "Local authority by period by every category")]
-    grains.append(Grain("oa", (("geography", "oa"),), "Output area by period"))
+    candidates = []
+    min_level = cube.disclosure.group_cut_min_level.get(geo.name, "la")
+    la = min_level if min_level in names else names[min(2, len(names) - 1)]
+    candidates.append(Grain(
+        f"{la}_all", ((geo.name, la), *((d.name, d.levels[0].name) for d in cats)),
+        f"{hier.level(la).label} by period by every category"))
+    candidates.append(Grain(finest.name, ((geo.name, finest.name),),
+                            f"{finest.label} by period"))
     for d in cats:
-        grains.append(Grain(f"oa_{d.name}", (("geography", "oa"), (d.name, d.levels[0].name)),
-                            f"Output area by period by {d.label.lower()}"))
-    return tuple(grains)
+        candidates.append(Grain(f"{finest.name}_{d.name}",
+                                ((geo.name, finest.name), (d.name, d.levels[0].name)),
+                                f"{finest.label} by period by {d.label.lower()}"))
+    return tuple(g for g in candidates if _passes(cube, g))
 
 
 def grains_for(cube: Cube) -> tuple[Grain, ...]:
-    """Grains from the cube's ``info.exports.grains`` or the defaults."""
+    """The cube's export grains: ``info.exports.grains`` in model.json, else the defaults.
+
+    A declared grain is ``{"name": "oa_tenure", "levels": {"geography": "oa", "tenure":
+    "tenure"}, "description": "…"}``; a dimension may name its hierarchy
+    (``"geography@constituency": "pcon"``). Every grain is checked against the disclosure
+    limits; one they would refuse is a ModelError naming it and the rule.
+    """
     spec = cube.info.get("exports")
-    if not spec:
+    if spec is None:
         return default_grains(cube)
-    out = []
-    for i, g in enumerate(spec.get("grains", [])):
-        try:
-            levels = tuple((str(k), str(v)) for k, v in g["levels"].items())
-            out.append(Grain(str(g["name"]), levels, str(g.get("description", ""))))
-        except (KeyError, AttributeError, TypeError):
-            raise ModelError("each grain needs a name and a levels object",
-                             path=f"$.cubes[{cube.name}].info.exports.grains[{i}]") from None
+    base = f"$.cubes[{cube.name}].info.exports"
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("grains"), list) \
+            or not spec["grains"]:
+        raise ModelError("expected {\"grains\": [ … ]} with at least one grain", path=base)
+    out: list[Grain] = []
+    for i, raw in enumerate(spec["grains"]):
+        where = f"{base}.grains[{i}]"
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str) \
+                or not isinstance(raw.get("levels"), Mapping):
+            raise ModelError("each grain needs a name and a levels object "
+                             "({\"dimension\": \"level\"})", path=where)
+        levels = tuple((str(k), str(v)) for k, v in raw["levels"].items())
+        g = Grain(raw["name"], levels, str(raw.get("description", "")))
+        if any(o.name == g.name for o in out):
+            raise ModelError(f"export grain {g.name!r} is declared twice", path=f"{where}.name")
+        check_grain(cube, g, where)
+        out.append(g)
     return tuple(out)
 
 
@@ -109,11 +226,11 @@ def _finest_time(cube: Cube) -> tuple[Dimension, Level]:
     tdim = cube.time_dimension
     if tdim is None:
         raise ModelError(f"cube {cube.name!r} has no time dimension")
-    hier = tdim.hierarchy()
-    return tdim, hier.levels[-1]
+    return tdim, tdim.hierarchy().levels[-1]
 
 
 def period_label(cube: Cube, period: int) -> str:
+    """``202607`` → ``2026-07``; ``20263`` (quarterly cubes) → ``2026-Q3``."""
     if cube.grain == "quarter":
         return f"{period // 10:04d}-Q{period % 10}"
     return f"{period // 100:04d}-{period % 100:02d}"
@@ -131,22 +248,19 @@ def _period_path(cube: Cube, period: int) -> tuple[int, ...]:
 
 
 def grain_query(browser: CubeBrowser, g: Grain, period: int) -> Query:
-    """The protected query for one period of a grain (validated like any other query)."""
+    """The protected query for one period of a grain (checked like any other query)."""
     cube = browser.cube
-    drills = []
-    for dim_name, level_name in g.levels:
-        dim = cube.dimension(dim_name)
-        hier = dim.hierarchy()
-        drills.append(Drill(dim, hier, hier.level(level_name)))
+    drills = check_grain(cube, g)
     tdim, _ = _finest_time(cube)
     cut = CutPart(tdim, tdim.hierarchy(), "point", (_period_path(cube, period),))
-    q = Query(cube=cube, cuts=(cut,), drilldown=tuple(drills), aggregates=cube.aggregates,
+    q = Query(cube=cube, cuts=(cut,), drilldown=drills, aggregates=cube.aggregates,
               order=(), period_limit=browser.period_limit)
     check_query(q)
     return q
 
 
 def visible_periods(browser: CubeBrowser) -> list[int]:
+    """The periods the workspace may see (YYYYMM, or YYYYQ for quarterly cubes), oldest first."""
     tdim, finest = _finest_time(browser.cube)
     members = browser.members(tdim.name, level=finest.name).members
     cube = browser.cube
@@ -159,32 +273,9 @@ def visible_periods(browser: CubeBrowser) -> list[int]:
     return sorted(out)
 
 
-# --- Files ---------------------------------------------------------------------------------------
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(final)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                   encoding="utf-8")
-    _fsync_replace(tmp, path)
-
-
 def column_names(query: Query) -> dict[str, str]:
-    """Public result column → export column: attribute names without the dimension prefix,
-    time attributes dropped (the period is the partition key)."""
+    """Public result column → export column: attribute names without the dimension prefix
+    (prefixed only on a clash), time attributes dropped (the period is the partition key)."""
     mapping: dict[str, str] = {}
     for a in query.cell_attributes:
         if query.cube.dimension(a.dimension).is_time:
@@ -197,13 +288,60 @@ def column_names(query: Query) -> dict[str, str]:
     return mapping
 
 
-def _rechunk(reader: pa.RecordBatchReader, names: Mapping[str, str], rows: int
+def _code_columns(query: Query) -> list[str]:
+    """Export columns that hold attributes (dictionary-encoded)."""
+    names = column_names(query)
+    return [names[a.ref] for a in query.cell_attributes if a.ref in names]
+
+
+def key_columns(query: Query) -> list[str]:
+    """Export columns that identify a cell: the key of every drilled level."""
+    names = column_names(query)
+    return [names[d.level.key.ref] for d in query.drilldown if not d.dimension.is_time]
+
+
+# --- Files ---------------------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(final)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    _fsync_replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def _rechunk(batches: Iterable[pa.RecordBatch], names: Mapping[str, str], rows: int
              ) -> Iterator[pa.Table]:
-    """Fixed-size tables from a batch stream, so row groups do not depend on batch sizes."""
+    """Tables of exactly ``rows`` rows (the last may be shorter) from a batch stream, so row
+    groups do not depend on batch sizes. Holds at most ``rows`` plus one batch."""
     pending: list[pa.RecordBatch] = []
     count = 0
     keep = list(names)
-    for batch in reader:
+    for batch in batches:
         batch = batch.select(keep).rename_columns([names[k] for k in keep])
         pending.append(batch)
         count += batch.num_rows
@@ -217,35 +355,61 @@ def _rechunk(reader: pa.RecordBatchReader, names: Mapping[str, str], rows: int
         yield pa.Table.from_batches(pending)
 
 
-def _write_partition(browser: CubeBrowser, query: Query, path: Path) -> tuple[int, pa.Schema]:
+def _write_partition(reader: pa.RecordBatchReader, query: Query, path: Path, *,
+                     metadata: Mapping[str, str], row_group_rows: int) -> int:
+    """Stream one period's protected cells into ``path`` (via a temporary file); the rows."""
     names = column_names(query)
-    reader = browser.ws.gate.stream(browser, query, BATCH_ROWS)
+    schema = pa.schema([reader.schema.field(k).with_name(v) for k, v in names.items()],
+                       metadata=dict(metadata))
     tmp = path.with_name(path.name + ".tmp")
-    codes = [v for k, v in names.items()
-             if not k.endswith("_withheld") and k not in {a.name for a in query.aggregates}]
-    writer: pq.ParquetWriter | None = None
     rows = 0
-    schema = None
     try:
-        for table in _rechunk(reader, names, ROW_GROUP_ROWS):
-            if writer is None:
-                schema = table.schema
-                writer = pq.ParquetWriter(tmp, schema, compression="zstd",
-                                          use_dictionary=codes, write_statistics=True)
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-            rows += table.num_rows
-        if writer is None:  # no rows: still write a valid empty file with the schema
-            schema = pa.schema([(v, reader.schema.field(k).type) for k, v in names.items()])
-            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-        writer.close()
-        writer = None
+        with pq.ParquetWriter(tmp, schema, compression="zstd",
+                              use_dictionary=_code_columns(query),
+                              dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES,
+                              write_statistics=True) as writer:
+            for table in _rechunk(reader, names, row_group_rows):
+                writer.write_table(table, row_group_size=row_group_rows)
+                rows += table.num_rows
         _fsync_replace(tmp, path)
     finally:
-        if writer is not None:
-            writer.close()
+        reader.close()
         tmp.unlink(missing_ok=True)
-    assert schema is not None
-    return rows, schema
+    return rows
+
+
+def _one_ahead(open_stream: Callable[[int], pa.RecordBatchReader], periods: Sequence[int]
+               ) -> Generator[pa.RecordBatchReader, None, None]:
+    """The periods' protected streams in order, the next period's query running (in DuckDB,
+    outside the GIL) while the current one is written: the engine never waits for Parquet
+    encoding. At most two periods are in flight, so memory stays bounded by the period."""
+    if not periods:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="statcube-export") as pool:
+        future: Future[pa.RecordBatchReader] | None = pool.submit(open_stream, periods[0])
+        try:
+            for following in [*periods[1:], None]:
+                assert future is not None
+                reader = future.result()
+                future = None if following is None else pool.submit(open_stream, following)
+                yield reader
+        finally:
+            if future is not None:  # stopped early: release the query started for nothing
+                with contextlib.suppress(Exception):
+                    future.result().close()
+
+
+def _members(browser: CubeBrowser, drill: Drill, depth: int) -> pa.Table:
+    """Every member of a level (paged, as the API pages them)."""
+    pages = []
+    page = 0
+    while True:
+        found = browser.members(drill.dimension.name, hierarchy=drill.hierarchy.name,
+                                depth=depth, page=page, pagesize=MAX_PAGESIZE).members
+        pages.append(found)
+        if found.num_rows < MAX_PAGESIZE:
+            return pa.concat_tables(pages)
+        page += 1
 
 
 def _write_codelists(browser: CubeBrowser, query: Query, directory: Path
@@ -256,11 +420,9 @@ def _write_codelists(browser: CubeBrowser, query: Query, directory: Path
         if drill.dimension.is_time:
             continue
         for depth, lvl in enumerate(drill.levels, start=1):
-            members = browser.members(drill.dimension.name, hierarchy=drill.hierarchy.name,
-                                      depth=depth, pagesize=1_000_000).members
             cols = [lvl.key.ref] + ([lvl.label_attribute.ref]
                                     if lvl.label_attribute != lvl.key else [])
-            t = members.select(cols).rename_columns(
+            t = _members(browser, drill, depth).select(cols).rename_columns(
                 ["code"] + (["label"] if len(cols) > 1 else []))
             base = directory / f"{drill.dimension.name}_{lvl.name}"
             pq_path = base.with_suffix(".parquet")
@@ -270,7 +432,7 @@ def _write_codelists(browser: CubeBrowser, query: Query, directory: Path
             csv_path = base.with_suffix(".csv")
             tmp = csv_path.with_name(csv_path.name + ".tmp")
             with tmp.open("w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f)
+                w = csv.writer(f, lineterminator="\n")
                 w.writerow(t.column_names)
                 w.writerows(zip(*(t.column(c).to_pylist() for c in t.column_names),
                                 strict=True))
@@ -292,129 +454,332 @@ def _fields(schema: pa.Schema, descriptions: Mapping[str, str]) -> list[dict[str
 
 @dataclass(frozen=True)
 class ExportResult:
+    """What one call did: ``path`` is the finished grain (or, if stopped, the partial one)."""
+
     path: Path
     partitions: int
     rows: int
     skipped_partitions: int
     already_complete: bool = False
+    complete: bool = True
+    bytes: int = 0
+
+
+def _licence(ws: Workspace) -> dict[str, str]:
+    """model.json's ``info.licence``, else the Open Government Licence v3.0."""
+    found = ws.model.info.get("licence")
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, Mapping) \
+        else dict(LICENCE)
+
+
+def release_id(ws: Workspace, release: str | None = None) -> str:
+    """The export's release id: given, or the warehouse's own (a view limited to a period
+    without a release id is named by that period)."""
+    if release is None:
+        release = ws.release if ws.visible_until is None else \
+            f"{ws.visible_until[0]:04d}-{ws.visible_until[1]:02d}"
+    if not _RELEASE_ID.match(release):
+        raise ArgumentError(f"release id {release!r}: use letters, digits, '-' and '_'",
+                            parameter="release", value=release)
+    return release
+
+
+def _provenance(ws: Workspace, browser: CubeBrowser, g: Grain, release: str,
+                row_group_rows: int) -> dict[str, Any]:
+    """Everything that decides the bytes of a grain's files: a partial export made with other
+    values is discarded, and a complete one is refused rather than silently kept."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "release": release,
+        "cube": browser.cube.name,
+        "grain": g.name,
+        "levels": [list(pair) for pair in g.levels],
+        "last_period": browser.period_limit,
+        "ptable_sha256": ws.gate.protection.ptable.digest,
+        "warehouse_release": ws.meta.get("release"),
+        "warehouse_built_at": ws.meta.get("built_at"),
+        "row_group_rows": row_group_rows,
+    }
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One writer per grain: a second export of the same grain fails at once. The lock dies
+    with its process, so a killed export never blocks the rerun; the file is checked to be
+    the one at ``path`` after locking (another process may have removed it meanwhile)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise ConfigError(f"another export is writing {path.parent} "
+                                  f"({path.name} is locked)") from None
+            raise
+        try:
+            same = path.stat().st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _load_manifest(partial: Path, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The partial export's manifest, or a fresh one (and an emptied directory) if it is
+    missing, unreadable or was made from something else."""
+    path = partial / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if manifest.get("provenance") == provenance and isinstance(
+                manifest.get("partitions"), dict):
+            return dict(manifest)
+    except (OSError, ValueError, AttributeError):
+        pass
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    return {"provenance": dict(provenance), "partitions": {}}
+
+
+def _partition_ok(path: Path, entry: Mapping[str, Any]) -> bool:
+    try:
+        if path.stat().st_size != entry["bytes"]:
+            return False
+    except OSError:
+        return False
+    return bool(sha256_file(path) == entry["sha256"])
 
 
 def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path, *,
-                 published: str | None = None, progress: ProgressFn | None = None,
-                 stop_after: int | None = None) -> ExportResult:
-    """Write (or resume) one grain of one cube for the workspace's release.
+                 release: str | None = None, published: str | None = None,
+                 progress: ProgressFn | None = None, stop_after: int | None = None,
+                 row_group_rows: int = ROW_GROUP_ROWS, batch_rows: int = BATCH_ROWS
+                 ) -> ExportResult:
+    """Write (or resume) one grain of one cube to ``out_root/<release>/<cube>/<grain>``.
 
-    ``stop_after`` stops after that many newly written partitions, leaving the partial
-    directory as a kill would (tests use it to prove resumption).
+    ``release`` names the export (default: the warehouse's release); ``published`` is the
+    release's publication time (ISO 8601), recorded in the metadata. ``stop_after`` stops
+    after that many newly written partitions, leaving the partial directory as a kill would
+    (tests use it to prove resumption).
     """
+    if row_group_rows < 1 or batch_rows < 1:
+        raise ArgumentError("row groups and batches need at least one row")
     browser = ws.cube(cube_name)
     cube = browser.cube
     g = grain(cube, grain_name)
-    release = ws.release if ws.visible_until is None else \
-        f"{ws.visible_until[0]:04d}-{ws.visible_until[1]:02d}"
-    final = out_root / release / cube.name / g.name
-    if (final / "datapackage.json").exists():
-        return ExportResult(final, 0, 0, 0, already_complete=True)
-    partial = final.with_name(f".{g.name}.partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    manifest_path = partial / "manifest.json"
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8")) \
-        if manifest_path.exists() else {}
-    periods = visible_periods(browser)
-    if not periods:
-        raise ArgumentError(f"no published periods for {cube.name} in release {release}",
-                            parameter="release", value=release)
-    written = skipped = rows = 0
-    schema: pa.Schema | None = None
-    for i, period in enumerate(periods):
-        label = period_label(cube, period)
-        part_dir = partial / "data" / f"period={label}"
-        path = part_dir / "part-0.parquet"
-        rel = str(path.relative_to(partial))
-        entry = manifest.get(rel)
-        if entry and path.exists() and _sha256(path) == entry["sha256"]:
-            skipped += 1
-            rows += int(entry["rows"])
-        else:
-            if stop_after is not None and written >= stop_after:
-                return ExportResult(partial, written + skipped, rows, skipped)
-            part_dir.mkdir(parents=True, exist_ok=True)
-            q = grain_query(browser, g, period)
-            n, schema = _write_partition(browser, q, path)
-            manifest[rel] = {"sha256": _sha256(path), "rows": n, "bytes": path.stat().st_size,
-                             "period": label}
-            _write_json(manifest_path, manifest)
-            written += 1
-            rows += n
-        if progress:
-            progress(f"{cube.name}/{g.name} {label} ({rows:,} rows)", i + 1, len(periods))
+    release = release_id(ws, release)
+    final = Path(out_root) / release / cube.name / g.name
+    provenance = _provenance(ws, browser, g, release, row_group_rows)
+    if (final / DATAPACKAGE).exists():
+        return _complete(final, provenance, published)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(final.parent / f".{g.name}.lock"):
+        if (final / DATAPACKAGE).exists():  # finished by another process meanwhile
+            return _complete(final, provenance, published)
+        partial = final.with_name(f".{g.name}.partial")
+        manifest = _load_manifest(partial, provenance)
+        parts: dict[str, Any] = manifest["partitions"]
+        periods = visible_periods(browser)
+        if not periods:
+            raise ArgumentError(f"no published periods for {cube.name} in release {release}",
+                                parameter="release", value=release)
+        labels = {p: period_label(cube, p) for p in periods}
+        rels = {p: f"data/period={labels[p]}/part-0.parquet" for p in periods}
+        finished = {p for p in periods
+                    if rels[p] in parts and _partition_ok(partial / rels[p], parts[rels[p]])}
+        todo = [p for p in periods if p not in finished][:stop_after]
+
+        def open_stream(period: int) -> pa.RecordBatchReader:
+            return ws.gate.stream(browser, grain_query(browser, g, period), batch_rows)
+
+        written = rows = nbytes = 0
+        with contextlib.closing(_one_ahead(open_stream, todo)) as streams:
+            for i, period in enumerate(periods):
+                label, rel = labels[period], rels[period]
+                path = partial / rel
+                if period not in finished:
+                    if written == len(todo):  # stop_after reached
+                        return ExportResult(partial, written + len(finished), rows,
+                                            len(finished), complete=False, bytes=nbytes)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    metadata = {"statcube": json.dumps(
+                        {"release": release, "cube": cube.name, "grain": g.name,
+                         "period": label, "ptable_sha256": provenance["ptable_sha256"],
+                         "licence": _licence(ws)["title"]}, sort_keys=True)}
+                    n = _write_partition(next(streams), grain_query(browser, g, period), path,
+                                         metadata=metadata, row_group_rows=row_group_rows)
+                    parts[rel] = {"sha256": sha256_file(path), "rows": n,
+                                  "bytes": path.stat().st_size, "period": label}
+                    _write_json(partial / MANIFEST, manifest)
+                    written += 1
+                rows += int(parts[rel]["rows"])
+                nbytes += int(parts[rel]["bytes"])
+                if progress:
+                    progress(f"{cube.name}/{g.name} {label}: {rows:,} rows, "
+                             f"{format_bytes(nbytes)}", i + 1, len(periods))
+        skipped = len(finished)
+        _finish(ws, browser, g, partial, manifest, periods, release, published, row_group_rows)
+        if final.exists():  # a directory without datapackage.json is not an export
+            shutil.rmtree(final)
+        partial.rename(final)
+        _fsync_dir(final.parent)
+    return ExportResult(final, len(periods), rows, skipped, bytes=nbytes)
+
+
+def _complete(final: Path, provenance: Mapping[str, Any], published: str | None
+              ) -> ExportResult:
+    """A finished grain: left exactly as it is, unless it was made from something else."""
+    package = json.loads((final / DATAPACKAGE).read_text(encoding="utf-8"))
+    info = package.get("statcube", {})
+    found = {**(info.get("provenance") or {}), "published": info.get("published")}
+    wanted = {**provenance, "published": published}
+    if found != wanted:
+        differs = sorted(k for k in wanted if found.get(k) != wanted[k])
+        raise ConfigError(
+            f"{final} is a complete export made from a different warehouse or setup "
+            f"({', '.join(differs)} differ); it is never overwritten: remove it to export "
+            "again")
+    files = info.get("files", {})
+    parts = [v for k, v in files.items() if k.startswith("data/")]
+    return ExportResult(final, len(parts), int(info.get("rows", 0)), len(parts),
+                        already_complete=True,
+                        bytes=sum(int(v["bytes"]) for v in parts))
+
+
+def _finish(ws: Workspace, browser: CubeBrowser, g: Grain, partial: Path,
+            manifest: Mapping[str, Any], periods: Sequence[int], release: str,
+            published: str | None, row_group_rows: int) -> None:
+    """Codelists, README, datapackage and checksums; then remove anything else."""
     q0 = grain_query(browser, g, periods[-1])
-    if schema is None:  # every partition was already complete: read the schema back
-        schema = pq.read_schema(partial / next(iter(manifest)))
+    parts: Mapping[str, Any] = manifest["partitions"]
+    schema = pq.read_schema(partial / next(iter(sorted(parts))))
     codelists = _write_codelists(browser, q0, partial / "codelists")
-    _write_metadata(ws, browser, g, q0, partial, manifest, codelists, schema, release,
-                    published)
-    manifest_path.unlink()
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
-    return ExportResult(final, len(periods), rows, skipped)
+    readme = partial / "README.txt"
+    _write_text(readme, _readme(ws, browser, g, release, published, q0))
+    files = {rel: {"sha256": e["sha256"], "bytes": e["bytes"]} for rel, e in parts.items()}
+    for path in [*(p for p, _ in codelists), readme]:
+        files[str(path.relative_to(partial))] = {"sha256": sha256_file(path),
+                                                 "bytes": path.stat().st_size}
+    package = _datapackage(ws, browser, g, q0, partial, manifest, codelists, schema, release,
+                           published, files, row_group_rows)
+    _write_json(partial / DATAPACKAGE, package)
+    sums = {**{k: v["sha256"] for k, v in files.items()},
+            DATAPACKAGE: sha256_file(partial / DATAPACKAGE)}
+    _write_text(partial / CHECKSUMS, "".join(f"{sums[k]}  {k}\n" for k in sorted(sums)))
+    keep = set(sums) | {CHECKSUMS}
+    for path in sorted(partial.rglob("*"), reverse=True):  # stray .tmp files, the manifest
+        rel = str(path.relative_to(partial))
+        if path.is_dir():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif rel not in keep:
+            path.unlink()
+    for directory in sorted({(partial / k).parent for k in keep}):
+        _fsync_dir(directory)
 
 
-def _write_metadata(ws: Workspace, browser: CubeBrowser, g: Grain, query: Query,
-                    directory: Path, manifest: Mapping[str, Any],
-                    codelists: Sequence[tuple[Path, list[str]]], schema: pa.Schema,
-                    release: str, published: str | None) -> None:
-    cube = browser.cube
-    p = ws.gate.protection
-    descriptions = {a.name: f"{a.label} (published, cell-key protected)"
-                    for a in query.aggregates}
-    for a in query.aggregates:
-        if a.function == "avg":
-            descriptions[withheld_column(a.name)] = (
+def format_bytes(n: float) -> str:
+    """``1234567`` → ``1.2 MB`` (decimal units, as download pages give them)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} GB"
+
+
+def _descriptions(browser: CubeBrowser, query: Query) -> dict[str, str]:
+    p = browser.ws.gate.protection
+    names = column_names(query)
+    out: dict[str, str] = {}
+    for d in query.drilldown:
+        for lvl in d.levels:
+            for a in lvl.attributes:
+                if a.ref not in names:
+                    continue
+                what = "code" if a == lvl.key else ("name" if a == lvl.label_attribute
+                                                    else a.label.lower())
+                out[names[a.ref]] = (f"{lvl.label} {what}" + (
+                    f" (codes and labels: codelists/{d.dimension.name}_{lvl.name}.csv)"
+                    if a == lvl.key else ""))
+    for agg in query.aggregates:
+        out[agg.name] = f"{agg.label} (published value, cell-key protected)"
+        if agg.function == "avg":
+            out[agg.name] += f"; empty where {withheld_column(agg.name)} is true"
+            out[withheld_column(agg.name)] = (
                 f"True where the mean is withheld because fewer than {p.mean_threshold} "
                 "are counted")
+    return out
+
+
+def _datapackage(ws: Workspace, browser: CubeBrowser, g: Grain, query: Query,
+                 directory: Path, manifest: Mapping[str, Any],
+                 codelists: Sequence[tuple[Path, list[str]]], schema: pa.Schema,
+                 release: str, published: str | None, files: Mapping[str, Any],
+                 row_group_rows: int) -> dict[str, Any]:
+    cube = browser.cube
+    p = ws.gate.protection
+    descriptions = _descriptions(browser, query)
+    fields = _fields(schema, descriptions)
+    keys = key_columns(query)
+    parts: Mapping[str, Any] = manifest["partitions"]
     resources: list[dict[str, Any]] = []
-    files: dict[str, dict[str, Any]] = {}
-    for rel, entry in sorted(manifest.items()):
-        files[rel] = {"sha256": entry["sha256"], "bytes": entry["bytes"]}
+    for rel, entry in sorted(parts.items()):
         resources.append({
             "name": f"data-{entry['period'].lower()}",
             "path": rel, "format": "parquet", "mediatype": "application/vnd.apache.parquet",
-            "schema": {"fields": _fields(schema, descriptions)},
-            "description": f"{cube.label}, {g.description.lower()}, period {entry['period']}",
+            "schema": {"fields": fields, "primaryKey": keys},
+            "description": f"{cube.label}, {g.description[:1].lower()}{g.description[1:]}, "
+                           f"period {entry['period']} ({entry['rows']:,} cells)",
         })
     for path, cols in codelists:
         fmt = path.suffix.lstrip(".")
         rel = str(path.relative_to(directory))
-        digest, size = _sha256(path), path.stat().st_size
-        files[rel] = {"sha256": digest, "bytes": size}
         resource: dict[str, Any] = {
             "name": f"codelist-{path.stem.replace('_', '-')}-{fmt}",
             "path": rel, "format": fmt,
-            "schema": {"fields": [{"name": c, "type": "string"} for c in cols]},
+            "schema": {"fields": [{"name": c, "type": "string"} for c in cols],
+                       "primaryKey": ["code"]},
         }
-        if fmt == "csv":  # frictionless verifies these itself; Parquet it reads via pyarrow
-            resource |= {"bytes": size, "hash": f"sha256:{digest}"}
+        if fmt == "csv":  # frictionless checks these itself (it reads Parquet via pandas)
+            resource |= {"bytes": files[rel]["bytes"], "hash": f"sha256:{files[rel]['sha256']}"}
         resources.append(resource)
     params = p.ptable.params
-    package = {
+    licence = _licence(ws)
+    package: dict[str, Any] = {
         "name": f"statcube-{release}-{cube.name}-{g.name}".lower().replace("_", "-"),
         "title": f"{cube.label}: {g.description} (release {release})",
         "description": cube.description,
         "version": release,
-        "licenses": [LICENCE],
+        "licenses": [dict(licence)],
         "sources": [{"title": str(ws.model.info.get("source", "statcube warehouse"))}],
+        "keywords": ["statcube", cube.name, g.name, "official statistics",
+                     "statistical disclosure control"],
         "resources": resources,
         "statcube": {
             "release": release,
             "published": published,
             "cube": cube.name,
+            "kind": cube.kind,
+            "unit": cube.unit,
             "grain": g.name,
             "levels": {d: lv for d, lv in g.levels},
-            "kind": cube.kind,
+            "periods": [e["period"] for _, e in sorted(parts.items())],
+            "partitioning": {"style": "hive", "key": "period",
+                             "format": "YYYY-Qn" if cube.grain == "quarter" else "YYYY-MM"},
+            "rows": sum(int(e["rows"]) for e in parts.values()),
+            "primary_key": keys,
+            "parquet": {"compression": "zstd", "row_group_rows": row_group_rows,
+                        "dictionary_encoded": _code_columns(query)},
             "ptable_sha256": p.ptable.digest,
-            "files": files,
+            "provenance": dict(manifest["provenance"]),
+            "files": dict(sorted(files.items())),
             "methodology": {
                 "method": "cell key method (ABS / ONS Census 2021)",
                 "ptable": {"D": params.D, "V": params.V, "js": params.js, "K": params.K},
@@ -424,28 +789,171 @@ def _write_metadata(ws: Workspace, browser: CubeBrowser, g: Grain, query: Query,
                     f"Counts are adjusted by up to ±{params.D}; no count from 1 to {params.js} "
                     "is published; true zeros stay zero and empty cells are absent.",
                     "Each cell is adjusted on its own: totals are not the sum of their parts, "
-                    "and the same cell has the same value in the API and in every export.",
+                    "and the same cell has the same value in the API and in every export "
+                    "of the same release.",
                     "Amounts are in pounds; means are published sums over published counts, "
                     f"withheld where fewer than {p.mean_threshold} are counted.",
                 ],
             },
         },
     }
-    _write_json(directory / "datapackage.json", package)
-    readme = (
+    if published:
+        package["created"] = published
+    return package
+
+
+def _readme(ws: Workspace, browser: CubeBrowser, g: Grain, release: str,
+            published: str | None, query: Query) -> str:
+    cube = browser.cube
+    params = ws.gate.protection.ptable.params
+    keys = ", ".join(key_columns(query))
+    return (
         f"{cube.label}: {g.description}\nRelease {release}"
         + (f", published {published}" if published else "") + "\n\n"
         f"{cube.description}\n\n"
-        "data/period=*/part-0.parquet  one file per period (hive partitioning)\n"
-        "codelists/                    codes and labels for every level used\n"
-        "datapackage.json              Frictionless Data Package: schema, licence, checksums\n\n"
+        "data/period=*/part-0.parquet  one file per period (hive partitioning; the period\n"
+        "                              is the directory name, not a column in the file)\n"
+        f"                              one row per cell, identified by: {keys}\n"
+        "codelists/                    codes and labels of every level used (Parquet, CSV)\n"
+        "datapackage.json              Frictionless Data Package: schema, licence, method,\n"
+        "                              SHA-256 and size of every file\n"
+        "SHA256SUMS                    checksums: sha256sum -c SHA256SUMS\n\n"
         "Read with DuckDB:  SELECT * FROM read_parquet('data/*/*.parquet', "
         "hive_partitioning = true);\n"
-        "Read with pyarrow: pyarrow.dataset.dataset('data', partitioning='hive')\n\n"
+        "Read with pyarrow: pyarrow.dataset.dataset('data', partitioning='hive')\n"
+        "Read with polars:  polars.scan_parquet('data/**/*.parquet', hive_partitioning=True)\n"
+        "Read with pandas:  pandas.read_parquet('data')\n\n"
         "Figures are protected by the cell key method: small counts are adjusted, no count "
-        f"from 1 to {params.js} is published, and totals may not equal the sum of their parts.\n"
+        f"from 1 to {params.js} is published,\nand totals may not equal the sum of their parts. "
+        "Values equal those of the statcube API for the same\ncell in the same release.\n"
         "Licence: Open Government Licence v3.0.\n"
     )
-    tmp = directory / "README.txt.tmp"
-    tmp.write_text(readme, encoding="utf-8")
-    _fsync_replace(tmp, directory / "README.txt")
+
+
+# --- Whole releases ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportJob:
+    cube: str
+    grain: str
+    partitions: int
+
+
+def plan(ws: Workspace, cubes: Sequence[str] | None = None,
+         grains: Sequence[str] | None = None) -> list[ExportJob]:
+    """The (cube, grain) pairs to export: every cube of the warehouse and every grain of each
+    by default. A named grain must exist in at least one selected cube (and in the cube, if
+    exactly one is named)."""
+    names = list(cubes) if cubes else ws.cube_names
+    jobs: list[ExportJob] = []
+    for name in names:
+        browser = ws.cube(name)
+        available = grains_for(browser.cube)
+        if grains and cubes and len(names) == 1:
+            chosen = [grain(browser.cube, gname) for gname in grains]
+        else:
+            chosen = [g for g in available if not grains or g.name in grains]
+        n = len(visible_periods(browser)) if chosen else 0
+        jobs += [ExportJob(name, g.name, n) for g in chosen]
+    missing = sorted(set(grains or ()) - {j.grain for j in jobs})
+    if missing:
+        raise ArgumentError(f"no selected cube has export grain {missing[0]!r}",
+                            parameter="grain", value=missing[0])
+    return jobs
+
+
+def export_release(ws: Workspace, out_root: Path, *, cubes: Sequence[str] | None = None,
+                   grains: Sequence[str] | None = None, release: str | None = None,
+                   published: str | None = None, progress: ProgressFn | None = None
+                   ) -> list[ExportResult]:
+    """Export (or resume) every selected grain; ``progress`` counts partitions overall and
+    describes rows and bytes written."""
+    jobs = plan(ws, cubes, grains)
+    total = sum(j.partitions for j in jobs)
+    done = rows = nbytes = 0
+    results = []
+    for job in jobs:
+        def report(what: str, i: int, n: int, *, _base: int = done) -> None:
+            if progress:
+                progress(what, _base + i, total)
+
+        result = export_grain(ws, job.cube, job.grain, out_root, release=release,
+                              published=published, progress=report)
+        results.append(result)
+        done += job.partitions
+        rows += result.rows
+        nbytes += result.bytes
+        if progress:
+            state = "already complete" if result.already_complete else "done"
+            progress(f"{job.cube}/{job.grain} {state}; {rows:,} rows, "
+                     f"{format_bytes(nbytes)} in all", done, total)
+    return results
+
+
+def open_release(model: Model, *, data_dir: str | Path, warehouse: str | None = None,
+                 release: str | None = None, calendar: str | Path | None = None
+                 ) -> tuple[Workspace, str, str | None]:
+    """The workspace, release id and publication time (ISO 8601, London) to export.
+
+    With a release calendar that lists the release, the export holds exactly what the API
+    serves for it: the release's warehouse (or ``warehouse``) seen up to its last period,
+    and its publication time is recorded. Otherwise the release is a warehouse's own:
+    ``warehouse``, else ``<data_dir>/warehouse/<release>.duckdb``, else the newest one.
+    """
+    from cube.releases import LONDON, Calendar
+
+    if release is not None and not _RELEASE_ID.match(release):
+        raise ArgumentError(f"release id {release!r}: use letters, digits, '-' and '_'",
+                            parameter="release", value=release)
+    cal = Calendar.load(calendar) if calendar else None
+
+    def entry_for(rid: str | None) -> Any:
+        return next((r for r in cal.releases if r.id == rid), None) if cal else None
+
+    entry = entry_for(release)
+    if entry is not None and entry.warehouse:
+        target = entry.warehouse
+    elif warehouse or release is None or entry is not None:
+        target = resolve_warehouse(warehouse, data_dir)
+    else:
+        target = str(Path(data_dir) / "warehouse" / f"{release}.duckdb")
+        if not Path(target).exists():
+            raise ArgumentError(f"no warehouse for release {release!r} ({target} does not "
+                                "exist, and no release calendar lists it)",
+                                parameter="release", value=release)
+    ws = Workspace.open(model, target)
+    if release is None:
+        release = ws.release
+        entry = entry_for(release)
+    if entry is not None:
+        published = entry.published.astimezone(LONDON).isoformat(timespec="seconds")
+        return ws.view(entry.last_period), release_id(ws, release), published
+    if ws.release != release:
+        ws.close()
+        raise ArgumentError(f"warehouse {target} holds release {ws.release!r}, not {release!r}",
+                            parameter="release", value=release)
+    return ws, release_id(ws, release), None
+
+
+def verify_export(path: Path) -> list[str]:
+    """Problems with a finished grain directory: files whose size or SHA-256 differ from
+    datapackage.json, missing files and files it does not list. Empty when intact."""
+    path = Path(path)
+    try:
+        package = json.loads((path / DATAPACKAGE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"{DATAPACKAGE}: {exc}"]
+    files: Mapping[str, Any] = package.get("statcube", {}).get("files", {})
+    problems = []
+    for rel, entry in sorted(files.items()):
+        f = path / rel
+        if not f.is_file():
+            problems.append(f"{rel}: missing")
+        elif f.stat().st_size != entry["bytes"] or sha256_file(f) != entry["sha256"]:
+            problems.append(f"{rel}: size or SHA-256 differs from {DATAPACKAGE}")
+    listed = set(files) | {DATAPACKAGE, CHECKSUMS}
+    for f in sorted(path.rglob("*")):
+        rel = str(f.relative_to(path))
+        if f.is_file() and rel not in listed:
+            problems.append(f"{rel}: not listed in {DATAPACKAGE}")
+    return problems

@@ -1,0 +1,223 @@
+"""Bulk export throughput and memory against a plain DuckDB ``COPY … TO parquet``, in one run.
+
+    python -m bench.bench_export                     # Housing Benefit, scale 1.0, 12 months
+    python -m bench.bench_export --scale 0.05 --months 6 --repeat 1
+
+The warehouse holds one cube, Housing Benefit (counts *and* amounts, so the export runs the
+whole protected path: both p-table look-ups, magnitudes, means and withheld flags), built once
+from synthetic microdata and kept under ``data/bench/`` (git-ignored). Scale 1.0 with 12
+months gives about 23 million fact rows (OA × month × five categories).
+
+Two sides, each in a fresh process so its peak RSS is its own (``wait4``), run in ABBA order
+so neither always gets the warm page cache:
+
+- **copy**: ``COPY (SELECT * FROM fact_housing_benefit) TO 'fact.parquet'`` on a read-only
+  connection — the unprotected fact table, DuckDB's defaults;
+- **export**: ``cube.export.export_grain(ws, "housing_benefit", "oa", …)`` — the OA × month
+  grain: protected cells per period through the disclosure gate, streamed to zstd Parquet
+  with dictionary-encoded codes, plus codelists, datapackage.json and checksums.
+
+Both read every fact row once, so throughput is compared in fact rows per second (the export
+also reports the cells it wrote). Targets: export ≥ 0.5 × COPY throughput, peak RSS < 2 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cube.build import BuildOptions, build
+from cube.model import Model, default_model_path, load_model
+from cube.synthetic import GenerateOptions, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+CUBE = "housing_benefit"
+GRAIN = "oa"
+FACT = f"fact_{CUBE}"
+TARGET_RATIO = 0.5
+TARGET_RSS = 2 << 30
+
+
+def warehouse_for(model: Model, scale: float, months: int, data: Path) -> Path:
+    """Build (once) a warehouse of one cube, ``months`` months ending 2026-11, at ``scale``."""
+    base = data / f"export-{CUBE}-scale-{scale:g}-m{months}"
+    found = sorted((base / "warehouse").glob("*.duckdb"))
+    if found:
+        return found[-1]
+    start_index = 2026 * 12 + 10 - (months - 1)
+    start = f"{start_index // 12:04d}-{start_index % 12 + 1:02d}"
+    t0 = time.perf_counter()
+    print(f"generating synthetic {CUBE} microdata at scale {scale} ({months} months from "
+          f"{start}) …", flush=True)
+    generate(base / "synthetic", GenerateOptions(scale=scale, start=start, months=months,
+                                                 cubes=(CUBE,)))
+    print(f"building the warehouse … ({time.perf_counter() - t0:.0f}s so far)", flush=True)
+    report = build(model, base / "synthetic", base / "warehouse", secrets.token_bytes(32),
+                   BuildOptions())
+    print(f"built {report.warehouse} ({report.cubes[CUBE].fact_rows:,} fact rows) in "
+          f"{time.perf_counter() - t0:.0f}s", flush=True)
+    return report.warehouse
+
+
+# --- the two sides, each run in its own process ---------------------------------------------------
+
+def side_copy(warehouse: Path, out: Path) -> dict[str, Any]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    con.execute("SET enable_progress_bar = false")
+    target = out / "fact.parquet"
+    t0 = time.perf_counter()
+    con.execute(f"COPY (SELECT * FROM {FACT}) TO '{target}' (FORMAT parquet)")
+    seconds = time.perf_counter() - t0
+    con.close()
+    return {"seconds": seconds, "rows": pq.read_metadata(target).num_rows,
+            "bytes": target.stat().st_size}
+
+
+def side_export(warehouse: Path, out: Path) -> dict[str, Any]:
+    from cube.export import export_grain, verify_export
+    from cube.workspace import Workspace
+
+    ws = Workspace.open(load_model(default_model_path()), warehouse)
+    t0 = time.perf_counter()
+    result = export_grain(ws, CUBE, GRAIN, out)
+    seconds = time.perf_counter() - t0
+    ws.close()
+    problems = verify_export(result.path)
+    package = json.loads((result.path / "datapackage.json").read_text(encoding="utf-8"))
+    codes = set(package["statcube"]["parquet"]["dictionary_encoded"])
+    chunks = plain = groups = 0
+    for f in sorted((result.path / "data").glob("*/part-0.parquet")):
+        meta = pq.read_metadata(f)
+        for g in range(meta.num_row_groups):
+            groups += 1
+            for c in range(meta.num_columns):
+                col = meta.row_group(g).column(c)
+                if col.path_in_schema in codes:
+                    chunks += 1
+                    plain += not col.has_dictionary_page
+    return {"seconds": seconds, "rows": result.rows, "bytes": result.bytes,
+            "partitions": result.partitions, "row_groups": groups, "code_chunks": chunks,
+            "code_chunks_not_dictionary": plain, "problems": problems}
+
+
+SIDES = {"copy": side_copy, "export": side_export}
+
+
+def run_side(side: str, warehouse: Path, out: Path) -> dict[str, Any]:
+    """One side in a fresh interpreter; its own peak RSS from the kernel (``wait4``)."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "bench.bench_export", "--side", side,
+           "--warehouse", str(warehouse), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} failed with status {proc.returncode}")
+    result: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
+    result["peak_rss"] = usage.ru_maxrss * 1024  # kilobytes on Linux
+    shutil.rmtree(out)
+    return result
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def _gb(n: float) -> str:
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def report(runs: dict[str, list[dict[str, Any]]], fact_rows: int, label: str) -> bool:
+    best = {side: min(rs, key=lambda r: r["seconds"]) for side, rs in runs.items()}
+    median = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
+    rss = {side: max(r["peak_rss"] for r in rs) for side, rs in runs.items()}
+    print()
+    print(f"{label}; {FACT}: {fact_rows:,} rows")
+    print(f"machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+          f"Python {platform.python_version()}, DuckDB {duckdb.__version__}, "
+          f"pyarrow {pa.__version__}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print()
+    print(f"{'side':<38}{'runs (s)':>26}{'best s':>9}{'fact rows/s':>14}"
+          f"{'rows out':>12}{'bytes out':>12}{'peak RSS':>12}")
+    names = {"copy": f"COPY {FACT} → parquet", "export": f"export {CUBE}/{GRAIN} (protected)"}
+    for side in ("copy", "export"):
+        b = best[side]
+        times = ", ".join(f"{r['seconds']:.1f}" for r in runs[side])
+        print(f"{names[side]:<38}{times:>26}{b['seconds']:>9.1f}"
+              f"{fact_rows / b['seconds']:>14,.0f}{b['rows']:>12,}{_mb(b['bytes']):>12}"
+              f"{_gb(rss[side]):>12}")
+    e = best["export"]
+    ratio = best["copy"]["seconds"] / e["seconds"]
+    median_ratio = median["copy"] / median["export"]
+    print()
+    print(f"export: {e['partitions']} partitions, {e['row_groups']} row groups, "
+          f"{e['rows'] / e['seconds']:,.0f} cells/s written; code column chunks "
+          f"dictionary-encoded: {e['code_chunks'] - e['code_chunks_not_dictionary']} of "
+          f"{e['code_chunks']}; checksums verified: {'ok' if not e['problems'] else e['problems']}")
+    ok_ratio = ratio >= TARGET_RATIO
+    ok_rss = rss["export"] < TARGET_RSS
+    print(f"throughput ratio export / COPY: {ratio:.2f}× (best), {median_ratio:.2f}× (median) "
+          f"— target ≥ {TARGET_RATIO}×: {'met' if ok_ratio else 'MISSED'}")
+    print(f"export peak RSS {_gb(rss['export'])} — target < {_gb(TARGET_RSS)}: "
+          f"{'met' if ok_rss else 'MISSED'}")
+    return ok_ratio and ok_rss
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_export",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--months", type=int, default=12)
+    p.add_argument("--repeat", type=int, default=2,
+                   help="rounds; each runs both sides (ABBA order), default 2")
+    p.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
+    p.add_argument("--warehouse", type=Path, help="use this warehouse instead of building")
+    p.add_argument("--out", type=Path, help="scratch directory (default DATA/export-scratch)")
+    p.add_argument("--side", choices=sorted(SIDES), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.side:  # a worker: one side, result as a JSON line
+        print(json.dumps(SIDES[args.side](args.warehouse, args.out)), flush=True)
+        return 0
+    model = load_model(default_model_path())
+    warehouse = args.warehouse or warehouse_for(model, args.scale, args.months, args.data)
+    con = duckdb.connect(str(warehouse), read_only=True)
+    row = con.execute(f"SELECT count(*) FROM {FACT}").fetchone()
+    con.close()
+    fact_rows = int(row[0]) if row else 0
+    scratch = args.out or args.data / "export-scratch"
+    runs: dict[str, list[dict[str, Any]]] = {"copy": [], "export": []}
+    for i in range(args.repeat):
+        for side in (("copy", "export") if i % 2 == 0 else ("export", "copy")):
+            r = run_side(side, warehouse, scratch / side)
+            runs[side].append(r)
+            print(f"round {i + 1}: {side:<6} {r['seconds']:6.1f}s  peak RSS "
+                  f"{_gb(r['peak_rss'])}", flush=True)
+    label = (f"warehouse {warehouse}" if args.warehouse else
+             f"Housing Benefit at scale {args.scale:g}, {args.months} months")
+    return 0 if report(runs, fact_rows, label) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
