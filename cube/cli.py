@@ -347,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     except KeyboardInterrupt:
-        console.print("interrupted; nothing partial was left behind")
+        console.print("interrupted: no partial output is visible; rerun the same command to "
+                      "resume (exports continue from their last finished partition)")
         return 130
 
 

@@ -23,17 +23,24 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 from duckdb_engine import Dialect as DuckDBDialect
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement
 
 from cube.errors import ConfigError, EngineUnavailableError
 
 BATCH_ROWS = 50_000
+
+
+class Compiled(NamedTuple):
+    """SQL text for one engine and the values bound to it."""
+
+    sql: str
+    params: list[Any] | dict[str, Any]
 
 
 class Engine:
@@ -77,15 +84,25 @@ class Engine:
             self._local.cursor = cur
         return cur
 
-    def compile(self, stmt: Executable) -> tuple[str, list[Any]]:
-        compiled = stmt.compile(dialect=self.dialect)
+    def compile(self, stmt: ClauseElement) -> Compiled:
+        """The statement as this engine's SQL text and bound values (never inlined):
+        positional for DuckDB, a dict for PostgreSQL. Pure; the result may be cached and
+        run many times with :meth:`run`."""
+        compiled = stmt.compile(dialect=self.dialect,
+                                compile_kwargs={"render_postcompile": True})
         params = compiled.params
-        order = compiled.positiontup or []
-        return str(compiled), [params[name] for name in order]
-
-    def execute(self, stmt: Executable) -> pa.Table:
         if self._duck is not None:
-            sql, params = self.compile(stmt)
+            order = getattr(compiled, "positiontup", None) or []
+            return Compiled(str(compiled), [params[name] for name in order])
+        return Compiled(str(compiled), dict(params))
+
+    def execute(self, stmt: ClauseElement) -> pa.Table:
+        return self.run(self.compile(stmt))
+
+    def run(self, compiled: Compiled) -> pa.Table:
+        """Execute compiled SQL; the result as a pyarrow Table with canonical types."""
+        sql, params = compiled
+        if self._duck is not None:
             try:
                 table = self._cursor().execute(sql, params).to_arrow_table()
             except duckdb.Error as exc:
@@ -94,28 +111,60 @@ class Engine:
         assert self._sa is not None
         try:
             with self._sa.connect() as conn:
-                result = conn.execution_options(stream_results=True).execute(stmt)  # type: ignore[arg-type]
+                result = conn.execution_options(stream_results=True).exec_driver_sql(
+                    sql, params)
                 names = list(result.keys())
-                oids = _type_codes(result) if self.dialect.name == "postgresql" else None
+                oids = _type_codes(result, len(names)) if self.dialect.name == "postgresql" \
+                    else [None] * len(names)
                 batches: list[pa.RecordBatch] = []
                 while rows := result.fetchmany(BATCH_ROWS):
                     columns = list(zip(*rows, strict=True))
                     batches.append(pa.RecordBatch.from_arrays(
-                        [_column(values, None if oids is None else oids[i])
-                         for i, values in enumerate(columns)], names=names))
+                        [_column(values, oids[i]) for i, values in enumerate(columns)],
+                        names=names))
         except sa.exc.OperationalError as exc:
             raise EngineUnavailableError(f"engine unavailable: {exc.orig}") from exc
         except sa.exc.DBAPIError as exc:
             raise EngineUnavailableError(f"query failed: {exc.orig}") from exc
         if not batches:
-            types = [pa.null() if oids is None else _PG_TYPES.get(oid, pa.null())
-                     for oid in (oids or [None] * len(names))]
+            types = [pa.null() if oid is None else _PG_TYPES.get(oid, pa.null())
+                     for oid in oids]
             return pa.table({n: pa.array([], t) for n, t in zip(names, types, strict=True)})
         return canonical(pa.Table.from_batches(_unify(batches)))
 
-    def scalar(self, stmt: Executable) -> Any:
+    def scalar(self, stmt: ClauseElement) -> Any:
         t = self.execute(stmt)
         return t.column(0)[0].as_py() if t.num_rows else None
+
+    def stream(self, stmt: ClauseElement, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
+        """The result as a stream of record batches of at most ``batch_rows`` rows, with
+        canonical types (for exports: memory bounded by the batch, not the result).
+
+        DuckDB streams natively, on a cursor of its own so other queries on this thread do
+        not cut the stream short. Other engines fetch the whole result first (exports are
+        written from the DuckDB warehouse)."""
+        if self._duck is None:
+            return self.execute(stmt).to_reader(max_chunksize=batch_rows)
+        sql, params = self.compile(stmt)
+        cursor = self._duck.cursor()
+        try:
+            cursor.execute("SET enable_progress_bar = false")
+            reader = cursor.execute(sql, params).to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            cursor.close()
+            raise EngineUnavailableError(f"query failed: {exc}") from exc
+        schema = pa.schema([pa.field(f.name, _canonical_type(f.type)) for f in reader.schema])
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in reader:
+                    yield batch if batch.schema == schema else batch.cast(schema)
+            except duckdb.Error as exc:
+                raise EngineUnavailableError(f"query failed: {exc}") from exc
+            finally:
+                cursor.close()
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
 
     @contextmanager
     def raw_duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -143,12 +192,12 @@ _PG_TYPES: dict[int, pa.DataType] = {
 _NUMERIC = 1700
 
 
-def _type_codes(result: sa.CursorResult[Any]) -> list[int | None]:
+def _type_codes(result: sa.CursorResult[Any], n: int) -> list[int | None]:
+    """The PostgreSQL type OID of each result column (None where unknown)."""
     description = result.cursor.description if result.cursor is not None else None
-    if not description:
-        return []
-    return [getattr(col, "type_code", None) if not isinstance(col, tuple) else col[1]
-            for col in description]
+    codes = [col[1] for col in description or ()]
+    return [c if isinstance(c, int) else None for c in codes] if len(codes) == n \
+        else [None] * n
 
 
 def _column(values: tuple[Any, ...], oid: int | None) -> pa.Array:

@@ -7,9 +7,10 @@ Everything downstream (SQL compilation, protection, formatting) takes a Query an
 re-validates.
 
 Rules enforced here, beyond names:
-- Cubes hierarchy behaviour: implicit drilldown to the level after the deepest cut on that
-  dimension; an error for drilling past the last level, for a cut path longer than its
-  hierarchy, and for an implicit drilldown whose hierarchy differs from the cut's.
+- Cubes 1.0 hierarchy behaviour: implicit drilldown to the level after the deepest *point*
+  cut on that dimension (range and set cuts keep the drill depth; an inverted point cut
+  stays at its level); an error for drilling past the last level, for a cut path longer
+  than its hierarchy, and for an implicit drilldown whose hierarchy differs from the cut's.
 - Stocks (measures non-additive over time) are never added across periods: with no time cut
   or drilldown the latest period is used (and the query says so); a cut or drilldown whose
   cells would span several periods is refused.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from cube.errors import (
@@ -210,6 +212,30 @@ class Query:
 
     def drill_for(self, dimension: str) -> Drill | None:
         return next((d for d in self.drilldown if d.dimension.name == dimension), None)
+
+    @cached_property
+    def key(self) -> tuple[Any, ...]:
+        """Everything that determines this query's SQL, as plain values: equal keys compile
+        to the same statement with the same bound values (for caching compiled SQL)."""
+        def typed(path: Path | None) -> Any:  # 1 and "1" must not share a key
+            return None if path is None else tuple((type(k).__name__, k) for k in path)
+
+        def cut_key(c: CutPart) -> tuple[Any, ...]:
+            return (c.dimension.name, c.hierarchy.name, c.kind,
+                    tuple(typed(p) for p in c.paths), typed(c.from_path), typed(c.to_path),
+                    c.invert)
+
+        top = None if self.top is None else (
+            self.top.n, self.top.aggregate.name,
+            None if self.top.per is None else self.top.per.dimension.name)
+        return (self.cube.name, tuple(cut_key(c) for c in self.cuts),
+                tuple((d.dimension.name, d.hierarchy.name, d.level.name)
+                      for d in self.drilldown),
+                tuple(a.name for a in self.aggregates),
+                tuple((o.ref, o.descending, o.aggregate is not None) for o in self.order),
+                self.page, self.pagesize, tuple(cut_key(c) for c in self.split),
+                tuple((f.aggregate.name, f.op, f.value) for f in self.filters), top,
+                self.default_period, self.period_limit)
 
     @classmethod
     def from_request(cls, cube: Cube, request: Request,
@@ -445,7 +471,7 @@ def _time_rules(cube: Cube, cuts: tuple[CutPart, ...], drilldown: tuple[Drill, .
         return cuts, None
     if drill is not None:
         raise NonAdditiveError(
-            f"{_stock_names(aggregates)} cannot be added across the months of a "
+            f"{_stock_names(aggregates)}: not to be added across the months of a "
             f"{drill.level.name}: drill time down to {finest.name} instead, or cut to a single "
             f"{finest.name}",
             parameter="drilldown", value=f"{tdim.name}:{drill.level.name}",
@@ -455,9 +481,9 @@ def _time_rules(cube: Cube, cuts: tuple[CutPart, ...], drilldown: tuple[Drill, .
     if tcuts:
         c = tcuts[0]
         raise NonAdditiveError(
-            f"{_stock_names(aggregates)} cannot be added across several periods: the time cut "
+            f"{_stock_names(aggregates)}: not to be added across periods, but the time cut "
             f"{c.to_string()!r} covers more than one {finest.name}; cut to one {finest.name} "
-            f"(e.g. time:{_example_path(c.hierarchy, latest)}) or drill down to {finest.name}",
+            f"(e.g. {_example_cut(tdim, c.hierarchy, latest)}) or drill down to {finest.name}",
             parameter="cut", value=c.to_string(),
         )
     if latest is None:
@@ -476,9 +502,10 @@ def _period_path(hier: Hierarchy, y: int, m: int) -> Path:
     return tuple(values[lv.name] for lv in hier.levels)
 
 
-def _example_path(hier: Hierarchy, latest: tuple[int, int] | None) -> str:
+def _example_cut(tdim: Dimension, hier: Hierarchy, latest: tuple[int, int] | None) -> str:
     y, m = latest or (2025, 1)
-    return ",".join(str(v) for v in _period_path(hier, y, m))
+    name = tdim.name if hier.name == tdim.default_hierarchy_name else f"{tdim.name}@{hier.name}"
+    return f"{name}:" + ",".join(str(v) for v in _period_path(hier, y, m))
 
 
 def _stock_names(aggregates: Sequence[Aggregate]) -> str:

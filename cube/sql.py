@@ -1,25 +1,33 @@
 """Query → SQLAlchemy Core ``Select``: pure compilation, no engine, no I/O.
 
 Every identifier comes from the model's physical mapping (cube/model.py ``Physical``); every
-value from a request is a bound parameter. Compilation is built in named stages:
+value from a request is a bound parameter (constants of the method — K, 0 — are written in).
+Compilation is built in named stages:
 
-1. ``_from``: the fact table joined to only the dimension tables the query touches;
-2. ``_where``: cuts as conditions over level key columns (ranges compare lexicographically
-   over the hierarchy path, as Cubes does);
+1. ``_from``: the fact table joined to only the dimension tables the query reads. A
+   dimension key the fact holds itself (OA, tenure, office…) is read from the fact, and a
+   time cut becomes a condition on the fact's period column (``cut_condition``), so neither
+   needs a join;
+2. ``cut_condition``: cuts as conditions over level key columns (ranges compare
+   lexicographically over the hierarchy path, as Cubes does);
 3. ``aggregation``: group by every attribute of every drilled level, computing the *raw*
    internal columns (``__n`` count, ``__rk``/``__rk2`` key sums mod K, ``__<m>_sum`` and
-   ``__<m>_max``) that only the disclosure gate may read;
+   ``__<m>_max``) that only the disclosure gate may read — optionally with the summary as
+   window totals over all cells (``__all…``);
 4. ``finish``: on top of the aggregation, the per-aggregate values (raw here, or protected
    by cube/disclosure/sql_path.py), measure filters, top-N, deterministic order, the total
    cell count as a window in the same statement, and LIMIT/OFFSET.
 
-Dialect differences are data: the few functions that differ are looked up in ``DIALECT_OPS``.
+No dialect switches: everything here is portable SQL that SQLAlchemy renders for DuckDB and
+PostgreSQL alike (tests/golden/ holds both renderings of representative queries).
 
-This module must not import the engine, Flask, or the disclosure package (ruff TID251).
+This module must not import the engine, the workspace, Flask or the disclosure package
+(tests/test_sql.py checks its imports).
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,10 +60,6 @@ RAW_PREFIX = "__"
 
 
 # --- Physical tables ------------------------------------------------------------------------
-
-def _table(name: str) -> sa.TableClause:
-    return sa.table(name)
-
 
 class _Tables:
     """Lightweight table clauses for one cube; columns are created on first use."""
@@ -91,7 +95,7 @@ class _Tables:
 
     def table_of(self, attribute: Attribute) -> str:
         """The table :meth:`attr` reads the attribute from."""
-        return self.attr(attribute).table.name  # type: ignore[attr-defined,no-any-return]
+        return str(self.attr(attribute).table.name)
 
     def fact(self, column: str) -> ColumnElement[Any]:
         return self.col(self.cube.physical.fact, column)
@@ -138,8 +142,8 @@ def _compare(t: _Tables, levels: Sequence[Level], path: Sequence[Any], op: str
     def value(v: Any) -> Any:
         return sa.bindparam(None, v, unique=True)
 
-    strict = (lambda a, b: a > b) if op == ">=" else (lambda a, b: a < b)
-    weak = (lambda a, b: a >= b) if op == ">=" else (lambda a, b: a <= b)
+    strict = operator.gt if op == ">=" else operator.lt
+    weak = operator.ge if op == ">=" else operator.le
     cond: ColumnElement[bool] = weak(keys[-1], value(path[len(keys) - 1]))
     for i in range(len(keys) - 2, -1, -1):
         cond = sa.or_(strict(keys[i], value(path[i])),
@@ -227,7 +231,8 @@ def raw_columns(t: _Tables, k: int) -> list[ColumnElement[Any]]:
     phys = t.cube.physical
     count = phys.column(t.cube.count_measure.name).column
     # Constants of the method, not request values: written into the SQL, not bound.
-    zero, modulus = sa.literal_column("0"), sa.literal_column(str(int(k)))
+    zero: ColumnElement[Any] = sa.literal_column("0")
+    modulus: ColumnElement[Any] = sa.literal_column(str(int(k)))
 
     def total(fn: Any, column: str) -> ColumnElement[Any]:
         # An empty cell (a summary over no rows) is 0, not NULL.
@@ -247,8 +252,13 @@ def raw_columns(t: _Tables, k: int) -> list[ColumnElement[Any]]:
     return cols
 
 
-def aggregation(query: Query, k: int, *, summary: bool = False) -> Select[Any]:
-    """Stage 1-3: the raw aggregated cells (or the one summary row)."""
+def aggregation(query: Query, k: int, *, summary: bool = False,
+                totals: bool = False) -> Select[Any]:
+    """Stage 1-3: the raw aggregated cells (or the one summary row).
+
+    ``totals`` adds the summary to every cell as window columns ``__all<raw column>`` over
+    all the groups — evaluated after GROUP BY, so before any measure filter, top-N or
+    LIMIT of stage 4 — and one statement answers cells, summary and total cell count."""
     t = _Tables(query.cube)
     drill_attrs = [] if summary else list(query.cell_attributes)
     split_cond = None
@@ -264,7 +274,16 @@ def aggregation(query: Query, k: int, *, summary: bool = False) -> Select[Any]:
         split_col = sa.case((split_cond, sa.true()), else_=sa.false())
         cols.append(split_col.label(SPLIT))
         group.append(split_col)
-    stmt = sa.select(*cols, *raw_columns(t, k)).select_from(frm)
+    raw = raw_columns(t, k)
+    if totals and not summary:
+        modulus: ColumnElement[Any] = sa.literal_column(str(int(k)))
+        for column, (name, how) in zip(list(raw), raw_rollup(query.cube), strict=True):
+            fn = sa.func.max if how == "max" else sa.func.sum
+            total: ColumnElement[Any] = fn(column.element).over()
+            if how == "sum_mod":
+                total = total % modulus
+            raw.append(sa.cast(total, sa.BigInteger).label(ALL + name))
+    stmt = sa.select(*cols, *raw).select_from(frm)
     conds = [cut_condition(t, c) for c in query.cuts]
     if query.period_limit is not None:
         conds.append(t.fact(fact_period_column(query.cube)) <= query.period_limit)
@@ -317,12 +336,11 @@ def default_order(query: Query) -> list[Attribute]:
 
 def finish(query: Query, k: int, values: ValueStage = raw_values, *,
            keep_raw: bool = True, totals: bool = False) -> Select[Any]:
-    """Stage 4 over the aggregation. ``keep_raw`` keeps the internal columns (raw path).
-
-    ``totals`` (paged raw queries without filters or top-N) adds the summary as window
-    columns ``__all<raw column>`` over every cell before LIMIT, so one statement answers the
-    page, the total cell count and the summary."""
-    sub = aggregation(query, k).subquery("cells")
+    """Stage 4 over the aggregation. ``keep_raw`` keeps the internal columns (raw path);
+    ``totals`` (raw path only) carries the summary on every row (see :func:`aggregation`)."""
+    if totals and not keep_raw:
+        raise ValueError("window totals are raw columns")
+    sub = aggregation(query, k, totals=totals).subquery("cells")
     frm, vals, extra = values(query, sub)
     attr_cols = [sub.c[a.ref] for a in query.cell_attributes]
     if query.split:
@@ -369,16 +387,6 @@ def finish(query: Query, k: int, values: ValueStage = raw_values, *,
         order = [(ranked.c[name], name, desc) for _, name, desc in order]
     if query.pagesize is not None:
         stmt = stmt.add_columns(sa.func.count().over().label(TOTAL))
-        if totals:
-            if query.filters or query.top is not None or not keep_raw:
-                raise ValueError("window totals need every cell and the raw columns")
-            modulus = sa.literal_column(str(int(k)))
-            for name, how in raw_rollup(query.cube):
-                fn = sa.func.max if how == "max" else sa.func.sum
-                total: ColumnElement[Any] = fn(sub.c[name]).over()
-                if how == "sum_mod":
-                    total = total % modulus
-                stmt = stmt.add_columns(sa.cast(total, sa.BigInteger).label(ALL + name))
     stmt = stmt.order_by(*by(order))
     if query.pagesize is not None:
         stmt = stmt.limit(query.pagesize).offset((query.page or 0) * query.pagesize)

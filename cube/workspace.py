@@ -13,7 +13,9 @@ with ``_raw`` — for the build checks, the gate itself and tests — and never 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -22,10 +24,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from sqlalchemy.sql import Select
 
 from cube import sql as compiler
 from cube.disclosure.gate import Gate, ProtectedResult
-from cube.engine import Engine
+from cube.engine import Compiled, Engine
 from cube.errors import ArgumentError, ConfigError, NoSuchCubeError
 from cube.model import Cube, Model
 from cube.query import (
@@ -121,9 +124,31 @@ class Workspace:
 
 
 class CubeBrowser:
+    #: Compiled statements kept per browser (LRU): a repeated query skips SQL compilation.
+    COMPILED_CACHE = 256
+
     def __init__(self, workspace: Workspace, cube: Cube) -> None:
         self.ws = workspace
         self.cube = cube
+        self._compiled: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _run(self, role: str, query: Query, build: Callable[[], Select[Any]]) -> pa.Table:
+        """Execute one of the query's statements (``role`` names which), compiling it only
+        if this exact query was not compiled recently. Values are bound, never inlined, so
+        a cached entry is exactly what compiling again would give."""
+        key = (role, query.key)
+        with self._lock:
+            compiled = self._compiled.get(key)
+            if compiled is not None:
+                self._compiled.move_to_end(key)
+        if compiled is None:
+            compiled = self.ws.engine.compile(build())
+            with self._lock:
+                self._compiled[key] = compiled
+                while len(self._compiled) > self.COMPILED_CACHE:
+                    self._compiled.popitem(last=False)
+        return self.ws.engine.run(compiled)
 
     @property
     def period_limit(self) -> int | None:
@@ -240,39 +265,35 @@ class CubeBrowser:
     def _raw_aggregate(self, query: Query) -> RawResult:
         """Unprotected: for the gate, build checks and tests only.
 
-        One statement where possible: the cells' raw columns roll up exactly (sums, key sums
-        mod K, maxima), so the summary of a complete set of cells is computed from them, and
-        a paged query carries it as window totals over all cells. A second statement is run
-        only without a drilldown (no cells at all), with measure filters or top-N (cells are
-        not complete), or for a page past the end."""
+        One statement where possible. The cells' raw columns roll up exactly (sums, key sums
+        mod K, maxima), so the summary of a complete, unpaged set of cells is computed from
+        them; otherwise (paging, measure filters, top-N) the statement carries it as window
+        totals over all cells. A second statement runs only without a drilldown (no cells:
+        the summary alone) or when no row came back (a page past the end, everything
+        filtered out)."""
         k = self.ws.gate.k
-        engine = self.ws.engine
         if not query.drilldown and not query.split:
-            summary = engine.execute(compiler.summary(query, k))
+            summary = self._run("summary", query, lambda: compiler.summary(query, k))
             return RawResult(query, _no_cells(query, summary), summary, None)
-        if query.filters or query.top is not None:
-            cells = engine.execute(compiler.finish(query, k))
-            summary = engine.execute(compiler.summary(query, k))
-            total = None
-            if compiler.TOTAL in cells.column_names:
-                total = cells.column(compiler.TOTAL)[0].as_py() if cells.num_rows else \
-                    self._count_cells(query)
-                cells = cells.drop_columns([compiler.TOTAL])
-            return RawResult(query, cells, summary, total)
-        if query.pagesize is None:
-            cells = engine.execute(compiler.finish(query, k))
+        complete = query.pagesize is None and not query.filters and query.top is None
+        if complete:
+            cells = self._run("cells", query, lambda: compiler.finish(query, k))
             return RawResult(query, cells, _summary_of(query, cells, k), None)
-        cells = engine.execute(compiler.finish(query, k, totals=True))
-        windows = [c for c in cells.column_names
-                   if c == compiler.TOTAL or c.startswith(compiler.ALL)]
+        cells = self._run("cells+totals", query,
+                          lambda: compiler.finish(query, k, totals=True))
+        total = None
         if cells.num_rows:
             first = cells.slice(0, 1)
-            total = first.column(compiler.TOTAL)[0].as_py()
             summary = pa.table({name: first.column(compiler.ALL + name)
                                 for name, _ in compiler.raw_rollup(query.cube)})
-        else:  # a page past the end: the windows saw no rows
-            total = self._count_cells(query)
-            summary = engine.execute(compiler.summary(query, k))
+            if query.pagesize is not None:
+                total = first.column(compiler.TOTAL)[0].as_py()
+        else:
+            summary = self._run("summary", query, lambda: compiler.summary(query, k))
+            if query.pagesize is not None:
+                total = self._count_cells(query)
+        windows = [c for c in cells.column_names
+                   if c == compiler.TOTAL or c.startswith(compiler.ALL)]
         return RawResult(query, cells.drop_columns(windows), summary, total)
 
     def _count_cells(self, query: Query) -> int:

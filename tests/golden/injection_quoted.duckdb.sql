@@ -1,0 +1,4 @@
+SELECT cells."benefit.benefit_code", cells."benefit.benefit_name", cells."benefit.benefit_order", cells.__n AS decisions, cells.__n, cells.__rk, cells.__rk2 
+FROM (SELECT fact_sanctions.benefit AS "benefit.benefit_code", dim_benefit.benefit_name AS "benefit.benefit_name", dim_benefit.benefit_order AS "benefit.benefit_order", CAST(coalesce(sum(fact_sanctions.n), 0) AS BIGINT) AS __n, CAST(coalesce(sum(fact_sanctions.rk), 0) % 4096 AS INTEGER) AS __rk, CAST(coalesce(sum(fact_sanctions.rk2), 0) % 4096 AS INTEGER) AS __rk2 
+FROM fact_sanctions JOIN dim_benefit ON fact_sanctions.benefit = dim_benefit.benefit_code JOIN dim_geography ON fact_sanctions.oa_code = dim_geography.oa_code 
+WHERE fact_sanctions.outcome = 'x'' OR 1=1 --' AND dim_geography.country_code = '''; DROP TABLE fact_pip; --' GROUP BY fact_sanctions.benefit, dim_benefit.benefit_name, dim_benefit.benefit_order) AS cells ORDER BY cells."benefit.benefit_order" ASC, cells."benefit.benefit_code" ASC
