@@ -3,29 +3,38 @@
 
 The gate: checks the grammar limits (rules.py); runs the query raw and perturbs the page
 with numpy (protect.py), or — when the query orders, filters or ranks on values, which must
-happen before paging — runs the protected SQL (sql_path.py); and wraps the outcome in a
-:class:`ProtectedResult`, a type that refuses to hold any internal column.
+happen before paging — runs the protected SQL (sql_path.py), one statement that also brings
+back the raw summary columns for the gate to protect; and wraps the outcome in a
+:class:`ProtectedResult`, a type that refuses to hold any internal column. Exports stream
+the same SQL (:meth:`Gate.stream`), so a cell has the same value everywhere.
+
+A gate is made for one warehouse and refuses it unless its p-table — digest and rows — is
+the one model.json describes (:meth:`Gate.for_warehouse`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
 
 from cube import sql as compiler
 from cube.disclosure.protect import protect_table, withheld_column
+from cube.disclosure.ptable import PTable
 from cube.disclosure.rules import Protection, check_query
-from cube.disclosure.sql_path import protected_stage
-from cube.errors import ConfigError
+from cube.disclosure.sql_path import PTABLE, protected_stage
+from cube.errors import ArgumentError, ConfigError
 from cube.model import Model
 from cube.query import Query, describe_cuts, drilldown_levels
 
 if TYPE_CHECKING:
     from cube.engine import Engine
-    from cube.workspace import CubeBrowser
+    from cube.workspace import CubeBrowser, RawResult
 
 METHOD = "cell key method (ABS / ONS Census 2021)"
 
@@ -58,7 +67,8 @@ class ProtectedResult:
         names = set(self.cells.column_names) | set(self.summary)
         internal = {n for n in names if n.startswith("__") and n != compiler.SPLIT}
         if internal or (self.allowed and not names <= self.allowed):
-            raise AssertionError(f"protected result cannot carry columns {sorted(internal or names - self.allowed)}")
+            bad = sorted(internal or names - self.allowed)
+            raise AssertionError(f"protected result cannot carry columns {bad}")
 
     @property
     def aggregate_names(self) -> list[str]:
@@ -98,13 +108,26 @@ class Gate:
 
     @classmethod
     def for_warehouse(cls, model: Model, engine: Engine, meta: Mapping[str, Any]) -> Gate:
+        """The gate for a warehouse, refusing one whose p-table is not the model's.
+
+        Two checks, because the two paths read the p-table from two places: the digest the
+        build recorded must equal the model's (numpy path: the table built from model.json),
+        and the warehouse's own ``sdc_ptable`` rows must hold exactly the model's values
+        (SQL path: the join). Either mismatch would publish different values for one cell.
+        """
         protection = Protection.from_model(model)
+        want = protection.ptable.digest
         built = meta.get("ptable_digest")
-        if built is not None and built != protection.ptable.digest:
+        if built != want:
+            found = "no p-table digest" if built is None else f"p-table {str(built)[:12]}…"
             raise ConfigError(
-                "the warehouse was built with a different p-table than model.json describes "
-                f"(warehouse {str(built)[:12]}…, model {protection.ptable.digest[:12]}…); "
-                "rebuild the warehouse so the API and exports publish the same values")
+                f"the warehouse records {found}, but model.json describes p-table "
+                f"{want[:12]}…; rebuild the warehouse so the API and exports publish the same "
+                "values")
+        if not _stored_ptable_matches(engine, protection.ptable):
+            raise ConfigError(
+                f"the warehouse's {PTABLE} table does not hold the values of p-table "
+                f"{want[:12]}… that its metadata names; rebuild the warehouse")
         return cls(model, protection)
 
     @property
@@ -130,48 +153,121 @@ class Gate:
         )
 
     def aggregate(self, browser: CubeBrowser, query: Query) -> ProtectedResult:
+        """The protected answer to ``query``: grammar limits, then the numpy path, or the
+        SQL path when values must be known in SQL (order, filters or top-N on values)."""
         check_query(query)
+        if not query.needs_measure_values_in_sql or not (query.drilldown or query.split):
+            # (Without a drilldown there are no cells to order or filter: the summary alone.)
+            return self.publish(browser._raw_aggregate(query))
         p = self.protection
-        keep = [a.ref for a in query.cell_attributes] + (
-            [compiler.SPLIT] if query.split else [])
-        if query.needs_measure_values_in_sql:
-            stmt = compiler.finish(query, p.k, protected_stage(p), keep_raw=False)
-            cells = browser.ws.engine.execute(stmt)
-            total = None
-            if compiler.TOTAL in cells.column_names:
-                total = cells.column(compiler.TOTAL)[0].as_py() if cells.num_rows else None
-                cells = cells.drop_columns([compiler.TOTAL])
-            summary_raw = browser.ws.engine.execute(compiler.summary(query, p.k))
-            if total is None:
-                total = cells.num_rows if query.pagesize is None else browser._count_cells(query)
-        else:
-            raw = browser._raw_aggregate(query)
-            cells = protect_table(raw.cells, query.aggregates, p, keep)
-            summary_raw = raw.summary
-            total = raw.total_cell_count if raw.total_cell_count is not None else cells.num_rows
-        summary_t = protect_table(summary_raw, query.aggregates, p, [])
+        # One statement: protected values plus the raw columns the summary is made of — the
+        # cells' own when they are all there (the summary rolls up from them), else window
+        # totals over every cell before filters, top-N and paging. Raw columns come back to
+        # this function only, which protects the summary and drops every internal column.
+        # Compiled SQL is cached by the browser.
+        complete = query.pagesize is None and not query.filters and query.top is None
+        role = "protected" if complete else "protected+totals"
+        table = browser._run(role, query, lambda: compiler.finish(
+            query, p.k, protected_stage(p), keep_raw=True, totals=not complete))
+        if complete:
+            summary_raw = _rollup(query, table, p.k)
+            total = table.num_rows
+        elif table.num_rows:
+            first = table.slice(0, 1)
+            summary_raw = pa.table({name: first.column(compiler.ALL + name)
+                                    for name, _ in compiler.raw_rollup(query.cube)})
+            total = first.column(compiler.TOTAL)[0].as_py() \
+                if query.pagesize is not None else table.num_rows
+        else:  # nothing passed the filters, or a page past the end: the windows saw no rows
+            summary_raw = browser._run("summary", query,
+                                       lambda: compiler.summary(query, p.k))
+            total = 0 if query.pagesize is None else self._count_protected_cells(browser, query)
+        public = [n for n in table.column_names
+                  if not n.startswith(compiler.RAW_PREFIX) or n == compiler.SPLIT]
+        return self._result(query, table.select(public), summary_raw, int(total))
+
+    def publish(self, raw: RawResult) -> ProtectedResult:
+        """The numpy path after the query: raw cells (``CubeBrowser._raw_aggregate`` of a
+        query that neither orders nor filters on values) to the protected result."""
+        query = raw.query
+        cells = protect_table(raw.cells, query.aggregates, self.protection, _keep(query))
+        total = raw.total_cell_count if raw.total_cell_count is not None else cells.num_rows
+        return self._result(query, cells, raw.summary, total)
+
+    def _result(self, query: Query, cells: pa.Table, summary_raw: pa.Table, total: int
+                ) -> ProtectedResult:
+        summary_t = protect_table(summary_raw, query.aggregates, self.protection, [])
         summary = {k: v[0] for k, v in summary_t.to_pydict().items()}
-        withheld = sum(
-            int(cells.column(withheld_column(a.name)).to_numpy(zero_copy_only=False).sum())
-            for a in query.aggregates if a.function == "avg"
-        ) if cells.num_rows else 0
-        allowed = frozenset(keep) | {a.name for a in query.aggregates} | {
-            withheld_column(a.name) for a in query.aggregates if a.function == "avg"}
-        return ProtectedResult(query, cells, summary, int(total), self._report(withheld),
+        means = [a.name for a in query.aggregates if a.function == "avg"]
+        withheld = sum(pc.sum(cells.column(withheld_column(m))).as_py() or 0 for m in means)
+        allowed = frozenset(_keep(query)) | {a.name for a in query.aggregates} | {
+            withheld_column(m) for m in means}
+        return ProtectedResult(query, cells, summary, total, self._report(int(withheld)),
                                allowed)
+
+    def _count_protected_cells(self, browser: CubeBrowser, query: Query) -> int:
+        """Total cells of a SQL-path query whose page lies past the end. Counted over the
+        *protected* statement: with measure filters or top-N, counting raw cells would tell
+        how many raw values pass the filter."""
+        p = self.protection
+        sub = compiler.finish(replace(query, page=None, pagesize=None), p.k,
+                              protected_stage(p), keep_raw=False).subquery()
+        return int(browser.ws.engine.scalar(
+            sa.select(sa.func.count()).select_from(sub)) or 0)
 
     def stream(self, browser: CubeBrowser, query: Query, batch_rows: int = 100_000
                ) -> pa.RecordBatchReader:
         """Protected cells as a record-batch stream (exports): the SQL path, same rules.
 
-        The stream carries only attribute, aggregate and withheld-flag columns.
+        The stream carries only attribute, aggregate, withheld-flag (and split) columns. It
+        is the whole result, so a paged query is refused rather than silently unpaged.
         """
         check_query(query)
+        if query.pagesize is not None:
+            raise ArgumentError("a protected stream is not paged: give no page or pagesize",
+                                parameter="pagesize", value=str(query.pagesize))
         p = self.protection
         stmt = compiler.finish(query, p.k, protected_stage(p), keep_raw=False)
-        reader = browser.ws.engine.stream(stmt, batch_rows)
-        internal = [n for n in reader.schema.names if n.startswith("__")]
+        names = list(stmt.selected_columns.keys())
+        internal = [n for n in names if n.startswith("__") and n != compiler.SPLIT]
         if internal:
             raise AssertionError(f"protected stream cannot carry {internal}")
-        return reader
+        return browser.ws.engine.stream(stmt, batch_rows)
 
+
+def _stored_ptable_matches(engine: Engine, ptable: PTable) -> bool:
+    """True if the warehouse's ``sdc_ptable`` holds exactly ``ptable``'s values."""
+    t = sa.table(PTABLE, sa.column("pcv"), sa.column("ckey"), sa.column("pvalue"))
+    try:
+        rows = engine.execute(sa.select(t.c.pcv, t.c.ckey, t.c.pvalue))
+    except Exception as exc:
+        raise ConfigError(f"the warehouse has no readable {PTABLE} table") from exc
+    want = ptable.values
+    if rows.num_rows != want.size or any(rows.column(c).null_count for c in rows.column_names):
+        return False
+    pcv = rows.column("pcv").to_numpy(zero_copy_only=False)
+    ckey = rows.column("ckey").to_numpy(zero_copy_only=False)
+    got = np.full(want.shape, np.iinfo(np.int64).min, dtype=np.int64)
+    inside = (pcv >= 0) & (pcv < want.shape[0]) & (ckey >= 0) & (ckey < want.shape[1])
+    if not inside.all():
+        return False
+    got[pcv, ckey] = rows.column("pvalue").to_numpy(zero_copy_only=False)
+    return bool(np.array_equal(got, want.astype(np.int64)))
+
+
+def _keep(query: Query) -> list[str]:
+    """The public attribute columns of a query's cells (and the split flag)."""
+    return [a.ref for a in query.cell_attributes] + ([compiler.SPLIT] if query.split else [])
+
+
+def _rollup(query: Query, cells: pa.Table, k: int) -> pa.Table:
+    """The raw summary row of a complete set of raw cells: counts and sums add, key sums add
+    mod K, maxima take the maximum (``compiler.raw_rollup``)."""
+    out = {}
+    for name, how in compiler.raw_rollup(query.cube):
+        col = cells.column(name)
+        value = pc.max(col).as_py() if how == "max" else pc.sum(col).as_py()
+        if value is not None and how == "sum_mod":
+            value %= k
+        out[name] = pa.array([value or 0], pa.int64())
+    return pa.table(out)

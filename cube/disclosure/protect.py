@@ -33,7 +33,9 @@ def withheld_column(aggregate: str) -> str:
 
 def _ints(table: pa.Table, name: str) -> NDArray[np.int64]:
     col = table.column(name)
-    return np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    if col.null_count:  # the SQL coalesces raw columns, so this is the rare case
+        col = col.fill_null(0)
+    return np.asarray(col.to_numpy(), dtype=np.int64)
 
 
 def published_counts(n: NDArray[np.int64], ckey: NDArray[np.int64],

@@ -15,20 +15,29 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql import ColumnElement, FromClause
 
-from cube.disclosure.protect import N, RK, RK2, withheld_column
+from cube.disclosure.protect import RK, RK2, N, withheld_column
 from cube.disclosure.rules import Protection
 from cube.query import Query
+from cube.sql import ValueStage
 
 PTABLE = "sdc_ptable"
 
 
 def _floor_div(a: Any, b: Any) -> ColumnElement[Any]:
-    """⌊a / b⌋ for non-negative integers, identically on DuckDB and PostgreSQL."""
+    """⌊a / b⌋ for non-negative integers, identically on DuckDB and PostgreSQL.
+
+    Through a double: IEEE division is correctly rounded, so the floor is exact while the
+    dividend stays below 2**53 (about 90 trillion pounds in pence).
+    """
     return sa.cast(sa.func.floor(sa.cast(a, sa.Double) / b), sa.BigInteger)
 
 
-def protected_stage(p: Protection):  # type: ignore[no-untyped-def]
-    """A ValueStage computing published values from the aggregation subquery."""
+def protected_stage(p: Protection) -> ValueStage:
+    """A ValueStage computing published values from the aggregation subquery.
+
+    The p-table is joined once for counts and, only when the query asks for an amount
+    aggregate, a second time (symmetric row, second cell key) for magnitudes.
+    """
 
     def stage(query: Query, sub: sa.Subquery
               ) -> tuple[FromClause, Mapping[str, ColumnElement[Any]], Sequence[Any]]:
@@ -41,8 +50,8 @@ def protected_stage(p: Protection):  # type: ignore[no-untyped-def]
         needs_sums = any(a.measure.kind == "amount" for a in query.aggregates)
         if needs_sums:
             frm = frm.outerjoin(p2, sa.and_(p2.c.pcv == ncat, p2.c.ckey == sub.c[RK2]))
-        n_hat = sa.case((n == 0, 0), else_=n + sa.func.coalesce(p1.c.pvalue, 0))
-        n_hat = sa.cast(n_hat, sa.BigInteger)
+        n_hat: ColumnElement[Any] = sa.cast(
+            sa.case((n == 0, 0), else_=n + sa.func.coalesce(p1.c.pvalue, 0)), sa.BigInteger)
         values: dict[str, ColumnElement[Any]] = {}
         extra: list[Any] = []
         for a in query.aggregates:

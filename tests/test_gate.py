@@ -1,0 +1,176 @@
+"""The one disclosure gate: the p-table it trusts, the result type it returns, the export
+stream, and what it counts.
+
+- The build stores the p-table in the warehouse (``sdc_ptable``) and records its digest;
+  the gate refuses a warehouse whose p-table (digest or rows) is not the model's, because the
+  numpy path reads the model's table and the SQL path the warehouse's.
+- A ProtectedResult cannot hold an internal column.
+- The export stream gives the same cells as the API.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from cube.disclosure.gate import Gate, ProtectedResult
+from cube.disclosure.ptable import PTableParams, build_ptable
+from cube.disclosure.rules import Protection
+from cube.engine import Engine
+from cube.errors import ArgumentError, ConfigError
+from cube.model import Model, parse_model
+from cube.query import Request
+from cube.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+
+# --- the p-table in the warehouse -------------------------------------------------------------
+
+
+def test_warehouse_ptable_equals_the_models(model: Model, warehouse: Path) -> None:
+    params = PTableParams.from_mapping(model.disclosure.get("ptable", {}))
+    expected = build_ptable(params)
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        rows = con.execute("SELECT pcv, ckey, pvalue FROM sdc_ptable ORDER BY pcv, ckey"
+                           ).fetchnumpy()
+        meta = dict(con.execute("SELECT key, value FROM statcube_meta").fetchall())
+    finally:
+        con.close()
+    ncat, k = params.ncat, params.K
+    assert len(rows["pcv"]) == (ncat + 1) * k
+    assert np.array_equal(rows["pcv"], np.repeat(np.arange(ncat + 1), k))
+    assert np.array_equal(rows["ckey"], np.tile(np.arange(k), ncat + 1))
+    assert np.array_equal(rows["pvalue"].reshape(ncat + 1, k), expected.values)
+    assert json.loads(meta["ptable_digest"]) == expected.digest
+    assert (params.D, params.V, params.js, params.K) == (3, 2.0, 2, 4096)
+
+
+def test_gate_refuses_a_warehouse_with_another_digest(model: Model, workspace: Workspace
+                                                      ) -> None:
+    for meta in ({**workspace.meta, "ptable_digest": "0" * 64},
+                 {k: v for k, v in workspace.meta.items() if k != "ptable_digest"}):
+        with pytest.raises(ConfigError, match="rebuild the warehouse"):
+            Workspace(model, workspace.engine, meta=meta)
+
+
+def test_gate_refuses_a_model_with_other_ptable_parameters(model: Model, warehouse: Path
+                                                           ) -> None:
+    raw = json.loads((Path(__file__).parent.parent / "model.json").read_text(encoding="utf-8"))
+    raw["info"]["disclosure"]["ptable"]["seed"] = 12345
+    other = parse_model(raw)
+    with pytest.raises(ConfigError, match=r"model\.json describes p-table"):
+        Workspace.open(other, warehouse)
+
+
+def test_gate_refuses_a_warehouse_whose_ptable_rows_were_changed(model: Model, warehouse: Path,
+                                                                 tmp_path: Path) -> None:
+    """The digest in the metadata is right, but someone edited the table the SQL path joins:
+    the API (numpy) and the exports (SQL) would then disagree, so the gate refuses."""
+    copy = tmp_path / warehouse.name
+    shutil.copy(warehouse, copy)
+    con = duckdb.connect(str(copy))
+    con.execute("UPDATE sdc_ptable SET pvalue = 0 WHERE pcv = 6 AND ckey < 10")
+    con.close()
+    with pytest.raises(ConfigError, match="does not hold the values"):
+        Workspace.open(model, copy)
+    con = duckdb.connect(str(copy))
+    con.execute("DELETE FROM sdc_ptable WHERE pcv = 6 AND ckey = 0")
+    con.close()
+    with pytest.raises(ConfigError, match="does not hold the values"):
+        Workspace.open(model, copy)
+
+
+def test_the_gate_uses_the_models_parameters(model: Model, workspace: Workspace) -> None:
+    p = workspace.gate.protection
+    assert p == Protection.from_model(model)
+    assert (p.delta, p.delta_milli, p.mean_threshold) == (0.3, 300, 10)
+
+
+# --- the result type --------------------------------------------------------------------------
+
+
+def test_protected_result_refuses_internal_columns(workspace: Workspace) -> None:
+    good = workspace.cube("pip").aggregate(drilldown="gender")
+    for name in ("__n", "__rk", "__rk2", "__weekly_award_max", "__total_cells"):
+        cells = good.cells.append_column(name, pa.array([1] * good.cells.num_rows))
+        with pytest.raises(AssertionError, match="cannot carry"):
+            replace(good, cells=cells)
+        with pytest.raises(AssertionError, match="cannot carry"):
+            replace(good, summary={**good.summary, name: 1})
+    # With the list of public columns, anything else is refused too (e.g. a raw "n").
+    with pytest.raises(AssertionError, match="cannot carry"):
+        replace(good, cells=good.cells.append_column("n", pa.array([1] * good.cells.num_rows)))
+
+
+def test_public_methods_return_protected_results(workspace: Workspace) -> None:
+    hb = workspace.cube("housing_benefit")
+    q = hb.query(Request.make("housing_benefit", drilldown="tenure"))
+    for result in (hb.aggregate(drilldown="tenure"), hb.aggregate_query(q)):
+        assert isinstance(result, ProtectedResult)
+    report = hb.aggregate(drilldown="geography:oa", pagesize=500).to_json()["disclosure"]
+    assert report["parameters"] == {"D": 3, "V": 2.0, "js": 2, "delta": 0.3,
+                                    "mean_threshold": 10}
+    assert report["withheld_values"] > 0
+    assert any("may not equal the sum" in n for n in report["notes"])
+
+
+# --- the export stream ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cube", "kw"), [
+    ("housing_benefit", {"drilldown": "geography:la|tenure"}),
+    ("benefit_cap", {"drilldown": "geography:msoa|time:month"}),
+    ("sanctions", {"drilldown": "jcp:office|outcome", "cut": "time:2026,3,8"}),
+    ("pip", {"drilldown": "geography:region", "order": "claimants:desc"}),
+])
+def test_the_export_stream_publishes_what_the_api_does(workspace: Workspace, cube: str,
+                                                       kw: dict[str, str]) -> None:
+    b = workspace.cube(cube)
+    q = b.query(Request.make(cube, **kw))
+    api = b.aggregate_query(q).cells
+    streamed = pa.Table.from_batches(list(workspace.gate.stream(b, q, 37)))
+    assert streamed.column_names == api.column_names
+    assert streamed.to_pylist() == api.to_pylist()
+
+
+def test_the_export_stream_is_never_paged(workspace: Workspace) -> None:
+    b = workspace.cube("pip")
+    q = b.query(Request.make("pip", drilldown="geography:la", pagesize=5))
+    with pytest.raises(ArgumentError, match="not paged"):
+        workspace.gate.stream(b, q)
+
+
+# --- counting cells on the SQL path ---------------------------------------------------------
+
+
+def test_a_page_past_the_end_counts_protected_cells_not_raw_ones(workspace: Workspace) -> None:
+    """With a filter on a published value, the total of a page past the end must count the
+    cells whose *published* value passes; counting raw values would tell how many raw
+    counts pass the filter."""
+    b = workspace.cube("benefit_cap")
+    kw = {"drilldown": "geography:oa", "having": "households>=3"}
+    everything = b.aggregate(**kw, pagesize=1_000_000)
+    past_end = b.aggregate(**kw, pagesize=10, page=10_000)
+    assert past_end.cells.num_rows == 0
+    assert past_end.total_cell_count == everything.total_cell_count == everything.cells.num_rows
+    raw_count = b._count_cells(b.query(Request.make("benefit_cap", **kw, pagesize=10)))
+    assert raw_count != past_end.total_cell_count  # the two differ: the fix matters here
+
+
+def test_gate_for_warehouse_checks_an_engine_directly(model: Model, warehouse: Path) -> None:
+    engine = Engine(warehouse)
+    try:
+        ws = Workspace(model, engine)
+        gate = Gate.for_warehouse(model, engine, ws.meta)
+        assert gate.protection.ptable.digest == ws.meta["ptable_digest"]
+    finally:
+        engine.close()
