@@ -30,7 +30,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.sql import ColumnElement, FromClause, Select
@@ -299,12 +299,22 @@ def aggregation(query: Query, k: int, *, summary: bool = False,
 #: Given the aggregation as a subquery, return (FROM to select from, {aggregate: value
 #: expression}, extra public columns). The raw implementation is below; the protected one
 #: lives in cube/disclosure/sql_path.py.
-ValueStage = Callable[[Query, sa.Subquery],
-                      tuple[FromClause, Mapping[str, ColumnElement[Any]], Sequence[Any]]]
+class StageOutput(NamedTuple):
+    """What a value stage adds over the aggregation: the FROM to select from, a value
+    expression per aggregate, extra public columns, and an optional condition a cell must
+    meet to be a cell at all (the protected stage drops cells published as zero, which must
+    look exactly like empty cells). ``keep`` applies before filters, windows and paging."""
+
+    frm: FromClause
+    values: Mapping[str, ColumnElement[Any]]
+    extra: Sequence[Any] = ()
+    keep: ColumnElement[bool] | None = None
 
 
-def raw_values(query: Query, sub: sa.Subquery
-               ) -> tuple[FromClause, Mapping[str, ColumnElement[Any]], Sequence[Any]]:
+ValueStage = Callable[[Query, sa.Subquery], StageOutput]
+
+
+def raw_values(query: Query, sub: sa.Subquery) -> StageOutput:
     values: dict[str, ColumnElement[Any]] = {}
     for a in query.aggregates:
         if a.measure.kind == "count":
@@ -314,7 +324,7 @@ def raw_values(query: Query, sub: sa.Subquery
         else:
             values[a.name] = sa.cast(sub.c[sum_col(a.measure.name)], sa.Double) / sa.func.nullif(
                 sub.c[N], 0)
-    return sub, values, ()
+    return StageOutput(sub, values)
 
 
 _OPS: Mapping[str, Callable[[Any, Any], Any]] = {
@@ -341,7 +351,8 @@ def finish(query: Query, k: int, values: ValueStage = raw_values, *,
     if totals and not keep_raw:
         raise ValueError("window totals are raw columns")
     sub = aggregation(query, k, totals=totals).subquery("cells")
-    frm, vals, extra = values(query, sub)
+    stage = values(query, sub)
+    frm, vals, extra = stage.frm, stage.values, stage.extra
     attr_cols = [sub.c[a.ref] for a in query.cell_attributes]
     if query.split:
         attr_cols.append(sub.c[SPLIT])
@@ -369,6 +380,8 @@ def finish(query: Query, k: int, values: ValueStage = raw_values, *,
     if not query.drilldown and not query.split:
         # As in Cubes: without a drilldown there are no cells, only the summary.
         stmt = stmt.where(sa.false())
+    if stage.keep is not None:
+        stmt = stmt.where(stage.keep)
     if query.filters:
         stmt = stmt.where(*(_OPS[f.op](vals[f.aggregate.name], f.value) for f in query.filters))
     if query.top is not None:

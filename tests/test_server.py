@@ -228,7 +228,7 @@ def test_aggregate_shape_field_by_field(client: FlaskClient, published_view: Wor
     assert set(d) == {"method", "ptable", "parameters", "withheld_values", "notes"}
     assert d["method"].startswith("cell key method")
     assert set(d["parameters"]) == {"D", "V", "js", "delta", "mean_threshold"}
-    assert d["withheld_values"] == 0 and len(d["notes"]) == 3
+    assert d["withheld_values"] == 0 and len(d["notes"]) == 4
 
 
 def test_drilldown_forms_are_equivalent(client: FlaskClient) -> None:

@@ -134,7 +134,7 @@ class Gate:
     def k(self) -> int:
         return self.protection.k
 
-    def _report(self, withheld: int) -> DisclosureReport:
+    def _report(self, withheld: int, extra: tuple[str, ...] = ()) -> DisclosureReport:
         p = self.protection
         params = p.ptable.params
         return DisclosureReport(
@@ -149,6 +149,8 @@ class Gate:
                 "Each figure is adjusted on its own, so totals may not equal the sum of "
                 "their parts.",
                 f"Means are withheld (null) where fewer than {p.mean_threshold} are counted.",
+                "Cells adjusted to zero are left out, like empty cells.",
+                *extra,
             ),
         )
 
@@ -156,23 +158,21 @@ class Gate:
         """The protected answer to ``query``: grammar limits, then the numpy path, or the
         SQL path when values must be known in SQL (order, filters or top-N on values)."""
         check_query(query)
-        if not query.needs_measure_values_in_sql or not (query.drilldown or query.split):
+        # Paging must happen after protection too: cells published as zero are dropped, so
+        # a raw page (and a raw total) would reveal how many were.
+        in_sql = query.needs_measure_values_in_sql or query.pagesize is not None
+        if not in_sql or not (query.drilldown or query.split):
             # (Without a drilldown there are no cells to order or filter: the summary alone.)
             return self.publish(browser._raw_aggregate(query))
         p = self.protection
-        # One statement: protected values plus the raw columns the summary is made of — the
-        # cells' own when they are all there (the summary rolls up from them), else window
-        # totals over every cell before filters, top-N and paging. Raw columns come back to
-        # this function only, which protects the summary and drops every internal column.
-        # Compiled SQL is cached by the browser.
-        complete = query.pagesize is None and not query.filters and query.top is None
-        role = "protected" if complete else "protected+totals"
-        table = browser._run(role, query, lambda: compiler.finish(
-            query, p.k, protected_stage(p), keep_raw=True, totals=not complete))
-        if complete:
-            summary_raw = _rollup(query, table, p.k)
-            total = table.num_rows
-        elif table.num_rows:
+        # One statement: protected values plus window totals of the raw columns over every
+        # cell, computed before the zero-dropping condition, filters, top-N and paging (so
+        # the summary is the total of all records, not of the cells shown). Raw columns come
+        # back to this function only, which protects the summary and drops every internal
+        # column. Compiled SQL is cached by the browser.
+        table = browser._run("protected+totals", query, lambda: compiler.finish(
+            query, p.k, protected_stage(p), keep_raw=True, totals=True))
+        if table.num_rows:
             first = table.slice(0, 1)
             summary_raw = pa.table({name: first.column(compiler.ALL + name)
                                     for name, _ in compiler.raw_rollup(query.cube)})
@@ -190,20 +190,31 @@ class Gate:
         """The numpy path after the query: raw cells (``CubeBrowser._raw_aggregate`` of a
         query that neither orders nor filters on values) to the protected result."""
         query = raw.query
+        if query.pagesize is not None and (query.drilldown or query.split):
+            raise AssertionError("paged queries take the SQL path (paging after protection)")
         cells = protect_table(raw.cells, query.aggregates, self.protection, _keep(query))
-        total = raw.total_cell_count if raw.total_cell_count is not None else cells.num_rows
-        return self._result(query, cells, raw.summary, total)
+        return self._result(query, cells, raw.summary, cells.num_rows)
 
     def _result(self, query: Query, cells: pa.Table, summary_raw: pa.Table, total: int
                 ) -> ProtectedResult:
-        summary_t = protect_table(summary_raw, query.aggregates, self.protection, [])
+        summary_t = protect_table(summary_raw, query.aggregates, self.protection, [],
+                                  drop_zero=False)
         summary = {k: v[0] for k, v in summary_t.to_pydict().items()}
+        notes: tuple[str, ...] = ()
+        if _summary_adds_periods(query):
+            for a in query.aggregates:
+                if a.nonadditive:
+                    summary[a.name] = None
+                    if a.function == "avg":
+                        summary[withheld_column(a.name)] = True
+            notes = ("The summary of a stock over several periods is not published: a "
+                     "caseload cannot be added across months.",)
         means = [a.name for a in query.aggregates if a.function == "avg"]
         withheld = sum(pc.sum(cells.column(withheld_column(m))).as_py() or 0 for m in means)
         allowed = frozenset(_keep(query)) | {a.name for a in query.aggregates} | {
             withheld_column(m) for m in means}
-        return ProtectedResult(query, cells, summary, total, self._report(int(withheld)),
-                               allowed)
+        return ProtectedResult(query, cells, summary, total,
+                               self._report(int(withheld), notes), allowed)
 
     def _count_protected_cells(self, browser: CubeBrowser, query: Query) -> int:
         """Total cells of a SQL-path query whose page lies past the end. Counted over the
@@ -260,14 +271,15 @@ def _keep(query: Query) -> list[str]:
     return [a.ref for a in query.cell_attributes] + ([compiler.SPLIT] if query.split else [])
 
 
-def _rollup(query: Query, cells: pa.Table, k: int) -> pa.Table:
-    """The raw summary row of a complete set of raw cells: counts and sums add, key sums add
-    mod K, maxima take the maximum (``compiler.raw_rollup``)."""
-    out = {}
-    for name, how in compiler.raw_rollup(query.cube):
-        col = cells.column(name)
-        value = pc.max(col).as_py() if how == "max" else pc.sum(col).as_py()
-        if value is not None and how == "sum_mod":
-            value %= k
-        out[name] = pa.array([value or 0], pa.int64())
-    return pa.table(out)
+def _summary_adds_periods(query: Query) -> bool:
+    """True when a stock's summary would add several periods: time is drilled (each cell one
+    period) but no cut pins a single period, so the total spans months."""
+    tdim = query.cube.time_dimension
+    if tdim is None or not any(a.nonadditive for a in query.aggregates):
+        return False
+    if query.drill_for(tdim.name) is None:
+        return False  # the query rules pinned the whole query to one period
+    return not any(
+        c.dimension.name == tdim.name and c.kind == "point" and not c.invert
+        and c.depth == len(c.hierarchy.levels) for c in query.cuts)
+

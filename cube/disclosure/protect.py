@@ -1,7 +1,9 @@
 """Cell key perturbation: raw cells in, published values out. Two paths, one arithmetic.
 
 Counts:  n̂ = 0 if n = 0, else n + ptable[min(n, NCAT), ckey]   (ckey = Σ record keys mod K)
-Sums:    Ŝ = max(0, S + sign(v)·⌊(x_max·|v|·δ‰ + 500) / 1000⌋)  with v = ptable[NCAT, ckey2]
+Sums:    Ŝ = max(0, S + sign(v)·⌊(x_max·|v|·δ‰ + 500) / 1000⌋)  with v = ptable[NCAT, ckey2],
+         and Ŝ = 0 where n̂ = 0
+Cells whose n̂ is 0 are dropped, exactly as empty cells are absent.
 Means:   round_half_up(Ŝ / n̂) in pence, only when n̂ ≥ threshold; otherwise withheld.
 
 The same formulas exist twice — vectorised here (numpy over Arrow) for query results, and as
@@ -60,10 +62,19 @@ def published_means(s_hat: NDArray[np.int64], n_hat: NDArray[np.int64], p: Prote
 
 
 def protect_table(raw: pa.Table, aggregates: Sequence[Aggregate], p: Protection,
-                  keep: Sequence[str]) -> pa.Table:
-    """Raw cells → public columns ``keep`` + one column per aggregate (+ withheld flags)."""
+                  keep: Sequence[str], *, drop_zero: bool = True) -> pa.Table:
+    """Raw cells → public columns ``keep`` + one column per aggregate (+ withheld flags).
+
+    Cells published as zero are dropped (``drop_zero``), exactly like empty cells: a visible
+    zero row would reveal that 1 or 2 records are there. A summary (one cell that must be
+    answered) keeps its row, with every sum published as zero along with its count.
+    """
     n = _ints(raw, N)
     n_hat = published_counts(n, _ints(raw, RK), p)
+    if drop_zero and len(n_hat) and not n_hat.all():
+        visible = n_hat != 0
+        raw = raw.filter(pa.array(visible))
+        n, n_hat = n[visible], n_hat[visible]
     cols: dict[str, pa.Array] = {name: raw.column(name) for name in keep}
     sums: dict[str, NDArray[np.int64]] = {}
     for a in aggregates:
@@ -72,8 +83,8 @@ def protect_table(raw: pa.Table, aggregates: Sequence[Aggregate], p: Protection,
             continue
         m = a.measure.name
         if m not in sums:
-            sums[m] = published_sums(_ints(raw, f"__{m}_sum"), _ints(raw, f"__{m}_max"),
-                                     _ints(raw, RK2), p)
+            sums[m] = np.where(n_hat == 0, 0, published_sums(
+                _ints(raw, f"__{m}_sum"), _ints(raw, f"__{m}_max"), _ints(raw, RK2), p))
         if a.function == "sum":
             cols[a.name] = pa.array(sums[m] / 100.0, pa.float64())
         else:

@@ -9,16 +9,15 @@ Plugs into cube/sql.py's ``finish`` stage as a ValueStage; it never exposes the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.sql import ColumnElement, FromClause
+from sqlalchemy.sql import ColumnElement
 
 from cube.disclosure.protect import RK, RK2, N, withheld_column
 from cube.disclosure.rules import Protection
 from cube.query import Query
-from cube.sql import ValueStage
+from cube.sql import StageOutput, ValueStage
 
 PTABLE = "sdc_ptable"
 
@@ -39,8 +38,7 @@ def protected_stage(p: Protection) -> ValueStage:
     aggregate, a second time (symmetric row, second cell key) for magnitudes.
     """
 
-    def stage(query: Query, sub: sa.Subquery
-              ) -> tuple[FromClause, Mapping[str, ColumnElement[Any]], Sequence[Any]]:
+    def stage(query: Query, sub: sa.Subquery) -> StageOutput:
         ncat = p.ptable.params.ncat
         p1 = sa.table(PTABLE, sa.column("pcv"), sa.column("ckey"), sa.column("pvalue")).alias("p1")
         p2 = sa.table(PTABLE, sa.column("pcv"), sa.column("ckey"), sa.column("pvalue")).alias("p2")
@@ -63,7 +61,8 @@ def protected_stage(p: Protection) -> ValueStage:
             v = sa.func.coalesce(p2.c.pvalue, 0)
             mag = _floor_div(sa.func.coalesce(xmax, 0) * sa.func.abs(v) * p.delta_milli + 500,
                              1000)
-            s_hat = sa.func.greatest(0, sa.func.coalesce(s, 0) + sa.func.sign(v) * mag)
+            s_hat = sa.case((n_hat == 0, 0), else_=sa.func.greatest(
+                0, sa.func.coalesce(s, 0) + sa.func.sign(v) * mag))
             if a.function == "sum":
                 values[a.name] = sa.cast(s_hat, sa.Double) / 100.0
             else:
@@ -72,6 +71,8 @@ def protected_stage(p: Protection) -> ValueStage:
                 values[a.name] = sa.case((withheld, sa.null()),
                                          else_=sa.cast(mean, sa.Double) / 100.0)
                 extra.append(withheld.label(withheld_column(a.name)))
-        return frm, values, extra
+        # A cell published as zero is dropped like an empty one: showing a 0 row would
+        # reveal that 1 or 2 records are there.
+        return StageOutput(frm, values, extra, keep=n_hat > 0)
 
     return stage
