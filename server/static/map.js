@@ -8,7 +8,7 @@
   const api = (config.api_base || "").replace(/\/$/, "");
   const COLOURS = ["#eff3ff", "#bdd7e7", "#6baed6", "#3182bd", "#08519c"];
   const el = (id) => document.getElementById(id);
-  const state = { model: null, features: [] };
+  const state = { model: null, features: [], drawSeq: 0 };
 
   async function getJSON(path) {
     const resp = await fetch(api + path, { headers: { Accept: "application/json" } });
@@ -179,6 +179,7 @@
   }
 
   async function draw() {
+    const seq = ++state.drawSeq;  // only the newest request may paint (selections race)
     const url = queryString("geojson");
     el("csv-link").href = api + queryString("csv");
     el("geojson-link").href = api + url;
@@ -187,10 +188,13 @@
     try {
       fc = await getJSON(url);
     } catch (err) {
+      if (seq !== state.drawSeq) return;
       el("areas").innerHTML = "";
       status(err.message, true);
+      el("map").setAttribute("data-drawn", "error:" + url);
       return;
     }
+    if (seq !== state.drawSeq) return;
     state.features = fc.features;
     const agg = el("aggregate").value;
     const values = fc.features.map((f) => f.properties[agg]).filter((v) => v !== null && v !== undefined);
@@ -226,6 +230,7 @@
     });
     const period = el("period").selectedOptions[0];
     status(fc.features.length + " areas, " + (period ? period.textContent : "") + ". Quantile classes.");
+    el("map").setAttribute("data-drawn", url);  // lets tests wait for this exact drawing
   }
 
   el("cube").addEventListener("change", () => loadCube().catch((e) => status(e.message, true)));
