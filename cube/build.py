@@ -13,21 +13,32 @@ The tables and columns written here are exactly what model.json's mappings and j
 describe (a test checks both directions). The warehouse is written to a temporary file and
 renamed into place, so a reader never opens a half-built release.
 
-How it stays fast (2 passes over the microdata of a cube when the input is clean):
+How it stays fast — two passes over a cube's microdata when the input is clean, nothing per
+record in Python, no sort of all the facts:
 
 1. *Unit pass* — one ``GROUP BY unit_id`` yields the distinct units (to key them) and, for
    stocks, the duplicate check: a unit's number of records must equal its number of distinct
    months (a 64-bit ``bit_or`` of month positions).
 2. *Keys* — each distinct unit is keyed once, in Python (:class:`cube.keys.RecordKeyer`,
-   about 4× faster than the same HMAC in SQL, since the secret's pad blocks are hashed once).
-3. *Fact pass* — codes are cast to DuckDB ENUM types built from dim_geography, dim_jcp, the
-   model's codelists and the months found: a failed ``TRY_CAST`` (NULL) *is* the validation,
-   and grouping happens on small integers instead of strings. A bad amount folds into the OA
-   key. Any NULL key in the result means bad input.
+   several times faster than the same HMAC in DuckDB SQL, since the secret's pad blocks are
+   hashed once). Two cubes are built at a time, so one cube's keys are hashed while the
+   other's SQL runs (DuckDB releases the GIL).
+3. *Fact pass* — records join their unit's keys and are grouped on the codes exactly as
+   given (DuckDB hashes dictionary-encoded Parquet strings cheaply), in batches of whole
+   periods: smaller hash tables, and a table stored period by period without sorting it.
+   A bad amount folds into a NULL OA code.
+4. *Validation on the cells* — every distinct code of the fact table must cast to an ENUM
+   type built from its codelist (dim_geography, dim_jcp, the model's members, the months
+   found); distinct codes are few, so this costs almost nothing.
 
-Only when either pass finds a problem does the slow path run: it rescans the input with file
+Only when a pass finds a problem does the slow path run: it rescans the input with file
 names and row numbers to list each bad row, then (with ``skip_bad_rows``) reruns the fast
-path on the remaining rows. Both paths use the same check expressions, so they agree.
+path on the remaining rows. Both paths use the same codelists, so they agree.
+
+Measured (scale 0.05, 4.0M records, 2 shared cores, best of 4): 5.8 s, 1.7× a bare
+``GROUP BY`` of the same files into DuckDB (3.4 s); the build before this design (validation,
+duplicate, key and fact passes each rescanning the input, ``NOT IN`` lookups, HMAC in SQL, a
+sort of all facts) took 11.5 s. See bench/bench_build.py.
 
 Identifiers in the SQL below come from model.json and this module, never from input files;
 file paths and secrets are bound parameters or quoted literals of paths this module listed.
@@ -40,10 +51,13 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +78,10 @@ ProgressFn = Callable[[str, int, int], None]
 _MONTH_RE = re.compile(r"(19|20|21)[0-9][0-9]-(0[1-9]|1[0-2])")
 #: Units keyed per batch in Python: bounds the memory of the key pass.
 _KEY_BATCH = 1 << 20
+#: Cubes built at once (see _run_concurrently).
+_CONCURRENT_CUBES = 2
+#: Records per aggregation batch (whole periods; see _batches).
+_BATCH_ROWS = 2_000_000
 #: Prefix of the ENUM types used during a build (dropped before the warehouse is closed).
 _ENUM = "_statcube_enum_"
 #: DuckDB errors that mean an unreadable or inconsistent input file (not a bug here).
@@ -304,19 +322,29 @@ class _Plan:
     """The SQL pieces of one cube's build, derived from the model and the input's types."""
 
     cube: Cube
-    #: (fact column, SQL expression over an input row, NULL when the row is bad)
+    #: (fact column, SQL expression over an input row: the code as given, NULL for a bad
+    #: amount, so the row lands in a cell the post-check finds)
     keys: tuple[tuple[str, str], ...]
+    #: (fact column, ENUM type of its valid codes)
+    codelists: tuple[tuple[str, str], ...]
     period_col: str
-    period_key: str  # expression over an input row: an integer the fact groups on
-    period_out: str  # expression over the grouped key giving month_id / quarter_id
+    period_key: str  # expression over an input row that the fact groups on
+    period_out: str  # expression over the grouped ``g.p`` giving month_id / quarter_id
     amounts: tuple[tuple[str, str, str, str], ...]  # (input column, expr, sum col, max col)
     checks: tuple[_Check, ...]
     month_key: str  # the month as ENUM (for the duplicate check)
-    n_months: int
+    months: tuple[int, ...]  # every month id found in the input, ascending
 
     @property
     def fact(self) -> str:
         return self.cube.physical.fact
+
+    def period_of(self, month: str) -> int | None:
+        """The fact period (month_id or quarter_id) of a month string, None if invalid."""
+        if not _MONTH_RE.fullmatch(month):
+            return None
+        m = int(month[:4]) * 100 + int(month[5:7])
+        return _quarter_id(m) if self.period_col == "quarter_id" else m
 
 
 def _amount_expr(column: str, sql_type: str) -> str:
@@ -332,43 +360,44 @@ def _amount_expr(column: str, sql_type: str) -> str:
 
 def _plan(model: Model, cube: Cube, types: dict[str, str], months: Sequence[int]) -> _Plan:
     month_key = f"TRY_CAST(month::VARCHAR AS {_ENUM}month)"
-    # Every period found, in ENUM order, as month_id; the fact's period from the enum position.
+    # Periods: ENUM positions index a literal list of the months (or quarters) found.
     if cube.grain == "quarter":
         period_col = "quarter_id"
-        ids = [_quarter_id(m) for m in months]
-        period_key = f"{_int_list(ids)}[enum_code({month_key}) + 1]"
-        period_out = "p"
-    else:
+        period_key = f"{_int_list([_quarter_id(m) for m in months])}[enum_code({month_key}) + 1]"
+        period_out = "g.p"
+    else:  # group on the month text itself; convert once per cell
         period_col = "month_id"
-        period_key = month_key
-        period_out = f"{_int_list(months)}[enum_code(p) + 1]"
+        period_key = "month::VARCHAR"
+        period_out = f"{_int_list(months)}[enum_code(TRY_CAST(g.p AS {_ENUM}month)) + 1]"
     amounts = []
     for m in cube.measures:
         if m.kind == "amount":
             amounts.append((m.name, _amount_expr(m.name, types[m.name]),
                             cube.physical.column(m.name).column, cube.physical.max_columns[m.name]))
     amount_ok = " AND ".join(f"({expr}) >= 0" for _, expr, _, _ in amounts)
-    oa_key = f"TRY_CAST(oa_code::VARCHAR AS {_ENUM}oa)"
-    keys = [("oa_code", f"CASE WHEN {amount_ok} THEN {oa_key} END" if amounts else oa_key)]
+    keys = [("oa_code", f"CASE WHEN {amount_ok} THEN oa_code END" if amounts else "oa_code")]
+    codelists = [("oa_code", f"{_ENUM}oa")]
     checks = [
         _Check("unit_id", "unit_id IS NULL OR trim(unit_id::VARCHAR) = ''", "missing unit id"),
         _Check("month", f"{month_key} IS NULL", "month is not YYYY-MM"),
-        _Check("oa_code", f"{oa_key} IS NULL", "unknown output area code"),
+        _Check("oa_code", f"TRY_CAST(oa_code::VARCHAR AS {_ENUM}oa) IS NULL",
+               "unknown output area code"),
     ]
     if _has_jcp(cube):
-        expr = f"TRY_CAST(jcp_office::VARCHAR AS {_ENUM}jcp)"
-        keys.append(("jcp_office", expr))
-        checks.append(_Check("jcp_office", f"{expr} IS NULL", "unknown Jobcentre Plus office"))
+        keys.append(("jcp_office", "jcp_office"))
+        codelists.append(("jcp_office", f"{_ENUM}jcp"))
+        checks.append(_Check("jcp_office", f"TRY_CAST(jcp_office::VARCHAR AS {_ENUM}jcp) IS NULL",
+                             "unknown Jobcentre Plus office"))
     for name in _category_dims(cube):
-        expr = f"TRY_CAST({name}::VARCHAR AS {_ENUM}{name})"
-        keys.append((name, expr))
-        checks.append(_Check(name, f"{expr} IS NULL",
+        keys.append((name, name))
+        codelists.append((name, f"{_ENUM}{name}"))
+        checks.append(_Check(name, f"TRY_CAST({name}::VARCHAR AS {_ENUM}{name}) IS NULL",
                              f"unknown {model.dimensions[name].label.lower()} code"))
     for col, expr, _, _ in amounts:
         checks.append(_Check(col, f"({expr}) IS NULL OR ({expr}) < 0",
                              "amount must be a whole, non-negative number of pence"))
-    return _Plan(cube, tuple(keys), period_col, period_key, period_out, tuple(amounts),
-                 tuple(checks), month_key, len(months))
+    return _Plan(cube, tuple(keys), tuple(codelists), period_col, period_key, period_out,
+                 tuple(amounts), tuple(checks), month_key, tuple(months))
 
 
 def _int_list(values: Sequence[int]) -> str:
@@ -384,7 +413,7 @@ def _unit_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str) -> int:
                     f"FROM ({source})")
         dup = "false"
     else:
-        if plan.n_months <= 64:
+        if len(plan.months) <= 64:
             months = "bit_count(bit_or(1::UBIGINT << enum_code(m)))"
         else:
             months = "count(DISTINCT m)"
@@ -420,8 +449,15 @@ def _key_pass(con: duckdb.DuckDBPyConnection, keyer: RecordKeyer) -> int:
     return int(table.num_rows)
 
 
-def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, k: int) -> int:
-    """Write the fact table; returns the number of fact rows holding a NULL key (bad input)."""
+def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan,
+               batches: Sequence[tuple[str, bool]], k: int) -> int:
+    """Write the fact table; returns how many bad cells it holds (bad input).
+
+    Each batch is a source relation holding whole periods (so cells never span batches) and
+    whether it holds several: only those are sorted, by period. The table comes out in
+    period order — a one-period query reads few row groups — without a sort of everything
+    (sorting the string codes would cost as much as the aggregation).
+    """
     cube = plan.cube
     key_names = [name for name, _ in plan.keys]
     row_cols = ", ".join(f"{expr} AS {name}" for name, expr in plan.keys)
@@ -437,14 +473,56 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, k: int)
     out += f", (g.s2 % {k})::SMALLINT AS {cube.physical.magnitude_key}"
     out += "".join(f", g._s{i}::BIGINT AS {sum_col}, g._m{i}::BIGINT AS {max_col}"
                    for i, (_, _, sum_col, max_col) in enumerate(plan.amounts))
-    con.execute(
-        f"CREATE TABLE {plan.fact} AS SELECT {out} FROM ("
-        f"SELECT {aggs} FROM (SELECT unit_id, {row_cols} FROM ({source})) r "
-        "JOIN unit_keys USING (unit_id) GROUP BY ALL) g ORDER BY g.p, g.oa_code"
-    )
-    null_key = " OR ".join(f"{c} IS NULL" for c in [*key_names, plan.period_col])
-    row = con.execute(f"SELECT count(*) FILTER (WHERE {null_key}) FROM {plan.fact}").fetchone()
+    for i, (source, several) in enumerate(batches):
+        select = (f"SELECT {out} FROM (SELECT {aggs} FROM (SELECT unit_id, {row_cols} "
+                  f"FROM ({source})) r JOIN unit_keys USING (unit_id) GROUP BY ALL) g"
+                  + (" ORDER BY g.p" if several else ""))
+        con.execute(f"CREATE TABLE {plan.fact} AS {select}" if i == 0
+                    else f"INSERT INTO {plan.fact} {select}")
+    # Validation, on the cells: a code outside its codelist, a NULL code (also a bad amount),
+    # a period that is not a month. Distinct codes are few, so this is cheap.
+    bad = [f"(SELECT count(*) FROM {plan.fact} WHERE {plan.period_col} IS NULL)"]
+    bad += [f"(SELECT count(*) FROM (SELECT DISTINCT {c} FROM {plan.fact}) WHERE {c} IS NULL "
+            f"OR TRY_CAST({c} AS {enum}) IS NULL)" for c, enum in plan.codelists]
+    row = con.execute(f"SELECT {' + '.join(bad)}").fetchone()
     return int(row[0]) if row else 0
+
+
+def _batches(plan: _Plan, files: Sequence[Path], file_months: dict[Path, set[str]]
+             ) -> list[tuple[list[Path], bool]] | None:
+    """Files grouped into batches of whole periods, in period order, each with whether it
+    holds several periods; None when a file holds several periods (then the cube is
+    aggregated in one pass, sorted by period).
+
+    Consecutive periods share a batch until it holds about :data:`_BATCH_ROWS` records: each
+    batch rebuilds the join of records to unit keys, which only pays off when batches are
+    big enough for their smaller hash tables to matter.
+    """
+    groups: dict[int, list[Path]] = {}
+    for f in files:
+        periods = {p for p in map(plan.period_of, file_months.get(f, set())) if p is not None}
+        if len(periods) > 1:
+            return None
+        # A file with no valid month at all is its own batch: its rows are bad anyway.
+        groups.setdefault(periods.pop() if periods else -1, []).append(f)
+    batches: list[tuple[list[Path], bool]] = []
+    rows = _BATCH_ROWS
+    for period in sorted(groups):
+        if rows >= _BATCH_ROWS or period == -1:
+            batches.append(([], False))
+            rows = 0
+        elif batches[-1][0]:
+            batches[-1] = (batches[-1][0], True)
+        batches[-1][0].extend(groups[period])
+        rows += sum(_file_rows(f) for f in groups[period])
+    return batches
+
+
+def _file_rows(path: Path) -> int:
+    """Records in a file: exact for Parquet (from its footer), a size-based guess for CSV."""
+    if path.suffix.lower() == ".parquet":
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return path.stat().st_size // 60
 
 
 def _name(path: Path, input_dir: Path) -> str:
@@ -480,6 +558,15 @@ def _check_columns(con: duckdb.DuckDBPyConnection, cube: Cube, files: Sequence[P
 def _locate_problems(con: duckdb.DuckDBPyConnection, plan: _Plan, files: Sequence[Path],
                      input_dir: Path) -> tuple[list[str], int]:
     """The slow path: temp table ``bad`` (_file, _row) and up to MAX_PROBLEMS messages."""
+    with _SLOW_PATH:  # the setting below is global to the database, not per cursor
+        return _locate_problems_locked(con, plan, files, input_dir)
+
+
+_SLOW_PATH = threading.Lock()
+
+
+def _locate_problems_locked(con: duckdb.DuckDBPyConnection, plan: _Plan,
+                            files: Sequence[Path], input_dir: Path) -> tuple[list[str], int]:
     con.execute("SET preserve_insertion_order = true")  # CSV line numbers follow file order
     con.execute("CREATE OR REPLACE TEMP VIEW located AS "
                 + _source_sql(files, located=True))
@@ -515,31 +602,42 @@ def _locate_problems(con: duckdb.DuckDBPyConnection, plan: _Plan, files: Sequenc
 
 def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, files: list[Path],
                 options: BuildOptions, keyer: RecordKeyer, k: int, months: Sequence[int],
-                input_dir: Path) -> CubeBuildReport:
+                input_dir: Path, stage: Callable[[str], None],
+                file_months: dict[Path, set[str]]) -> CubeBuildReport:
     rep = CubeBuildReport(files=len(files))
     fast = _source_sql(files, located=False)
     types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {fast}").fetchall()}
     plan = _plan(model, cube, types, months)
+    by_period = _batches(plan, files, file_months)
 
-    def run_fast(source: str) -> bool:
+    def timed(name: str, started: float) -> None:
+        rep.timings[name] = rep.timings.get(name, 0.0) + time.perf_counter() - started
+
+    def run_fast(source: str, batches: Sequence[tuple[str, bool]]) -> bool:
         t = time.perf_counter()
         bad_units = _unit_pass(con, plan, source)
-        rep.timings["units"] = rep.timings.get("units", 0.0) + time.perf_counter() - t
+        timed("units", t)
         if bad_units:
             return False
+        stage(f"{cube.name}: keys")
         t = time.perf_counter()
         rep.units = _key_pass(con, keyer)
-        rep.timings["keys"] = rep.timings.get("keys", 0.0) + time.perf_counter() - t
+        timed("keys", t)
+        stage(f"{cube.name}: facts")
         t = time.perf_counter()
-        bad_cells = _fact_pass(con, plan, source, k)
-        rep.timings["facts"] = rep.timings.get("facts", 0.0) + time.perf_counter() - t
+        bad_cells = _fact_pass(con, plan, batches, k)
+        timed("facts", t)
         con.unregister("unit_keys")
         if bad_cells:
             con.execute(f"DROP TABLE {plan.fact}")
         return not bad_cells
 
     try:
-        clean = run_fast(fast)
+        if by_period is None:
+            clean = run_fast(fast, [(fast, True)])
+        else:
+            clean = run_fast(fast, [(_source_sql(batch, located=False), several)
+                                    for batch, several in by_period])
         if not clean:
             t = time.perf_counter()
             problems, n_bad = _locate_problems(con, plan, files, input_dir)
@@ -556,7 +654,7 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, files:
             rep.skipped = n_bad
             kept = ("SELECT * EXCLUDE (_file, _row) FROM located "
                     "ANTI JOIN bad USING (_file, _row)")
-            if not run_fast(kept):
+            if not run_fast(kept, [(kept, True)]):
                 raise RuntimeError(f"{cube.name}: bad rows remain after skipping them")
             con.execute("DROP TABLE bad")
             con.execute("DROP VIEW located")
@@ -571,16 +669,93 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, files:
     return rep
 
 
-def _months_in(con: duckdb.DuckDBPyConnection, files: list[Path]) -> list[int]:
-    """The valid months (YYYY-MM) found in the files, as month ids (bad ones are reported by
-    the cube pass)."""
+def _file_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
+    """The distinct month values of each file (valid or not: bad ones are reported later)."""
+    parquet = [_literal(str(f)) for f in files if f.suffix.lower() == ".parquet"]
+    csvs = [_literal(str(f)) for f in files if f.suffix.lower() == ".csv"]
+    parts = []
+    if parquet:
+        parts.append(f"SELECT DISTINCT filename, month::VARCHAR FROM read_parquet("
+                     f"[{', '.join(parquet)}], filename = true, union_by_name = true)")
+    if csvs:
+        parts.append(f"SELECT DISTINCT filename, month::VARCHAR FROM read_csv("
+                     f"[{', '.join(csvs)}], header = true, all_varchar = true, "
+                     "union_by_name = true, filename = true)")
     try:
-        rows = con.execute("SELECT DISTINCT month::VARCHAR FROM "
-                           f"({_source_sql(files, located=False)})").fetchall()
+        rows = con.execute(" UNION ALL ".join(parts)).fetchall()
     except _READ_ERRORS as exc:
         raise InputDataError(f"cannot read microdata: {exc}", parameter="microdata") from None
-    return [int(m[:4]) * 100 + int(m[5:7]) for (m,) in rows
-            if m is not None and _MONTH_RE.fullmatch(m)]
+    out: dict[Path, set[str]] = {f: set() for f in files}
+    by_name = {str(f): f for f in files}
+    for name, month in rows:
+        out[by_name.get(name, Path(name))].add("" if month is None else month)
+    return out
+
+
+def _run_concurrently(con: duckdb.DuckDBPyConnection,
+                      jobs: Sequence[tuple[str, Callable[[duckdb.DuckDBPyConnection], Any]]]
+                      ) -> dict[str, Any]:
+    """Run jobs two at a time, each on its own cursor of ``con``; results by name.
+
+    Why: keying units is Python (it holds the GIL) while DuckDB's SQL releases it, so one
+    cube's keys are hashed while another cube's facts are aggregated. If a job fails, the
+    others are interrupted and the first failure in ``jobs`` order is raised.
+    """
+    cursors = {name: con.cursor() for name, _ in jobs}
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=_CONCURRENT_CUBES) as pool:
+            futures = {pool.submit(job, cursors[name]): name for name, job in jobs}
+
+            def stop() -> None:
+                for pending in futures:
+                    pending.cancel()
+                for cur in cursors.values():
+                    cur.interrupt()
+
+            try:
+                for future in as_completed(futures):
+                    name = futures[future]
+                    if future.cancelled():  # never started: an earlier job failed
+                        continue
+                    exc = future.exception()
+                    if exc is None:
+                        results[name] = future.result()
+                    else:
+                        errors[name] = exc
+                        stop()
+            except BaseException:  # e.g. Ctrl-C: do not wait for the running jobs to finish
+                stop()
+                raise
+    finally:
+        for cur in cursors.values():
+            cur.close()
+    for name, _ in jobs:
+        exc = errors.get(name)
+        if exc is not None and not isinstance(exc, duckdb.InterruptException):
+            raise exc
+    if errors:  # only interruptions: not expected, but never swallow them
+        raise next(iter(errors.values()))
+    return results
+
+
+def _remove_stale_temps(warehouse_dir: Path, release: str) -> None:
+    """Delete temporary files of earlier builds of this release whose process is gone (killed
+    before it could clean up); a build still running elsewhere keeps its file."""
+    for path in warehouse_dir.glob(f".{release}.duckdb.tmp-*"):
+        pid = path.name.rsplit("-", 1)[1].split(".")[0]
+        if not pid.isdigit():
+            continue
+        if int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, another user's
+        path.unlink(missing_ok=True)
 
 
 def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
@@ -605,11 +780,19 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
     steps = 2 + len(cubes)
     done = 0
 
+    lock = threading.Lock()  # cubes are built two at a time
+
     def tick(what: str) -> None:
         nonlocal done
-        done += 1
-        if progress:
-            progress(what, done, steps)
+        with lock:
+            done += 1
+            if progress:
+                progress(what, done, steps)
+
+    def stage(what: str) -> None:  # a step within a cube: same count, new description
+        with lock:
+            if progress:
+                progress(what, done, steps)
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -621,9 +804,11 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
     try:
         for c in cubes:
             _check_columns(scratch, c, cube_files[c.name], input_dir)
-        all_months = sorted({m for c in cubes for m in _months_in(scratch, cube_files[c.name])})
+        file_months = {c.name: _file_months(scratch, cube_files[c.name]) for c in cubes}
     finally:
         scratch.close()
+    all_months = sorted({int(m[:4]) * 100 + int(m[5:7]) for fm in file_months.values()
+                         for months in fm.values() for m in months if _MONTH_RE.fullmatch(m)})
     if not all_months:
         raise InputDataError("no valid month values (YYYY-MM) in the microdata")
     release = options.release or f"{all_months[-1] // 100:04d}-{all_months[-1] % 100:02d}"
@@ -642,7 +827,7 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
     warehouse_dir.mkdir(parents=True, exist_ok=True)
     final = warehouse_dir / f"{release}.duckdb"
     tmp = warehouse_dir / f".{release}.duckdb.tmp-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
+    _remove_stale_temps(warehouse_dir, release)
     spill = Path(tempfile.mkdtemp(prefix="statcube-build-"))
     report = BuildReport(warehouse=final, release=release, warnings=list(geo.warnings),
                          timings=timings)
@@ -678,17 +863,28 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         con.execute("CREATE TABLE sdc_ptable AS SELECT * FROM p_arrow ORDER BY pcv, ckey")
         con.unregister("p_arrow")
         month_text = [f"{m // 100:04d}-{m % 100:02d}" for m in all_months]
+        attribution = _load_boundaries(con, input_dir, report)
         _create_enums(con, model, cubes, month_text)
         timings["dimensions"] = time.perf_counter() - t
         tick("dimensions")
         k = ptable.params.K if ptable.params.K else K_DEFAULT
         keyer = RecordKeyer(secret, k)
-        for cube in cubes:
+
+        def one(cube: Cube, cur: duckdb.DuckDBPyConnection) -> CubeBuildReport:
             t = time.perf_counter()
-            report.cubes[cube.name] = _build_cube(con, model, cube, cube_files[cube.name],
-                                                  options, keyer, k, all_months, input_dir)
+            stage(f"{cube.name}: units")
+            cur.execute("SET enable_progress_bar = false")
+            rep = _build_cube(cur, model, cube, cube_files[cube.name], options, keyer, k,
+                              all_months, input_dir, stage, file_months[cube.name])
             timings[cube.name] = time.perf_counter() - t
             tick(cube.name)
+            return rep
+
+        # Biggest first, so the two big stocks overlap and the small cubes fill the gaps.
+        by_size = sorted(cubes, key=lambda c: -sum(f.stat().st_size
+                                                   for f in cube_files[c.name]))
+        built = _run_concurrently(con, [(c.name, partial(one, c)) for c in by_size])
+        report.cubes.update((c.name, built[c.name]) for c in cubes)
         _drop_enums(con)
         meta = {
             "release": release,
@@ -699,6 +895,7 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
                               "js": ptable.params.js, "K": ptable.params.K},
             "months": month_text,
             "cubes": sorted(report.cubes),
+            "boundaries_attribution": list(attribution),
         }
         con.execute("CREATE TABLE statcube_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         con.executemany("INSERT INTO statcube_meta VALUES (?, ?)",
@@ -722,3 +919,29 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
     else:
         report.report_path.unlink(missing_ok=True)  # a stale report from an earlier build
     return report
+
+
+def _load_boundaries(con: duckdb.DuckDBPyConnection, input_dir: Path, report: BuildReport
+                     ) -> tuple[str, ...]:
+    """``boundaries(level, code, name, geometry)`` from ``<input>/boundaries/*.geojson|
+    *.topojson`` (optional: maps need it, queries do not). Codes matching no area and areas
+    without geometry become build warnings; the files' attribution goes into the metadata."""
+    from cube.boundaries import load_boundaries
+
+    directory = input_dir / "boundaries"
+    paths = sorted(p for p in directory.glob("*") if p.suffix.lower() in
+                   {".geojson", ".topojson", ".json"}) if directory.is_dir() else []
+    if not paths:
+        return ()
+    known: dict[str, dict[str, str]] = {}
+    for level in ("country", "region", "la"):  # identifiers from this module, not input
+        rows = con.execute(f"SELECT DISTINCT {level}_code, {level}_name FROM dim_geography"
+                           ).fetchall()
+        known[level] = {str(code): str(name) for code, name in rows}
+    loaded = load_boundaries(paths, known)
+    report.warnings.extend(loaded.warnings)
+    con.register("b_arrow", loaded.table)
+    con.execute("CREATE TABLE boundaries AS SELECT * FROM b_arrow ORDER BY level, code")
+    con.unregister("b_arrow")
+    return loaded.attribution
+

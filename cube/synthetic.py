@@ -35,7 +35,8 @@ from cube.errors import ArgumentError
 
 # --- Real geography facts -----------------------------------------------------------------
 
-#: (region code, name, country code, population in millions (2021), LAs (2023), constituencies (2024))
+#: (region code, name, country code, population in millions (2021), LAs (2023),
+#: constituencies (2024))
 REGIONS: tuple[tuple[str, str, str, float, int, int], ...] = (
     ("E12000001", "North East", "E92000001", 2.65, 12, 27),
     ("E12000002", "North West", "E92000001", 7.42, 35, 73),
@@ -620,6 +621,21 @@ def generate(out_dir: Path, options: GenerateOptions = GenerateOptions(),
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    try:
+        meta = _write_dataset(tmp, options, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # an interrupted run leaves nothing behind
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return meta
+
+
+def _write_dataset(tmp: Path, options: GenerateOptions,
+                   progress: ProgressFn | None) -> dict[str, Any]:
+    """generate()'s work, into the temporary folder: lookups, then one cube-month at a time
+    (memory is bounded by one month's stock, whatever the number of months)."""
     months = options.month_list()
     total_steps = 1 + len(options.cubes) * len(months)
     step = 0
@@ -642,6 +658,7 @@ def generate(out_dir: Path, options: GenerateOptions = GenerateOptions(),
     for i, r in enumerate(office_rows):
         office_of_la[la_index[r[6]]].append(i)
     office_arrays = [np.array(x, dtype=np.int32) for x in office_of_la]
+    _write_boundaries(geo, tmp / "boundaries")
     tick("geography")
 
     cube_meta: dict[str, Any] = {}
@@ -703,9 +720,6 @@ def generate(out_dir: Path, options: GenerateOptions = GenerateOptions(),
     }
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n",
                                        encoding="utf-8")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
     return meta
 
 
@@ -713,3 +727,15 @@ def _options_dict(options: GenerateOptions) -> dict[str, Any]:
     d = asdict(options)
     d["cubes"] = list(options.cubes)
     return d
+
+
+def _write_boundaries(geo: SynthGeography, directory: Path) -> None:
+    """Hex-cartogram boundaries for every LA, region and country (cube/boundaries.py), as
+    GeoJSON files keyed by ONS-style code properties, like real boundary downloads."""
+    from cube.boundaries import synthetic_areas, write_geojson
+
+    las = [(c, n, REGIONS[r][0]) for c, n, r in
+           zip(geo.la_codes, geo.la_names, geo.la_region.tolist(), strict=True)]
+    regions = {r[0]: (r[1], r[2]) for r in REGIONS}
+    write_geojson(synthetic_areas(las, regions, COUNTRIES), directory)
+

@@ -42,6 +42,7 @@ def test_cartogram_gives_every_area_one_polygon_without_overlaps(scale: float) -
         for b in shapes[i + 1:]:
             assert a.intersection(b).area < 1e-9
     # Regions are unions of their LAs, and sit roughly where they belong.
+    assert all(shape(a.geometry).is_valid for a in areas)  # unions too, after rounding
     region = {a.code: shape(a.geometry) for a in by_level["region"]}
     assert region["S92000003"].centroid.y > region["E12000007"].centroid.y  # Scotland north
     assert region["W92000004"].centroid.x < region["E12000006"].centroid.x  # Wales west
