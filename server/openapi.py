@@ -253,6 +253,24 @@ def document(version: str) -> dict[str, Any]:
                                                         parameters=[_CUBE, fact])},
             "/fact/{fact_id}": {"get": dict(facts, operationId="fact_short",
                                             parameters=[fact])},
+            "/exports": {"get": {"operationId": "exports",
+                                 "summary": "Catalogue of published Parquet cube exports",
+                                 "parameters": _params("exports"),
+                                 "responses": {"200": {"description": "OK", "content": {
+                                     "application/json": {"schema": _OBJ}}},
+                                     **{c: _error(_ERRORS[c]) for c in ("400", "401", "429")}}}},
+            "/exports/{release}/{cube}/{grain}/{name}": {"get": {
+                "operationId": "export_file",
+                "summary": "Download one file of an export (Range, ETag, Last-Modified)",
+                "parameters": [_path_param("release", "Release id.", "2026-11"), _CUBE,
+                               _path_param("grain", "Export grain.", "la_all"),
+                               _path_param("name", "File path within the export.",
+                                           "datapackage.json")],
+                "responses": {"200": {"description": "The file", "content": {
+                    "application/octet-stream": {"schema": {"type": "string"}}}},
+                    "206": {"description": "Part of the file (Range)"},
+                    "304": {"description": "Not modified"},
+                    **{c: _error(_ERRORS[c]) for c in ("400", "401", "404", "429")}}}},
             "/map": {"get": {"operationId": "map", "summary": "Choropleth map page (HTML)",
                              "responses": {"200": {"description": "OK", "content": {
                                  "text/html": {"schema": {"type": "string"}}}},

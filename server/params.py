@@ -92,6 +92,8 @@ ENDPOINT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "facts": (),
     "openapi": (),
     "map": (),
+    "exports": ("prettyprint",),
+    "export_file": (),
 }
 #: Formats per endpoint; the others answer JSON only (``format=json`` is accepted there).
 ENDPOINT_FORMATS: Mapping[str, tuple[str, ...]] = {"aggregate": AGGREGATE_FORMATS,

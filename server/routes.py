@@ -8,14 +8,15 @@ wrapped in size limits by :func:`server.limits.aggregate_within`). Record-level 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, request, send_file
 
 from cube.disclosure.rules import check_query
 from cube.errors import ArgumentError
-from server import describe, execute, formats, limits, params
+from server import describe, downloads, execute, formats, limits, params
 from server.cache import normalise
 from server.service import Service
 
@@ -117,6 +118,25 @@ def register(app: Flask, svc: Service, openapi: dict[str, Any]) -> None:
     @app.get("/fact/<fact_id>")
     def facts(**_: str) -> Response:
         raise params.facts_refused()
+
+    @app.get("/exports")
+    def exports() -> Response:
+        principal, args = svc.identify(request, "exports")
+        visible = downloads.visible_releases(svc.calendar, svc.clock(),
+                                             principal.role.embargo_exempt)
+        resp = svc.plain(args.flag("prettyprint"), downloads.catalogue(
+            Path(svc.settings.export_dir), visible, request.url_root.rstrip("/") + "/exports"),
+            private=True)
+        return resp
+
+    @app.get("/exports/<release>/<cube>/<grain>/<path:name>")
+    def export_file(release: str, cube: str, grain: str, name: str) -> Response:
+        principal, _ = svc.identify(request, "export_file")
+        visible = downloads.visible_releases(svc.calendar, svc.clock(),
+                                             principal.role.embargo_exempt)
+        path = downloads.resolve(Path(svc.settings.export_dir), visible, release, cube, grain,
+                                 name)
+        return send_file(path.resolve(), conditional=True, etag=True, max_age=3600)
 
     @app.get("/map")
     def map_page() -> Response:

@@ -884,7 +884,7 @@ def test_cache_is_bounded(warehouse: Path, tmp_path: Path) -> None:
 def test_openapi_describes_every_route_and_parameter(app: Flask, client: FlaskClient) -> None:
     doc = get_json(client, "/openapi.json")
     assert doc["openapi"] == "3.1.0"
-    routes = {re.sub(r"<(\w+)>", r"{\1}", r.rule) for r in app.url_map.iter_rules()
+    routes = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r.rule) for r in app.url_map.iter_rules()
               if r.endpoint != "static"}
     assert routes == set(doc["paths"])
     for path, methods in doc["paths"].items():
