@@ -4,7 +4,7 @@
 
 What is copied is exactly the warehouse the model describes: for every cube of the release,
 its fact table and the dimension tables its joins name, plus ``sdc_ptable`` and
-``statcube_meta``. Any other table a DuckDB file might hold is ignored — microdata never
+``statcube_meta`` (and ``boundaries`` when present). Any other table a DuckDB file might hold is ignored — microdata never
 reaches a warehouse, and this loader would not carry it if it did.
 
 How:
@@ -42,6 +42,8 @@ from cube.errors import ArgumentError, ConfigError, EngineUnavailableError
 from cube.model import Model
 
 META_TABLES = ("sdc_ptable", "statcube_meta")
+#: Copied when the warehouse has them: area boundaries for maps (no values in them).
+OPTIONAL_TABLES = ("boundaries",)
 CHUNK = 1 << 20
 ProgressFn = Callable[[str, int, int], None]
 
@@ -131,7 +133,8 @@ def plan(model: Model, con: duckdb.DuckDBPyConnection) -> list[TablePlan]:
             # index only keys into dimensions with more members.
             if (j.detail.table, j.detail.column) not in tiny and j.master.column not in fks[fact]:
                 fks[fact].append(j.master.column)
-    wanted = sorted(keys) + sorted(fks) + list(META_TABLES)
+    wanted = sorted(keys) + sorted(fks) + list(META_TABLES) + [
+        t for t in OPTIONAL_TABLES if t in present]
     missing = [t for t in wanted if t not in present]
     if missing:
         raise ArgumentError(f"warehouse lacks table(s) {', '.join(missing)} that the model "
@@ -147,6 +150,8 @@ def plan(model: Model, con: duckdb.DuckDBPyConnection) -> list[TablePlan]:
             pk = ("pcv", "ckey")
         elif table == "statcube_meta":
             pk = ("key",)
+        elif table == "boundaries":
+            pk = ("level", "code")
         plans.append(TablePlan(table, cols, pk, tuple(fks.get(table, ()))))
     return plans
 

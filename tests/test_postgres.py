@@ -74,7 +74,8 @@ def test_load_copies_exactly_the_warehouse_tables_with_types_and_keys(
         source = {t for (t,) in con.execute("SHOW TABLES").fetchall()}
         counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
                   for t in source}
-    assert set(tables) == source  # facts, dimensions, sdc_ptable, statcube_meta
+    assert set(tables) == source  # facts, dimensions, sdc_ptable, statcube_meta, boundaries
+    assert "boundaries" in tables
     assert not any(c == "unit_id" for cols in tables.values() for c in cols)
     assert tables["fact_housing_benefit"]["n"] == "bigint"
     assert tables["fact_housing_benefit"]["rk"] == "smallint"
