@@ -4,7 +4,8 @@
 
 What is copied is exactly the warehouse the model describes: for every cube of the release,
 its fact table and the dimension tables its joins name, plus ``sdc_ptable`` and
-``statcube_meta`` (and ``boundaries`` when present). Any other table a DuckDB file might hold is ignored — microdata never
+``statcube_meta`` (and ``boundaries`` when present). Any other
+table a DuckDB file might hold is ignored — microdata never
 reaches a warehouse, and this loader would not carry it if it did.
 
 How:
