@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -41,9 +40,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cube.build import BuildOptions, build
+from bench import common
 from cube.model import Model, default_model_path, load_model
-from cube.synthetic import GenerateOptions, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 CUBE = "housing_benefit"
@@ -54,24 +52,9 @@ TARGET_RSS = 2 << 30
 
 
 def warehouse_for(model: Model, scale: float, months: int, data: Path) -> Path:
-    """Build (once) a warehouse of one cube, ``months`` months ending 2026-11, at ``scale``."""
-    base = data / f"export-{CUBE}-scale-{scale:g}-m{months}"
-    found = sorted((base / "warehouse").glob("*.duckdb"))
-    if found:
-        return found[-1]
-    start_index = 2026 * 12 + 10 - (months - 1)
-    start = f"{start_index // 12:04d}-{start_index % 12 + 1:02d}"
-    t0 = time.perf_counter()
-    print(f"generating synthetic {CUBE} microdata at scale {scale} ({months} months from "
-          f"{start}) …", flush=True)
-    generate(base / "synthetic", GenerateOptions(scale=scale, start=start, months=months,
-                                                 cubes=(CUBE,)))
-    print(f"building the warehouse … ({time.perf_counter() - t0:.0f}s so far)", flush=True)
-    report = build(model, base / "synthetic", base / "warehouse", secrets.token_bytes(32),
-                   BuildOptions())
-    print(f"built {report.warehouse} ({report.cubes[CUBE].fact_rows:,} fact rows) in "
-          f"{time.perf_counter() - t0:.0f}s", flush=True)
-    return report.warehouse
+    """One cube's warehouse (the export benchmark needs only the cube it exports)."""
+    return common.warehouse_for(model, scale, months, data, cubes=(CUBE,),
+                                prefix=f"export-{CUBE}-")
 
 
 # --- the two sides, each run in its own process ---------------------------------------------------

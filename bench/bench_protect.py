@@ -38,7 +38,7 @@ from typing import Any
 
 import duckdb
 
-from bench.bench_query import ROOT, warehouse_for
+from bench.common import warehouse_args, warehouse_for
 from cube import sql as compiler
 from cube.model import Model, default_model_path, load_model
 from cube.query import Query, Request
@@ -203,11 +203,7 @@ def report(groups: dict[str, list[Row]], label: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_protect", description=__doc__)
-    p.add_argument("--scale", type=float, default=0.05)
-    p.add_argument("--months", type=int, default=12)
-    p.add_argument("--repeat", type=int, default=25)
-    p.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
-    p.add_argument("--warehouse", type=Path, help="use this warehouse instead of building")
+    warehouse_args(p)
     args = p.parse_args(argv)
     model = load_model(default_model_path())
     warehouse = args.warehouse or warehouse_for(model, args.scale, args.months, args.data)

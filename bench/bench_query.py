@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import secrets
 import statistics
 import time
 from collections.abc import Callable
@@ -36,34 +35,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from cube.build import BuildOptions, build
+from bench.common import warehouse_args, warehouse_for
 from cube.engine import canonical
 from cube.model import Model, default_model_path, load_model
 from cube.query import Request
-from cube.synthetic import GenerateOptions, generate
 from cube.workspace import Workspace
 
 K = 4096
-ROOT = Path(__file__).resolve().parent.parent
 
 
-def warehouse_for(model: Model, scale: float, months: int, data: Path) -> Path:
-    """Build (once) a warehouse of ``months`` months ending 2026-11 at ``scale``."""
-    base = data / f"scale-{scale:g}-m{months}"
-    found = sorted((base / "warehouse").glob("*.duckdb"))
-    if found:
-        return found[-1]
-    start_index = 2026 * 12 + 10 - (months - 1)
-    start = f"{start_index // 12:04d}-{start_index % 12 + 1:02d}"
-    t0 = time.perf_counter()
-    print(f"generating synthetic GB at scale {scale} ({months} months from {start}) …",
-          flush=True)
-    generate(base / "synthetic", GenerateOptions(scale=scale, start=start, months=months))
-    print(f"building the warehouse … ({time.perf_counter() - t0:.0f}s so far)", flush=True)
-    report = build(model, base / "synthetic", base / "warehouse", secrets.token_bytes(32),
-                   BuildOptions())
-    print(f"built {report.warehouse} in {time.perf_counter() - t0:.0f}s", flush=True)
-    return report.warehouse
+
 
 
 # --- the mix ----------------------------------------------------------------------------------
@@ -301,11 +282,7 @@ def report(rows: list[tuple[str, float, float, float]], label: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_query", description=__doc__)
-    p.add_argument("--scale", type=float, default=0.05)
-    p.add_argument("--months", type=int, default=12)
-    p.add_argument("--repeat", type=int, default=25)
-    p.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
-    p.add_argument("--warehouse", type=Path, help="use this warehouse instead of building")
+    warehouse_args(p)
     args = p.parse_args(argv)
     model = load_model(default_model_path())
     warehouse = args.warehouse or warehouse_for(model, args.scale, args.months, args.data)

@@ -1,0 +1,51 @@
+"""What the benchmarks share: a synthetic warehouse built once per (scale, months, cubes)
+under ``data/bench`` and reused by later runs, and the common command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cube.build import BuildOptions, build
+from cube.model import Model
+from cube.synthetic import GenerateOptions, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def warehouse_for(model: Model, scale: float, months: int, data: Path,
+                  cubes: Sequence[str] | None = None, prefix: str = "") -> Path:
+    """Build (once) a warehouse of ``months`` months ending 2026-11 at ``scale``, for every
+    cube or only ``cubes``; a throwaway secret, since only timings leave a benchmark."""
+    base = data / f"{prefix}scale-{scale:g}-m{months}"
+    found = sorted((base / "warehouse").glob("*.duckdb"))
+    if found:
+        return found[-1]
+    start_index = 2026 * 12 + 10 - (months - 1)
+    start = f"{start_index // 12:04d}-{start_index % 12 + 1:02d}"
+    what = ", ".join(cubes) if cubes else "GB"
+    t0 = time.perf_counter()
+    print(f"generating synthetic {what} at scale {scale} ({months} months from {start}) …",
+          flush=True)
+    options = GenerateOptions(scale=scale, start=start, months=months,
+                              **({"cubes": tuple(cubes)} if cubes else {}))
+    generate(base / "synthetic", options)
+    print(f"building the warehouse … ({time.perf_counter() - t0:.0f}s so far)", flush=True)
+    report = build(model, base / "synthetic", base / "warehouse", secrets.token_bytes(32),
+                   BuildOptions())
+    rows = sum(c.fact_rows for c in report.cubes.values())
+    print(f"built {report.warehouse} ({rows:,} fact rows) in "
+          f"{time.perf_counter() - t0:.0f}s", flush=True)
+    return report.warehouse
+
+
+def warehouse_args(p: argparse.ArgumentParser, *, scale: float = 0.05, months: int = 12,
+                   repeat: int = 25) -> None:
+    p.add_argument("--scale", type=float, default=scale)
+    p.add_argument("--months", type=int, default=months)
+    p.add_argument("--repeat", type=int, default=repeat)
+    p.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
+    p.add_argument("--warehouse", type=Path, help="use this warehouse instead of building")
