@@ -66,6 +66,17 @@ def wait_drawn(page: Page, *fragments: str) -> str:
     return str(page.get_attribute("#map", "data-drawn"))
 
 
+def draws(page: Page) -> int:
+    return int(page.get_attribute("#map", "data-draws") or 0)
+
+
+def wait_redrawn(page: Page, before: int) -> None:
+    """Wait for a drawing newer than ``before`` (a cube change reloads every selector)."""
+    page.wait_for_function(
+        "(n) => Number(document.getElementById('map').getAttribute('data-draws') || 0) > n",
+        arg=before, timeout=30_000)
+
+
 def test_map_draws_the_api_cells_and_shows_their_values(live: Server, browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
@@ -75,7 +86,9 @@ def test_map_draws_the_api_cells_and_shows_their_values(live: Server, browser: B
     assert page.is_visible("#sdc-note")
     assert "protect confidentiality" in page.inner_text("#sdc-note")
 
+    before = draws(page)
     page.select_option("#cube", "housing_benefit")
+    wait_redrawn(page, before)
     wait_drawn(page, "housing_benefit")
     page.select_option("#aggregate", "weekly_award_mean")
     page.select_option("#level", "region")

@@ -231,6 +231,7 @@
     const period = el("period").selectedOptions[0];
     status(fc.features.length + " areas, " + (period ? period.textContent : "") + ". Quantile classes.");
     el("map").setAttribute("data-drawn", url);  // lets tests wait for this exact drawing
+    el("map").setAttribute("data-draws", String(seq));
   }
 
   el("cube").addEventListener("change", () => loadCube().catch((e) => status(e.message, true)));
