@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cube.errors import ConfigError, StatcubeError
 from cube.settings import SETTINGS, Settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line in logs
 
 
 @contextmanager
