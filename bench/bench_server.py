@@ -30,7 +30,6 @@ import itertools
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -49,22 +48,11 @@ CATEGORIES = ("tenure", "age_band", "family_type", "passported", "spare_room")
 # --- the warehouse and the server -------------------------------------------------------
 
 def build_warehouse(scale: float, months: int, data: Path) -> Path:
-    """Build (once) a synthetic warehouse ending 2026-11 under ``data``."""
-    from cube.build import BuildOptions, build
+    """Build (once) a synthetic warehouse ending 2026-11 under ``data`` (shared builder)."""
+    from bench.common import warehouse_for
     from cube.model import default_model_path, load_model
-    from cube.synthetic import GenerateOptions, generate
 
-    base = data / f"scale-{scale:g}-m{months}"
-    found = sorted((base / "warehouse").glob("*.duckdb"))
-    if found:
-        return found[-1]
-    first = 2026 * 12 + 10 - (months - 1)
-    start = f"{first // 12:04d}-{first % 12 + 1:02d}"
-    print(f"building a synthetic warehouse (scale {scale}, {months} months) …", flush=True)
-    generate(base / "synthetic", GenerateOptions(scale=scale, start=start, months=months))
-    report = build(load_model(default_model_path()), base / "synthetic", base / "warehouse",
-                   secrets.token_bytes(32), BuildOptions())
-    return report.warehouse
+    return warehouse_for(load_model(default_model_path()), scale, months, data)
 
 
 @dataclass
