@@ -14,6 +14,16 @@ same files and in the same run:
 Each is run ``--repeat`` times, alternating; the best run of each is reported with the ratio
 build/baseline (1.0 = validation and keys are free). The machine's load average is printed
 too: on a shared machine, absolute numbers say less than the ratio.
+
+Then a **floor**: the CPU seconds of four things any build must do, each timed alone with
+the fastest means at hand — reading the microdata columns (pyarrow, all threads), keying
+every distinct unit once (:class:`cube.keys.RecordKeyer`), grouping the records into cells
+on integer codes (DuckDB, in memory, no strings, no join) and writing the finished fact
+tables into a new DuckDB file (from an in-memory copy, so reading them costs nothing), the
+last with the warehouse's own column types, with every code column as text and with every
+code column as an ENUM. Their sum over the cores is a lower bound on the build's wall time
+that no tuning of the build's own SQL can beat, so it says which throughput targets this
+machine can reach at all.
 """
 
 from __future__ import annotations
@@ -26,12 +36,19 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from cube.build import BuildOptions, BuildReport, build, microdata_files, required_columns
+from cube.keys import RecordKeyer
 from cube.model import Model, default_model_path, load_model
 from cube.synthetic import GenerateOptions, generate
 
 SECRET = b"bench-secret-not-for-production"
+#: The fact tables written as the build stores them, with every code column as text (how
+#: the build stored them before categories became ENUMs), and with every code as an ENUM.
+WRITES = ("write as stored", "write all text", "write all ENUM")
 
 
 def cpu_seconds() -> float:
@@ -66,6 +83,92 @@ def baseline(model: Model, input_dir: Path, out: Path, threads: int | None) -> t
     seconds = time.perf_counter() - started
     out.unlink()
     return seconds, records
+
+
+def floor(model: Model, input_dir: Path, warehouse: Path, out: Path,
+          threads: int | None) -> dict[str, float]:
+    """CPU seconds of reading the input, keying its units and writing its facts (see above)."""
+    cpu = {"read": 0.0, "keys": 0.0, "aggregate": 0.0, **{w: 0.0 for w in WRITES}}
+    keyer = RecordKeyer(SECRET)
+    mem = duckdb.connect()
+    if threads:
+        mem.execute(f"SET threads = {threads}")
+    for cube in model.cubes.values():
+        files = [f for f in microdata_files(input_dir, cube.name) if f.suffix == ".parquet"]
+        if not files:
+            continue
+        c = cpu_seconds()
+        table = pq.read_table(files, columns=required_columns(cube))
+        cpu["read"] += cpu_seconds() - c
+        ids = pc.unique(table.column("unit_id")).cast("string").cast("binary").to_pylist()
+        c = cpu_seconds()
+        keyer.keys(ids)
+        cpu["keys"] += cpu_seconds() - c
+        # Integer codes (dictionary positions after unifying the files' dictionaries) and
+        # stand-in keys: what the cheapest aggregation would group.
+        amounts = [m.name for m in cube.measures if m.kind == "amount"]
+        table = table.unify_dictionaries()
+        cols = {}
+        for name in table.column_names:
+            col = table.column(name)
+            if name == "unit_id":
+                cols["rk"] = pc.bit_wise_and(col, 4095)
+            elif pa.types.is_dictionary(col.type):
+                cols[name] = pa.chunked_array([ch.indices for ch in col.chunks])
+            else:
+                cols[name] = col
+        ints = pa.table(cols)
+        del table
+        mem.execute("CREATE OR REPLACE TABLE r AS SELECT * FROM ints")
+        del ints
+        codes = [c for c in cols if c not in {"rk", *amounts}]
+        aggs = "".join(f", sum({a}), max({a})" for a in amounts)
+        c = cpu_seconds()
+        mem.execute(f"SELECT count(*) FROM (SELECT {', '.join(codes)}, count(*), sum(rk), "
+                    f"sum(rk){aggs} FROM r GROUP BY ALL)").fetchall()
+        cpu["aggregate"] += cpu_seconds() - c
+    mem.close()
+    src = duckdb.connect()
+    src.execute(f"ATTACH '{warehouse}' AS wh (READ_ONLY)")
+    facts = [cube.physical.fact for cube in model.cubes.values()]
+    for name in facts:  # an uncompressed in-memory copy: scanning it is nearly free
+        src.execute(f"CREATE TABLE {name} AS SELECT * FROM wh.{name}")
+    src.execute("DETACH wh")
+    for variant in WRITES:
+        out.unlink(missing_ok=True)
+        con = src.cursor()
+        con.execute(f"ATTACH '{out}' AS o")
+        if threads:
+            con.execute(f"SET threads = {threads}")
+        con.execute("SET preserve_insertion_order = false")
+        for name in facts:
+            cols = con.execute(f"SELECT column_name, data_type FROM information_schema.columns "
+                               f"WHERE table_catalog = 'memory' AND table_name = '{name}' "
+                               "ORDER BY ordinal_position").fetchall()
+            select = []
+            for col, typ in cols:
+                code = typ == "VARCHAR" or typ.startswith("ENUM")
+                if code and variant == WRITES[2]:
+                    con.execute(f"CREATE TYPE IF NOT EXISTS o.{name}_{col} AS ENUM "
+                                f"(SELECT DISTINCT {col}::VARCHAR FROM memory.{name} "
+                                f"WHERE {col} IS NOT NULL ORDER BY 1)")
+                    select.append(f"{col}::VARCHAR::o.{name}_{col} AS {col}")
+                elif code and variant == WRITES[1]:
+                    select.append(f"{col}::VARCHAR AS {col}")
+                else:
+                    select.append(col)
+            c = cpu_seconds()
+            con.execute(f"CREATE TABLE o.{name} AS SELECT {', '.join(select)} "
+                        f"FROM memory.{name}")
+            cpu[variant] += cpu_seconds() - c
+        c = cpu_seconds()
+        con.execute("CHECKPOINT o")
+        cpu[variant] += cpu_seconds() - c
+        con.execute("DETACH o")
+        con.close()
+    src.close()
+    out.unlink(missing_ok=True)
+    return cpu
 
 
 def run_build(model: Model, input_dir: Path, out: Path, threads: int | None) -> BuildReport:
@@ -129,6 +232,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rep.units:>9,} units  ({detail})")
         for stage, s in stages.items():
             print(f"  {stage:20} {s:6.2f}s")
+        cores = args.threads or os.cpu_count() or 1
+        cpu = floor(model, input_dir, best.warehouse, work / "floor.duckdb", args.threads)
+        rows = sum(r.fact_rows for r in best.cubes.values())
+        print(f"floor on {cores} cores ({rows:,} fact rows; CPU seconds, each timed alone):")
+        for what, s in cpu.items():
+            print(f"  {what:20} {s:6.2f}s cpu")
+        for variant in WRITES:
+            total = cpu["read"] + cpu["keys"] + cpu["aggregate"] + cpu[variant]
+            # Keying holds the GIL, so it cannot be split across cores within one process.
+            bound = max(total / cores, cpu["keys"])
+            print(f"  read + keys + aggregate + {variant}: {total:.2f}s cpu -> at least "
+                  f"{bound:.2f}s wall, at most {records / bound:,.0f} records/s")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS {peak:,.0f} MB; load average after {os.getloadavg()[0]:.2f}")
     return 0
