@@ -26,19 +26,32 @@ record in Python, no sort of all the facts:
 3. *Fact pass* — records join their unit's keys and are grouped on the codes exactly as
    given (DuckDB hashes dictionary-encoded Parquet strings cheaply), in batches of whole
    periods: smaller hash tables, and a table stored period by period without sorting it.
-   A bad amount folds into a NULL OA code.
-4. *Validation on the cells* — every distinct code of the fact table must cast to an ENUM
-   type built from its codelist (dim_geography, dim_jcp, the model's members, the months
-   found); distinct codes are few, so this costs almost nothing.
+   Category and Jobcentre Plus codes are stored as ENUM types built from their codelists
+   (``codelist_jcp`` from dim_jcp, ``codelist_<dimension>`` from the model's members; the
+   dimension tables' keys have the same types, so joins compare ENUMs), which DuckDB
+   writes about three times faster than VARCHAR — writing the fact table, not grouping,
+   is most of a build. OA codes stay VARCHAR: DuckDB sends an ENUM's whole dictionary with
+   every Arrow result, which for ~235k OAs costs a query 12 ms, and they are one column of
+   several. Every code goes through a cast to its codelist, so one outside it becomes NULL;
+   a bad amount folds into a NULL OA code.
+4. *Validation on the cells* — no fact column may be NULL (an unknown code, a bad amount, a
+   month that is not YYYY-MM); one scan of small columns, so this costs almost nothing.
+
+Readers see the codes as text: comparing an ENUM with a string compares text, the
+codelists are in code order so an ENUM sorts as its text does, the query engine turns
+DuckDB's dictionary-typed Arrow results into plain strings (cube/engine.py), and
+cube/pg_load.py loads the columns into PostgreSQL as text.
 
 Only when a pass finds a problem does the slow path run: it rescans the input with file
 names and row numbers to list each bad row, then (with ``skip_bad_rows``) reruns the fast
 path on the remaining rows. Both paths use the same codelists, so they agree.
 
-Measured (scale 0.05, 4.0M records, 2 shared cores, best of 4): 5.8 s, 1.7× a bare
-``GROUP BY`` of the same files into DuckDB (3.4 s); the build before this design (validation,
-duplicate, key and fact passes each rescanning the input, ``NOT IN`` lookups, HMAC in SQL, a
-sort of all facts) took 11.5 s. See bench/bench_build.py.
+Measured (scale 0.05, 4.0M records, 2 cores, best of 3): 5.4 s, 1.35× a bare ``GROUP BY``
+of the same files into DuckDB with codes as text (4.0 s); 6.3 s with every fact code stored
+as text; 11.5 s for the build before this design (validation, duplicate, key and fact
+passes each rescanning the input, ``NOT IN`` lookups, HMAC in SQL, a sort of all facts).
+bench/bench_build.py also prints the floor — read, key, group and write alone, on all
+cores — which is about 2.0 s here.
 
 Identifiers in the SQL below come from model.json and this module, never from input files;
 file paths and secrets are bound parameters or quoted literals of paths this module listed.
@@ -82,8 +95,11 @@ _KEY_BATCH = 1 << 20
 _CONCURRENT_CUBES = 2
 #: Records per aggregation batch (whole periods; see _batches).
 _BATCH_ROWS = 2_000_000
-#: Prefix of the ENUM types used during a build (dropped before the warehouse is closed).
+#: Prefix of the ENUM types used only during a build (dropped before the warehouse is closed).
 _ENUM = "_statcube_enum_"
+#: Prefix of the ENUM types the fact tables' code columns are stored as, kept in the
+#: warehouse: ``codelist_oa``, ``codelist_jcp`` and ``codelist_<dimension>``.
+CODELIST = "codelist_"
 #: DuckDB errors that mean an unreadable or inconsistent input file (not a bug here).
 _READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
 
@@ -288,20 +304,34 @@ def _read_jcp(path: Path) -> pa.Table:
 
 def _create_enums(con: duckdb.DuckDBPyConnection, model: Model, cubes: Sequence[Cube],
                   months: Sequence[str]) -> None:
-    """ENUM types for every code the microdata may hold: a failed TRY_CAST marks a bad row."""
+    """ENUM types for every code the microdata may hold: a failed TRY_CAST marks a bad row.
+
+    The codelists are also the types of the fact tables' code columns (writing an ENUM
+    column costs a third of writing the same codes as VARCHAR) and of the dimension keys
+    they join to: an ENUM = VARCHAR join compares text, which stops DuckDB pushing the
+    join's filter (the few OAs of one LSOA) into the scan of the fact and made selective
+    queries twice as slow. Members are in code order, because DuckDB sorts an ENUM by
+    member position: in code (byte) order an ENUM column sorts exactly as its text does, so
+    ORDER BY and paging do not change. (Comparing an ENUM with a string compares text, so
+    cuts do not depend on the order either.) OA codes are checked against a build-only ENUM
+    and stored as text (see the module docstring)."""
     con.execute(f"CREATE TYPE {_ENUM}oa AS ENUM "
                 "(SELECT oa_code FROM dim_geography ORDER BY oa_code)")
+    keys = []
     if any(_has_jcp(c) for c in cubes):
-        con.execute(f"CREATE TYPE {_ENUM}jcp AS ENUM "
-                    "(SELECT office_code FROM dim_jcp ORDER BY office_code)")
+        keys.append(("jcp", "dim_jcp", "office_code"))
+    keys += [(name, f"dim_{name}", f"{name}_code")
+             for name in sorted({d for c in cubes for d in _category_dims(c)})]
+    for codelist, table, column in keys:
+        con.execute(f"CREATE TYPE {CODELIST}{codelist} AS ENUM "
+                    f"(SELECT {column} FROM {table} ORDER BY {column})")
+        con.execute(f"ALTER TABLE {table} ALTER {column} TYPE {CODELIST}{codelist}")
     con.execute(f"CREATE TYPE {_ENUM}month AS ENUM "
                 f"({', '.join(_literal(m) for m in months)})")
-    for name in sorted({d for c in cubes for d in _category_dims(c)}):
-        con.execute(f"CREATE TYPE {_ENUM}{name} AS ENUM "
-                    f"(SELECT {name}_code FROM dim_{name} ORDER BY {name}_order)")
 
 
 def _drop_enums(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the build-only ENUM types (the codelists stay: code columns are stored as them)."""
     for (name,) in con.execute(
             "SELECT type_name FROM duckdb_types() WHERE NOT internal AND starts_with("
             "type_name, $p)", {"p": _ENUM}).fetchall():
@@ -325,8 +355,9 @@ class _Plan:
     #: (fact column, SQL expression over an input row: the code as given, NULL for a bad
     #: amount, so the row lands in a cell the post-check finds)
     keys: tuple[tuple[str, str], ...]
-    #: (fact column, ENUM type of its valid codes)
-    codelists: tuple[tuple[str, str], ...]
+    #: (fact column, ENUM type of its valid codes, whether the fact stores it as that ENUM
+    #: rather than as text)
+    codelists: tuple[tuple[str, str, bool], ...]
     period_col: str
     period_key: str  # expression over an input row that the fact groups on
     period_out: str  # expression over the grouped ``g.p`` giving month_id / quarter_id
@@ -376,7 +407,7 @@ def _plan(model: Model, cube: Cube, types: dict[str, str], months: Sequence[int]
                             cube.physical.column(m.name).column, cube.physical.max_columns[m.name]))
     amount_ok = " AND ".join(f"({expr}) >= 0" for _, expr, _, _ in amounts)
     keys = [("oa_code", f"CASE WHEN {amount_ok} THEN oa_code END" if amounts else "oa_code")]
-    codelists = [("oa_code", f"{_ENUM}oa")]
+    codelists = [("oa_code", f"{_ENUM}oa", False)]
     checks = [
         _Check("unit_id", "unit_id IS NULL OR trim(unit_id::VARCHAR) = ''", "missing unit id"),
         _Check("month", f"{month_key} IS NULL", "month is not YYYY-MM"),
@@ -385,13 +416,14 @@ def _plan(model: Model, cube: Cube, types: dict[str, str], months: Sequence[int]
     ]
     if _has_jcp(cube):
         keys.append(("jcp_office", "jcp_office"))
-        codelists.append(("jcp_office", f"{_ENUM}jcp"))
-        checks.append(_Check("jcp_office", f"TRY_CAST(jcp_office::VARCHAR AS {_ENUM}jcp) IS NULL",
+        codelists.append(("jcp_office", f"{CODELIST}jcp", True))
+        checks.append(_Check("jcp_office",
+                             f"TRY_CAST(jcp_office::VARCHAR AS {CODELIST}jcp) IS NULL",
                              "unknown Jobcentre Plus office"))
     for name in _category_dims(cube):
         keys.append((name, name))
-        codelists.append((name, f"{_ENUM}{name}"))
-        checks.append(_Check(name, f"TRY_CAST({name}::VARCHAR AS {_ENUM}{name}) IS NULL",
+        codelists.append((name, f"{CODELIST}{name}", True))
+        checks.append(_Check(name, f"TRY_CAST({name}::VARCHAR AS {CODELIST}{name}) IS NULL",
                              f"unknown {model.dimensions[name].label.lower()} code"))
     for col, expr, _, _ in amounts:
         checks.append(_Check(col, f"({expr}) IS NULL OR ({expr}) < 0",
@@ -466,7 +498,10 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan,
     aggs = ", ".join(key_names) + ", p, count(*) AS n, sum(rkey) AS s1, sum(rkey2) AS s2"
     aggs += "".join(f", sum(_a{i}) AS _s{i}, max(_a{i}) AS _m{i}"
                     for i in range(len(plan.amounts)))
-    out = ", ".join(f"g.{name}::VARCHAR AS {name}" for name in key_names)
+    # Codes pass through their codelist's ENUM, so one outside it becomes NULL (found
+    # below); categories are stored as that ENUM, OA codes as text.
+    out = ", ".join(f"TRY_CAST(g.{name}::VARCHAR AS {enum})" + ("" if stored else "::VARCHAR")
+                    + f" AS {name}" for name, enum, stored in plan.codelists)
     out += f", ({plan.period_out})::INTEGER AS {plan.period_col}"
     out += f", g.n::BIGINT AS {cube.physical.column(cube.count_measure.name).column}"
     out += f", (g.s1 % {k})::SMALLINT AS {cube.physical.record_key}"
@@ -479,12 +514,11 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan,
                   + (" ORDER BY g.p" if several else ""))
         con.execute(f"CREATE TABLE {plan.fact} AS {select}" if i == 0
                     else f"INSERT INTO {plan.fact} {select}")
-    # Validation, on the cells: a code outside its codelist, a NULL code (also a bad amount),
-    # a period that is not a month. Distinct codes are few, so this is cheap.
-    bad = [f"(SELECT count(*) FROM {plan.fact} WHERE {plan.period_col} IS NULL)"]
-    bad += [f"(SELECT count(*) FROM (SELECT DISTINCT {c} FROM {plan.fact}) WHERE {c} IS NULL "
-            f"OR TRY_CAST({c} AS {enum}) IS NULL)" for c, enum in plan.codelists]
-    row = con.execute(f"SELECT {' + '.join(bad)}").fetchone()
+    # Validation, on the cells: a NULL code (one outside its codelist, or a bad amount), a
+    # period that is not a month. One scan of small ENUM and integer columns: cheap.
+    bad = " OR ".join([f"{plan.period_col} IS NULL",
+                       *(f"{c} IS NULL" for c, _, _ in plan.codelists)])
+    row = con.execute(f"SELECT count(*) FROM {plan.fact} WHERE {bad}").fetchone()
     return int(row[0]) if row else 0
 
 

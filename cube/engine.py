@@ -11,7 +11,8 @@ Two kinds of warehouse:
 Every result has *canonical* Arrow types — ``int64`` for every integer width, ``float64`` for
 every floating type, ``bool``, ``string`` (UTF-8), whole-number decimals as ``int64`` — so the
 same query gives equal tables on every engine (DuckDB's TINYINT/SMALLINT and PostgreSQL's
-``smallint`` both arrive as ``int64``; PostgreSQL ``numeric`` sums as ``int64``).
+``smallint`` both arrive as ``int64``; PostgreSQL ``numeric`` sums as ``int64``; the fact
+tables' ENUM code columns, which DuckDB returns dictionary-encoded, as ``string``).
 
 This is the only module that talks to a database at query time. It knows nothing of cubes,
 queries or disclosure control.
@@ -222,6 +223,8 @@ def _plain(values: Any) -> list[Any]:
 
 
 def _canonical_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(t):  # a DuckDB ENUM (cube/build.py stores codes as ENUMs)
+        return _canonical_type(t.value_type)
     if pa.types.is_integer(t):
         return pa.int64()
     if pa.types.is_floating(t):

@@ -10,7 +10,8 @@ reaches a warehouse, and this loader would not carry it if it did.
 
 How:
 - columns get PostgreSQL types from the DuckDB ones (``TINYINT`` → ``smallint``, ``VARCHAR``
-  → ``text`` …); nothing is stored as text that was not text. Text uses the ``"C"``
+  and the ``ENUM`` code columns → ``text`` …); nothing is stored as text that was not text
+  (an ENUM reads as text in DuckDB too). Text uses the ``"C"``
   collation, so ordering and range cuts compare bytes exactly as DuckDB does (a locale
   collation would sort "Isle of Wight" and codes differently and change paging);
 - rows travel as CSV written by DuckDB and read by ``COPY … FROM STDIN`` (no Python row
@@ -104,6 +105,8 @@ def pg_url(url: str) -> sa.URL:
 def pg_type(duck_type: str) -> str:
     if duck_type in PG_TYPES:
         return PG_TYPES[duck_type]
+    if duck_type.startswith("ENUM("):  # a code column (cube/build.py codelists): text, as read
+        return PG_TYPES["VARCHAR"]
     m = _DECIMAL.fullmatch(duck_type)
     if m:
         return f"numeric({m.group(1)},{m.group(2)})"

@@ -258,8 +258,37 @@ def test_microdata_never_reaches_the_warehouse(warehouse: Path, ro: Any) -> None
                           ).fetchall()
     assert columns
     assert not [c for c in columns if "unit" in c[1].lower()]
-    # Build scaffolding (code types) is gone: the file holds plain SQL types only.
-    assert con.execute("SELECT count(*) FROM duckdb_types() WHERE NOT internal").fetchone() == (0,)
+    # Build scaffolding (the month type) is gone: the only types of its own the file holds
+    # are the codelists that the code columns of facts and dimensions are stored as.
+    types = {t for (t,) in con.execute(
+        "SELECT type_name FROM duckdb_types() WHERE NOT internal").fetchall()}
+    assert types and all(t.startswith("codelist_") for t in types), types
+
+
+def test_codes_are_stored_as_codelists_in_code_order(warehouse: Path, ro: Any) -> None:
+    """Category and office codes are ENUMs of their codelist (cheap to write), as are the
+    dimension keys they join to (an ENUM = VARCHAR join would hide the join's filter from the
+    fact scan); members are in code order, so sorting a column sorts its codes as text
+    would. OA codes stay text on both sides (an ENUM of ~235k OAs would ride along with
+    every Arrow result)."""
+    con = ro(warehouse)
+    for fact, column, codelist, dim, code in [
+            ("fact_housing_benefit", "tenure", "codelist_tenure", "dim_tenure", "tenure_code"),
+            ("fact_pip", "daily_living", "codelist_daily_living", "dim_daily_living",
+             "daily_living_code"),
+            ("fact_sanctions", "jcp_office", "codelist_jcp", "dim_jcp", "office_code")]:
+        members = con.execute(f"SELECT enum_range(NULL::{codelist})").fetchone()[0]
+        assert members == sorted(r[0] for r in con.execute(f"SELECT {code} FROM {dim}"
+                                                           ).fetchall())
+        for table, col in ((fact, column), (dim, code)):
+            types = con.execute(f"SELECT DISTINCT typeof({col}) FROM {table}").fetchall()
+            assert len(types) == 1 and types[0][0].startswith("ENUM("), (table, col, types)
+        stored = [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM {fact} "
+                                            f"ORDER BY {column}").fetchall()]
+        assert stored == sorted(stored)
+    for table in ("fact_housing_benefit", "fact_sanctions", "dim_geography"):
+        assert con.execute(f"SELECT DISTINCT typeof(oa_code) FROM {table}").fetchall() == [
+            ("VARCHAR",)]
 
 
 def test_release_metadata(built: BuildReport, warehouse: Path, ro: Any) -> None:

@@ -82,6 +82,10 @@ def test_load_copies_exactly_the_warehouse_tables_with_types_and_keys(
     assert tables["fact_housing_benefit"]["month_id"] == "integer"
     assert tables["dim_month"]["month"] == "smallint"  # DuckDB TINYINT
     assert tables["dim_geography"]["la_name"] == "text C"  # byte order, like DuckDB
+    assert tables["fact_housing_benefit"]["oa_code"] == "text C"  # a DuckDB ENUM
+    assert tables["fact_housing_benefit"]["tenure"] == "text C"
+    assert tables["dim_geography"]["oa_code"] == "text C"
+    assert tables["fact_sanctions"]["jcp_office"] == "text C"  # a DuckDB ENUM
     indexes = _indexes(pg_url, pg_schema)
     assert "(oa_code)" in indexes["dim_geography"]
     assert "(pcv, ckey)" in indexes["sdc_ptable"]
