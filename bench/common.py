@@ -1,15 +1,21 @@
 """What the benchmarks share: a synthetic warehouse built once per (scale, months, cubes)
-under ``data/bench`` and reused by later runs, and the common command-line flags."""
+under ``data/bench`` and reused by later runs (rebuilt when the build now writes a newer
+warehouse format, so a benchmark never times an outdated layout), and the common
+command-line flags."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cube.build import BuildOptions, build
+import duckdb
+
+from cube.build import WAREHOUSE_FORMAT, BuildOptions, build
 from cube.model import Model
 from cube.synthetic import GenerateOptions, generate
 
@@ -22,8 +28,11 @@ def warehouse_for(model: Model, scale: float, months: int, data: Path,
     cube or only ``cubes``; a throwaway secret, since only timings leave a benchmark."""
     base = data / f"{prefix}scale-{scale:g}-m{months}"
     found = sorted((base / "warehouse").glob("*.duckdb"))
-    if found:
+    if found and _format(found[-1]) == WAREHOUSE_FORMAT:
         return found[-1]
+    if found:
+        print(f"{found[-1]} has an older warehouse format: rebuilding", flush=True)
+        shutil.rmtree(base)
     start_index = 2026 * 12 + 10 - (months - 1)
     start = f"{start_index // 12:04d}-{start_index % 12 + 1:02d}"
     what = ", ".join(cubes) if cubes else "GB"
@@ -40,6 +49,16 @@ def warehouse_for(model: Model, scale: float, months: int, data: Path,
     print(f"built {report.warehouse} ({rows:,} fact rows) in "
           f"{time.perf_counter() - t0:.0f}s", flush=True)
     return report.warehouse
+
+
+def _format(warehouse: Path) -> int:
+    """The ``format`` a warehouse records (1 before warehouses recorded one)."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        row = con.execute("SELECT value FROM statcube_meta WHERE key = 'format'").fetchone()
+    finally:
+        con.close()
+    return int(json.loads(row[0])) if row else 1
 
 
 def warehouse_args(p: argparse.ArgumentParser, *, scale: float = 0.05, months: int = 12,

@@ -100,6 +100,10 @@ _ENUM = "_statcube_enum_"
 #: Prefix of the ENUM types the fact tables' code columns are stored as, kept in the
 #: warehouse: ``codelist_oa``, ``codelist_jcp`` and ``codelist_<dimension>``.
 CODELIST = "codelist_"
+#: The warehouse layout this module writes, recorded in ``statcube_meta`` as ``format``.
+#: 2: category and office codes stored as ENUM codelists (1: every code as text). Readers
+#: accept both; tools that keep warehouses around (bench/common.py) rebuild older ones.
+WAREHOUSE_FORMAT = 2
 #: DuckDB errors that mean an unreadable or inconsistent input file (not a bug here).
 _READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
 
@@ -921,6 +925,7 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         report.cubes.update((c.name, built[c.name]) for c in cubes)
         _drop_enums(con)
         meta = {
+            "format": WAREHOUSE_FORMAT,
             "release": release,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "model": model.name,

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import TEST_SECRET
 
-from cube.build import BuildOptions, BuildReport, build, required_columns
+from cube.build import WAREHOUSE_FORMAT, BuildOptions, BuildReport, build, required_columns
 from cube.errors import ArgumentError, InputDataError
 from cube.keys import K_DEFAULT, record_keys
 from cube.model import Cube, Model
@@ -295,6 +295,7 @@ def test_release_metadata(built: BuildReport, warehouse: Path, ro: Any) -> None:
     meta = {k: json.loads(v) for k, v in
             ro(warehouse).execute("SELECT key, value FROM statcube_meta").fetchall()}
     assert built.release == meta["release"] == "2026-11"  # the last month of the data
+    assert meta["format"] == WAREHOUSE_FORMAT == 2
     assert warehouse.name == "2026-11.duckdb"
     assert meta["months"][0] == "2026-06" and len(meta["months"]) == 6
     assert set(meta["cubes"]) == set(built.cubes)
