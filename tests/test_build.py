@@ -30,6 +30,7 @@ from cube.errors import ArgumentError, InputDataError
 from cube.keys import K_DEFAULT, record_keys
 from cube.model import Cube, Model
 from cube.synthetic import GenerateOptions, generate
+from cube.workspace import Workspace
 
 K = K_DEFAULT
 HB = "housing_benefit"
@@ -542,3 +543,42 @@ def test_input_folder_problems(model: Model, tmp_path: Path, tiny: Path) -> None
         _build(empty, tmp_path / "wh", model)
     with pytest.raises(ArgumentError, match="release ids"):
         _build(tiny, tmp_path / "wh", model, release="../x")
+
+
+# --- Older warehouses ----------------------------------------------------------------------------
+
+FORMAT_1_QUERIES = [
+    ("housing_benefit", {"drilldown": "tenure|age_band", "cut": "tenure:private;social_la"}),
+    ("housing_benefit", {"drilldown": "geography:oa", "pagesize": 20, "page": 2,
+                         "order": "geography.oa_code:desc"}),
+    ("sanctions", {"drilldown": "jcp:office|benefit", "cut": "outcome:no_such_code"}),
+    ("sanctions", {"drilldown": "jcp:office", "order": "jcp.office_code"}),
+    ("pip", {"drilldown": "daily_living|mobility", "order": "daily_living.daily_living_code:desc"}),
+]
+
+
+def test_a_format_1_warehouse_gives_the_same_answers(model: Model, warehouse: Path,
+                                                     workspace: Any, tmp_path: Path) -> None:
+    """Releases built before codes were stored as ENUMs (every code as text, no ``format``
+    in the metadata) stay on disk and must keep serving exactly the same results."""
+    old = tmp_path / "2026-11.duckdb"
+    shutil.copy(warehouse, old)
+    con = duckdb.connect(str(old))
+    columns = con.execute("SELECT table_name, column_name, data_type FROM "
+                          "information_schema.columns WHERE data_type LIKE 'ENUM%'").fetchall()
+    assert columns  # the current format has ENUM columns to turn back into text
+    for table, column, _ in columns:
+        con.execute(f"ALTER TABLE {table} ALTER {column} TYPE VARCHAR")
+    for (name,) in con.execute("SELECT type_name FROM duckdb_types() WHERE NOT internal"
+                               ).fetchall():
+        con.execute(f"DROP TYPE {name}")
+    con.execute("DELETE FROM statcube_meta WHERE key = 'format'")
+    con.close()
+    ws = Workspace.open(model, old)
+    try:
+        for cube, kw in FORMAT_1_QUERIES:
+            new, older = workspace.cube(cube).aggregate(**kw), ws.cube(cube).aggregate(**kw)
+            assert older.cells.schema == new.cells.schema, (cube, kw)
+            assert older.to_json() == new.to_json(), (cube, kw)
+    finally:
+        ws.close()
