@@ -97,8 +97,8 @@ _CONCURRENT_CUBES = 2
 _BATCH_ROWS = 2_000_000
 #: Prefix of the ENUM types used only during a build (dropped before the warehouse is closed).
 _ENUM = "_statcube_enum_"
-#: Prefix of the ENUM types the fact tables' code columns are stored as, kept in the
-#: warehouse: ``codelist_oa``, ``codelist_jcp`` and ``codelist_<dimension>``.
+#: Prefix of the ENUM types category and office codes are stored as, kept in the warehouse:
+#: ``codelist_jcp`` and ``codelist_<dimension>`` (OA codes are stored as text).
 CODELIST = "codelist_"
 #: The warehouse layout this module writes, recorded in ``statcube_meta`` as ``format``.
 #: 2: category and office codes stored as ENUM codelists (1: every code as text). Readers
@@ -310,11 +310,11 @@ def _create_enums(con: duckdb.DuckDBPyConnection, model: Model, cubes: Sequence[
                   months: Sequence[str]) -> None:
     """ENUM types for every code the microdata may hold: a failed TRY_CAST marks a bad row.
 
-    The codelists are also the types of the fact tables' code columns (writing an ENUM
-    column costs a third of writing the same codes as VARCHAR) and of the dimension keys
-    they join to: an ENUM = VARCHAR join compares text, which stops DuckDB pushing the
-    join's filter (the few OAs of one LSOA) into the scan of the fact and made selective
-    queries twice as slow. Members are in code order, because DuckDB sorts an ENUM by
+    The ``codelist_`` types are also the types of the fact tables' category and office
+    columns (writing an ENUM column costs a third of writing the same codes as VARCHAR) and
+    of the dimension keys they join to: an ENUM = VARCHAR join compares text, which stops
+    DuckDB pushing the join's filter into the scan of the fact (measured: selective queries
+    twice as slow). Members are in code order, because DuckDB sorts an ENUM by
     member position: in code (byte) order an ENUM column sorts exactly as its text does, so
     ORDER BY and paging do not change. (Comparing an ENUM with a string compares text, so
     cuts do not depend on the order either.) OA codes are checked against a build-only ENUM
@@ -359,9 +359,9 @@ class _Plan:
     #: (fact column, SQL expression over an input row: the code as given, NULL for a bad
     #: amount, so the row lands in a cell the post-check finds)
     keys: tuple[tuple[str, str], ...]
-    #: (fact column, ENUM type of its valid codes, whether the fact stores it as that ENUM
-    #: rather than as text)
-    codelists: tuple[tuple[str, str, bool], ...]
+    #: (fact column, ENUM type of its valid codes): a ``codelist_`` type is also what the
+    #: fact stores the column as; a build-only type (OA codes) means it is stored as text
+    codelists: tuple[tuple[str, str], ...]
     period_col: str
     period_key: str  # expression over an input row that the fact groups on
     period_out: str  # expression over the grouped ``g.p`` giving month_id / quarter_id
@@ -411,7 +411,7 @@ def _plan(model: Model, cube: Cube, types: dict[str, str], months: Sequence[int]
                             cube.physical.column(m.name).column, cube.physical.max_columns[m.name]))
     amount_ok = " AND ".join(f"({expr}) >= 0" for _, expr, _, _ in amounts)
     keys = [("oa_code", f"CASE WHEN {amount_ok} THEN oa_code END" if amounts else "oa_code")]
-    codelists = [("oa_code", f"{_ENUM}oa", False)]
+    codelists = [("oa_code", f"{_ENUM}oa")]
     checks = [
         _Check("unit_id", "unit_id IS NULL OR trim(unit_id::VARCHAR) = ''", "missing unit id"),
         _Check("month", f"{month_key} IS NULL", "month is not YYYY-MM"),
@@ -420,13 +420,13 @@ def _plan(model: Model, cube: Cube, types: dict[str, str], months: Sequence[int]
     ]
     if _has_jcp(cube):
         keys.append(("jcp_office", "jcp_office"))
-        codelists.append(("jcp_office", f"{CODELIST}jcp", True))
+        codelists.append(("jcp_office", f"{CODELIST}jcp"))
         checks.append(_Check("jcp_office",
                              f"TRY_CAST(jcp_office::VARCHAR AS {CODELIST}jcp) IS NULL",
                              "unknown Jobcentre Plus office"))
     for name in _category_dims(cube):
         keys.append((name, name))
-        codelists.append((name, f"{CODELIST}{name}", True))
+        codelists.append((name, f"{CODELIST}{name}"))
         checks.append(_Check(name, f"TRY_CAST({name}::VARCHAR AS {CODELIST}{name}) IS NULL",
                              f"unknown {model.dimensions[name].label.lower()} code"))
     for col, expr, _, _ in amounts:
@@ -504,8 +504,9 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan,
                     for i in range(len(plan.amounts)))
     # Codes pass through their codelist's ENUM, so one outside it becomes NULL (found
     # below); categories are stored as that ENUM, OA codes as text.
-    out = ", ".join(f"TRY_CAST(g.{name}::VARCHAR AS {enum})" + ("" if stored else "::VARCHAR")
-                    + f" AS {name}" for name, enum, stored in plan.codelists)
+    out = ", ".join(f"TRY_CAST(g.{name}::VARCHAR AS {enum})"
+                    + ("" if enum.startswith(CODELIST) else "::VARCHAR") + f" AS {name}"
+                    for name, enum in plan.codelists)
     out += f", ({plan.period_out})::INTEGER AS {plan.period_col}"
     out += f", g.n::BIGINT AS {cube.physical.column(cube.count_measure.name).column}"
     out += f", (g.s1 % {k})::SMALLINT AS {cube.physical.record_key}"
@@ -521,7 +522,7 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan,
     # Validation, on the cells: a NULL code (one outside its codelist, or a bad amount), a
     # period that is not a month. One scan of small ENUM and integer columns: cheap.
     bad = " OR ".join([f"{plan.period_col} IS NULL",
-                       *(f"{c} IS NULL" for c, _, _ in plan.codelists)])
+                       *(f"{c} IS NULL" for c, _ in plan.codelists)])
     row = con.execute(f"SELECT count(*) FROM {plan.fact} WHERE {bad}").fetchone()
     return int(row[0]) if row else 0
 
