@@ -33,6 +33,7 @@ import os
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -41,14 +42,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cube.build import BuildOptions, BuildReport, build, microdata_files, required_columns
-from cube.keys import RecordKeyer
+from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Model, default_model_path, load_model
 from cube.synthetic import GenerateOptions, generate
 
 SECRET = b"bench-secret-not-for-production"
-#: The fact tables written as the build stores them, with every code column as text (how
-#: the build stored them before categories became ENUMs), and with every code as an ENUM.
-WRITES = ("write as stored", "write all text", "write all ENUM")
+#: How the floor writes the fact tables: a code column (text or ENUM) as a SQL expression
+#: over it — as the build stores it, as text (how the build stored codes before categories
+#: became ENUMs), and as an ENUM of its distinct values (a type _floor_writes creates).
+WRITES: dict[str, Callable[[str, str], str]] = {
+    "write as stored": lambda table, col: col,
+    "write all text": lambda table, col: f"{col}::VARCHAR",
+    "write all ENUM": lambda table, col: f"{col}::VARCHAR::o.{table}_{col}",
+}
 
 
 def cpu_seconds() -> float:
@@ -87,8 +93,14 @@ def baseline(model: Model, input_dir: Path, out: Path, threads: int | None) -> t
 
 def floor(model: Model, input_dir: Path, warehouse: Path, out: Path,
           threads: int | None) -> dict[str, float]:
-    """CPU seconds of reading the input, keying its units and writing its facts (see above)."""
-    cpu = {"read": 0.0, "keys": 0.0, "aggregate": 0.0, **{w: 0.0 for w in WRITES}}
+    """CPU seconds of reading the input, keying its units, grouping its records and writing
+    the warehouse's facts (see above)."""
+    return {**_floor_inputs(model, input_dir, threads),
+            **_floor_writes(model, warehouse, out, threads)}
+
+
+def _floor_inputs(model: Model, input_dir: Path, threads: int | None) -> dict[str, float]:
+    cpu = {"read": 0.0, "keys": 0.0, "aggregate": 0.0}
     keyer = RecordKeyer(SECRET)
     mem = duckdb.connect()
     if threads:
@@ -97,44 +109,46 @@ def floor(model: Model, input_dir: Path, warehouse: Path, out: Path,
         files = [f for f in microdata_files(input_dir, cube.name) if f.suffix == ".parquet"]
         if not files:
             continue
-        c = cpu_seconds()
+        t = cpu_seconds()
         table = pq.read_table(files, columns=required_columns(cube))
-        cpu["read"] += cpu_seconds() - c
+        cpu["read"] += cpu_seconds() - t
         ids = pc.unique(table.column("unit_id")).cast("string").cast("binary").to_pylist()
-        c = cpu_seconds()
+        t = cpu_seconds()
         keyer.keys(ids)
-        cpu["keys"] += cpu_seconds() - c
-        # Integer codes (dictionary positions after unifying the files' dictionaries) and
-        # stand-in keys: what the cheapest aggregation would group.
-        amounts = [m.name for m in cube.measures if m.kind == "amount"]
+        cpu["keys"] += cpu_seconds() - t
+        # What the cheapest aggregation would group: integer codes (dictionary positions
+        # once the files' dictionaries are unified) and a stand-in key column.
         table = table.unify_dictionaries()
-        cols = {}
-        for name in table.column_names:
+        cols = {"rk": pc.bit_wise_and(table.column("unit_id"), K_DEFAULT - 1)}
+        for name in table.column_names[1:]:  # unit_id comes first (required_columns)
             col = table.column(name)
-            if name == "unit_id":
-                cols["rk"] = pc.bit_wise_and(col, 4095)
-            elif pa.types.is_dictionary(col.type):
-                cols[name] = pa.chunked_array([ch.indices for ch in col.chunks])
-            else:
-                cols[name] = col
+            cols[name] = (pa.chunked_array([ch.indices for ch in col.chunks])
+                          if pa.types.is_dictionary(col.type) else col)
         ints = pa.table(cols)
         del table
         mem.execute("CREATE OR REPLACE TABLE r AS SELECT * FROM ints")
         del ints
-        codes = [c for c in cols if c not in {"rk", *amounts}]
+        amounts = [m.name for m in cube.measures if m.kind == "amount"]
+        codes = ", ".join(n for n in cols if n not in {"rk", *amounts})
         aggs = "".join(f", sum({a}), max({a})" for a in amounts)
-        c = cpu_seconds()
-        mem.execute(f"SELECT count(*) FROM (SELECT {', '.join(codes)}, count(*), sum(rk), "
-                    f"sum(rk){aggs} FROM r GROUP BY ALL)").fetchall()
-        cpu["aggregate"] += cpu_seconds() - c
+        t = cpu_seconds()
+        mem.execute(f"SELECT count(*) FROM (SELECT {codes}, count(*), sum(rk), sum(rk){aggs} "
+                    "FROM r GROUP BY ALL)").fetchall()
+        cpu["aggregate"] += cpu_seconds() - t
     mem.close()
+    return cpu
+
+
+def _floor_writes(model: Model, warehouse: Path, out: Path, threads: int | None
+                  ) -> dict[str, float]:
+    cpu = dict.fromkeys(WRITES, 0.0)
     src = duckdb.connect()
     src.execute(f"ATTACH '{warehouse}' AS wh (READ_ONLY)")
     facts = [cube.physical.fact for cube in model.cubes.values()]
     for name in facts:  # an uncompressed in-memory copy: scanning it is nearly free
         src.execute(f"CREATE TABLE {name} AS SELECT * FROM wh.{name}")
     src.execute("DETACH wh")
-    for variant in WRITES:
+    for variant, expr in WRITES.items():
         out.unlink(missing_ok=True)
         con = src.cursor()
         con.execute(f"ATTACH '{out}' AS o")
@@ -142,28 +156,26 @@ def floor(model: Model, input_dir: Path, warehouse: Path, out: Path,
             con.execute(f"SET threads = {threads}")
         con.execute("SET preserve_insertion_order = false")
         for name in facts:
-            cols = con.execute(f"SELECT column_name, data_type FROM information_schema.columns "
-                               f"WHERE table_catalog = 'memory' AND table_name = '{name}' "
-                               "ORDER BY ordinal_position").fetchall()
             select = []
-            for col, typ in cols:
-                code = typ == "VARCHAR" or typ.startswith("ENUM")
-                if code and variant == WRITES[2]:
-                    con.execute(f"CREATE TYPE IF NOT EXISTS o.{name}_{col} AS ENUM "
+            for col, typ in con.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE "
+                    f"table_catalog = 'memory' AND table_name = '{name}' "
+                    "ORDER BY ordinal_position").fetchall():
+                if typ != "VARCHAR" and not typ.startswith("ENUM"):
+                    select.append(col)
+                    continue
+                if variant == "write all ENUM":
+                    con.execute(f"CREATE TYPE o.{name}_{col} AS ENUM "
                                 f"(SELECT DISTINCT {col}::VARCHAR FROM memory.{name} "
                                 f"WHERE {col} IS NOT NULL ORDER BY 1)")
-                    select.append(f"{col}::VARCHAR::o.{name}_{col} AS {col}")
-                elif code and variant == WRITES[1]:
-                    select.append(f"{col}::VARCHAR AS {col}")
-                else:
-                    select.append(col)
-            c = cpu_seconds()
+                select.append(f"{expr(name, col)} AS {col}")
+            t = cpu_seconds()
             con.execute(f"CREATE TABLE o.{name} AS SELECT {', '.join(select)} "
                         f"FROM memory.{name}")
-            cpu[variant] += cpu_seconds() - c
-        c = cpu_seconds()
+            cpu[variant] += cpu_seconds() - t
+        t = cpu_seconds()
         con.execute("CHECKPOINT o")
-        cpu[variant] += cpu_seconds() - c
+        cpu[variant] += cpu_seconds() - t
         con.execute("DETACH o")
         con.close()
     src.close()

@@ -38,7 +38,7 @@ from typing import Any
 
 import duckdb
 
-from bench.common import warehouse_args, warehouse_for
+from bench.common import warehouse_args, warehouse_from_args
 from cube import sql as compiler
 from cube.model import Model, default_model_path, load_model
 from cube.query import Query, Request
@@ -206,11 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     warehouse_args(p)
     args = p.parse_args(argv)
     model = load_model(default_model_path())
-    warehouse = args.warehouse or warehouse_for(model, args.scale, args.months, args.data)
-    groups = run(warehouse, model, args.repeat)
-    label = (f"warehouse {warehouse}" if args.warehouse else
-             f"scale {args.scale}, {args.months} months")
-    report(groups, label)
+    warehouse, label = warehouse_from_args(model, args)
+    report(run(warehouse, model, args.repeat), label)
     return 0
 
 

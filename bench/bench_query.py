@@ -35,7 +35,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from bench.common import warehouse_args, warehouse_for
+from bench.common import warehouse_args, warehouse_from_args
 from cube.engine import canonical
 from cube.model import Model, default_model_path, load_model
 from cube.query import Request
@@ -285,11 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     warehouse_args(p)
     args = p.parse_args(argv)
     model = load_model(default_model_path())
-    warehouse = args.warehouse or warehouse_for(model, args.scale, args.months, args.data)
-    rows = run(warehouse, model, args.repeat)
-    label = (f"warehouse {warehouse}" if args.warehouse else
-             f"scale {args.scale}, {args.months} months")
-    report(rows, label)
+    warehouse, label = warehouse_from_args(model, args)
+    report(run(warehouse, model, args.repeat), label)
     return 0
 
 

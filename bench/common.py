@@ -61,6 +61,15 @@ def _format(warehouse: Path) -> int:
     return int(json.loads(row[0])) if row else 1
 
 
+def warehouse_from_args(model: Model, args: argparse.Namespace) -> tuple[Path, str]:
+    """The warehouse a benchmark run asked for (``--warehouse``, else the cached synthetic
+    one for ``--scale``/``--months``) and how to name it in the report."""
+    if args.warehouse:
+        return args.warehouse, f"warehouse {args.warehouse}"
+    return (warehouse_for(model, args.scale, args.months, args.data),
+            f"scale {args.scale}, {args.months} months")
+
+
 def warehouse_args(p: argparse.ArgumentParser, *, scale: float = 0.05, months: int = 12,
                    repeat: int = 25) -> None:
     p.add_argument("--scale", type=float, default=scale)
