@@ -131,6 +131,16 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def release_calendar(self) -> str | None:
+        """The release calendar in force, one rule for the server, the CLI and exports:
+        ``STATCUBE_RELEASES`` (or ``--releases``), else the demo's ``DATA_DIR/releases.toml``
+        when it exists, else None (the warehouse is one published release). Without this
+        single rule the CLI and the server disagreed about the latest published period."""
+        if self.releases:
+            return self.releases
+        demo = Path(self.data_dir) / "releases.toml"
+        return str(demo) if demo.is_file() else None
+
     def secret(self) -> bytes:
         """The record-key secret. Refuses to run without one: a default would be public."""
         if self.key_secret:

@@ -50,7 +50,8 @@ def load_app_model(settings: Settings) -> Model:
 
 
 def open_releases(settings: Settings, model: Model) -> ReleaseSet:
-    calendar = Calendar.load(settings.releases) if settings.releases else None
+    path = settings.release_calendar()
+    calendar = Calendar.load(path) if path else None
     warehouse = None
     if calendar is None or any(r.warehouse is None for r in calendar.releases):
         warehouse = resolve_warehouse(settings.warehouse, settings.data_dir)
