@@ -173,7 +173,7 @@ def run(warehouse: Path, model: Model, repeat: int) -> dict[str, list[Row]]:
             return sum(batch.num_rows for batch in ws.engine.stream(compiler.finish(q, p.k)))
 
         def drain_protected(b: Any = b, q: Query = q) -> int:
-            return sum(batch.num_rows for batch in gate.stream(b, q))
+            return sum(batch.num_rows for batch in gate.stream(b.raw, q))
 
         pairs.append((case.name, drain_raw, drain_protected, drain_protected()))
     out["export stream"] = _compare(pairs, repeat)

@@ -597,7 +597,7 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
         todo = [p for p in periods if p not in finished][:stop_after]
 
         def open_stream(period: int) -> pa.RecordBatchReader:
-            return ws.gate.stream(browser, grain_query(browser, g, period), batch_rows)
+            return ws.gate.stream(browser.raw, grain_query(browser, g, period), batch_rows)
 
         written = rows = nbytes = 0
         with contextlib.closing(_one_ahead(open_stream, todo)) as streams:

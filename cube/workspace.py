@@ -13,22 +13,18 @@ with ``_raw`` — for the build checks, the gate itself and tests — and never 
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
-from sqlalchemy.sql import Select
 
 from cube import sql as compiler
 from cube.disclosure.gate import Gate, ProtectedResult
-from cube.engine import Compiled, Engine
+from cube.engine import Engine
 from cube.errors import ArgumentError, ConfigError, NoSuchCubeError
 from cube.model import Cube, Model
 from cube.query import (
@@ -42,16 +38,7 @@ from cube.query import (
     resolve_hierarchy,
     resolve_level,
 )
-
-
-@dataclass(frozen=True)
-class RawResult:
-    """Unprotected cells: internal only. Never serialise this."""
-
-    query: Query
-    cells: pa.Table
-    summary: pa.Table
-    total_cell_count: int | None
+from cube.raw import RawCube, RawResult
 
 
 @dataclass(frozen=True)
@@ -124,31 +111,11 @@ class Workspace:
 
 
 class CubeBrowser:
-    #: Compiled statements kept per browser (LRU): a repeated query skips SQL compilation.
-    COMPILED_CACHE = 256
-
     def __init__(self, workspace: Workspace, cube: Cube) -> None:
         self.ws = workspace
         self.cube = cube
-        self._compiled: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _run(self, role: str, query: Query, build: Callable[[], Select[Any]]) -> pa.Table:
-        """Execute one of the query's statements (``role`` names which), compiling it only
-        if this exact query was not compiled recently. Values are bound, never inlined, so
-        a cached entry is exactly what compiling again would give."""
-        key = (role, query.key)
-        with self._lock:
-            compiled = self._compiled.get(key)
-            if compiled is not None:
-                self._compiled.move_to_end(key)
-        if compiled is None:
-            compiled = self.ws.engine.compile(build())
-            with self._lock:
-                self._compiled[key] = compiled
-                while len(self._compiled) > self.COMPILED_CACHE:
-                    self._compiled.popitem(last=False)
-        return self.ws.engine.run(compiled)
+        #: Raw execution of this cube's statements: handed to the gate, never made public.
+        self.raw = RawCube(workspace.engine, cube, workspace.gate.k)
 
     @property
     def period_limit(self) -> int | None:
@@ -181,7 +148,7 @@ class CubeBrowser:
         return self.aggregate_query(self.query(request))
 
     def aggregate_query(self, query: Query) -> ProtectedResult:
-        return self.ws.gate.aggregate(self, query)
+        return self.ws.gate.aggregate(self.raw, query)
 
     def members(self, dimension: str, *, hierarchy: str | None = None,
                 level: str | None = None, depth: int | None = None, cut: str | None = None,
@@ -263,44 +230,8 @@ class CubeBrowser:
     # --- internal, raw -------------------------------------------------------------------------
 
     def _raw_aggregate(self, query: Query) -> RawResult:
-        """Unprotected: for the gate, build checks and tests only.
-
-        One statement where possible. The cells' raw columns roll up exactly (sums, key sums
-        mod K, maxima), so the summary of a complete, unpaged set of cells is computed from
-        them; otherwise (paging, measure filters, top-N) the statement carries it as window
-        totals over all cells. A second statement runs only without a drilldown (no cells:
-        the summary alone) or when no row came back (a page past the end, everything
-        filtered out)."""
-        k = self.ws.gate.k
-        if not query.drilldown and not query.split:
-            summary = self._run("summary", query, lambda: compiler.summary(query, k))
-            return RawResult(query, _no_cells(query, summary), summary, None)
-        complete = query.pagesize is None and not query.filters and query.top is None
-        if complete:
-            cells = self._run("cells", query, lambda: compiler.finish(query, k))
-            return RawResult(query, cells, _summary_of(query, cells, k), None)
-        cells = self._run("cells+totals", query,
-                          lambda: compiler.finish(query, k, totals=True))
-        total = None
-        if cells.num_rows:
-            first = cells.slice(0, 1)
-            summary = pa.table({name: first.column(compiler.ALL + name)
-                                for name, _ in compiler.raw_rollup(query.cube)})
-            if query.pagesize is not None:
-                total = first.column(compiler.TOTAL)[0].as_py()
-        else:
-            summary = self._run("summary", query, lambda: compiler.summary(query, k))
-            if query.pagesize is not None:
-                total = self._count_cells(query)
-        windows = [c for c in cells.column_names
-                   if c == compiler.TOTAL or c.startswith(compiler.ALL)]
-        return RawResult(query, cells.drop_columns(windows), summary, total)
-
-    def _count_cells(self, query: Query) -> int:
-        """Total cells when the requested page is past the end (the window saw no rows)."""
-        sub = compiler.finish(replace(query, page=None, pagesize=None), self.ws.gate.k)
-        return int(self.ws.engine.scalar(sa.select(sa.func.count()).select_from(
-            sub.subquery())) or 0)
+        """Unprotected (cube/raw.py): for build checks and tests only."""
+        return self.raw.aggregate(query)
 
 
 def resolve_warehouse(configured: str | None, data_dir: str | Path) -> str:
@@ -314,29 +245,3 @@ def resolve_warehouse(configured: str | None, data_dir: str | Path) -> str:
         raise ConfigError(f"no warehouse found in {Path(data_dir) / 'warehouse'}: run "
                           "`statcube build` (or `statcube demo`), or set STATCUBE_WAREHOUSE")
     return str(releases[-1])
-
-
-def _summary_of(query: Query, cells: pa.Table, k: int) -> pa.Table:
-    """The summary row from a complete set of cells (see ``compiler.raw_rollup``)."""
-    out = {}
-    for name, how in compiler.raw_rollup(query.cube):
-        col = cells.column(name)
-        if how == "max":
-            value = pc.max(col).as_py()
-        else:
-            value = pc.sum(col).as_py()
-            if value is not None and how == "sum_mod":
-                value %= k
-        out[name] = pa.array([value or 0], pa.int64())
-    return pa.table(out)
-
-
-def _no_cells(query: Query, summary: pa.Table) -> pa.Table:
-    """The (typed, empty) cells of a query without a drilldown: the summary is everything."""
-    cols: dict[str, pa.Array] = {}
-    for a in query.aggregates:
-        kind = pa.int64() if a.measure.kind == "count" or a.function == "sum" else pa.float64()
-        cols[a.name] = pa.array([], kind)
-    for name in summary.column_names:
-        cols[name] = pa.array([], summary.schema.field(name).type)
-    return pa.table(cols)

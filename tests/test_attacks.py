@@ -294,7 +294,7 @@ def test_grammar_limits_refuse_averaging_queries(workspace: Workspace, geo: dict
     with pytest.raises(DisclosureRuleError) as api:
         hb.aggregate_query(query)
     with pytest.raises(DisclosureRuleError) as export:
-        workspace.gate.stream(hb, replace(query, page=None, pagesize=None))
+        workspace.gate.stream(hb.raw, replace(query, page=None, pagesize=None))
     for exc in (api.value, export.value):
         assert exc.message.startswith(f"refused by disclosure rule {rule!r}")
         assert exc.parameter == parameter and exc.status == 403
@@ -381,7 +381,7 @@ def test_no_raw_column_name_in_results_json_or_streams(workspace: Workspace, cub
     _assert_public_names(set(result.cells.column_names) | set(result.summary), measures)
     _assert_public_names(set(_names(result.to_json())), measures)
     query = replace(b.query(Request.make(cube, **kw)), page=None, pagesize=None)
-    reader = workspace.gate.stream(b, query, 50)
+    reader = workspace.gate.stream(b.raw, query, 50)
     for batch in reader:
         _assert_public_names(set(batch.schema.names), measures)
     _assert_public_names(set(reader.schema.names), measures)
@@ -427,7 +427,7 @@ def test_no_raw_value_in_any_output_of_a_crafted_cell(crafted: Crafted,
         assert result.summary["households"] != raw["n"]
         seen += any(c["households"] for c in doc["cells"]) or bool(result.summary["households"])
         query = replace(b.query(Request.make("benefit_cap", **kw)), page=None, pagesize=None)
-        reader = crafted_ws.gate.stream(b, query)
+        reader = crafted_ws.gate.stream(b.raw, query)
         for batch in reader:
             for row in batch.to_pylist():
                 assert not set(_numbers(row)) & forbidden, (kw, row)

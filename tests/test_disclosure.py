@@ -343,7 +343,7 @@ def test_numpy_and_sql_paths_agree_cell_by_cell(workspace: Workspace) -> None:
         q = browser.query(Request.make(cube, **kw))
         if q.needs_measure_values_in_sql:
             continue
-        numpy_cells = gate.aggregate(browser, q).cells
+        numpy_cells = gate.aggregate(browser.raw, q).cells
         stmt = compiler.finish(q, p.k, protected_stage(p), keep_raw=False)
         sql_cells = workspace.engine.execute(stmt)
         if compiler.TOTAL in sql_cells.column_names:

@@ -673,7 +673,7 @@ def test_the_next_period_is_queried_while_one_is_written_and_released_on_stop() 
 def test_the_gate_streams_batches_of_bounded_size(workspace: Workspace) -> None:
     browser = workspace.cube("universal_credit")
     q = grain_query(browser, grain(browser.cube, "oa_age_band"), 202611)
-    reader = workspace.gate.stream(browser, q, 500)
+    reader = workspace.gate.stream(browser.raw, q, 500)
     assert isinstance(reader, pa.RecordBatchReader)
     sizes = [b.num_rows for b in reader]
     assert len(sizes) > 5 and max(sizes) <= 500

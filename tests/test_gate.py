@@ -137,7 +137,7 @@ def test_the_export_stream_publishes_what_the_api_does(workspace: Workspace, cub
     b = workspace.cube(cube)
     q = b.query(Request.make(cube, **kw))
     api = b.aggregate_query(q).cells
-    streamed = pa.Table.from_batches(list(workspace.gate.stream(b, q, 37)))
+    streamed = pa.Table.from_batches(list(workspace.gate.stream(b.raw, q, 37)))
     assert streamed.column_names == api.column_names
     assert streamed.to_pylist() == api.to_pylist()
 
@@ -146,7 +146,7 @@ def test_the_export_stream_is_never_paged(workspace: Workspace) -> None:
     b = workspace.cube("pip")
     q = b.query(Request.make("pip", drilldown="geography:la", pagesize=5))
     with pytest.raises(ArgumentError, match="not paged"):
-        workspace.gate.stream(b, q)
+        workspace.gate.stream(b.raw, q)
 
 
 # --- counting cells on the SQL path ---------------------------------------------------------
@@ -162,7 +162,7 @@ def test_a_page_past_the_end_counts_protected_cells_not_raw_ones(workspace: Work
     past_end = b.aggregate(**kw, pagesize=10, page=10_000)
     assert past_end.cells.num_rows == 0
     assert past_end.total_cell_count == everything.total_cell_count == everything.cells.num_rows
-    raw_count = b._count_cells(b.query(Request.make("benefit_cap", **kw, pagesize=10)))
+    raw_count = b.raw.count_cells(b.query(Request.make("benefit_cap", **kw, pagesize=10)))
     assert raw_count != past_end.total_cell_count  # the two differ: the fix matters here
 
 

@@ -34,7 +34,7 @@ from cube.query import Query, describe_cuts, drilldown_levels
 
 if TYPE_CHECKING:
     from cube.engine import Engine
-    from cube.workspace import CubeBrowser, RawResult
+    from cube.raw import RawCube, RawResult
 
 METHOD = "cell key method (ABS / ONS Census 2021)"
 
@@ -154,7 +154,7 @@ class Gate:
             ),
         )
 
-    def aggregate(self, browser: CubeBrowser, query: Query) -> ProtectedResult:
+    def aggregate(self, raw: RawCube, query: Query) -> ProtectedResult:
         """The protected answer to ``query``: grammar limits, then the numpy path, or the
         SQL path when values must be known in SQL (order, filters or top-N on values)."""
         check_query(query)
@@ -163,14 +163,14 @@ class Gate:
         in_sql = query.needs_measure_values_in_sql or query.pagesize is not None
         if not in_sql or not (query.drilldown or query.split):
             # (Without a drilldown there are no cells to order or filter: the summary alone.)
-            return self.publish(browser._raw_aggregate(query))
+            return self.publish(raw.aggregate(query))
         p = self.protection
         # One statement: protected values plus window totals of the raw columns over every
         # cell, computed before the zero-dropping condition, filters, top-N and paging (so
         # the summary is the total of all records, not of the cells shown). Raw columns come
         # back to this function only, which protects the summary and drops every internal
-        # column. Compiled SQL is cached by the browser.
-        table = browser._run("protected+totals", query, lambda: compiler.finish(
+        # column. Compiled SQL is cached by RawCube.
+        table = raw.run("protected+totals", query, lambda: compiler.finish(
             query, p.k, protected_stage(p), keep_raw=True, totals=True))
         if table.num_rows:
             first = table.slice(0, 1)
@@ -179,15 +179,15 @@ class Gate:
             total = first.column(compiler.TOTAL)[0].as_py() \
                 if query.pagesize is not None else table.num_rows
         else:  # nothing passed the filters, or a page past the end: the windows saw no rows
-            summary_raw = browser._run("summary", query,
+            summary_raw = raw.run("summary", query,
                                        lambda: compiler.summary(query, p.k))
-            total = 0 if query.pagesize is None else self._count_protected_cells(browser, query)
+            total = 0 if query.pagesize is None else self._count_protected_cells(raw, query)
         public = [n for n in table.column_names
                   if not n.startswith(compiler.RAW_PREFIX) or n == compiler.SPLIT]
         return self._result(query, table.select(public), summary_raw, int(total))
 
     def publish(self, raw: RawResult) -> ProtectedResult:
-        """The numpy path after the query: raw cells (``CubeBrowser._raw_aggregate`` of a
+        """The numpy path after the query: raw cells (``RawCube.aggregate`` of a
         query that neither orders nor filters on values) to the protected result."""
         query = raw.query
         if query.pagesize is not None and (query.drilldown or query.split):
@@ -216,17 +216,16 @@ class Gate:
         return ProtectedResult(query, cells, summary, total,
                                self._report(int(withheld), notes), allowed)
 
-    def _count_protected_cells(self, browser: CubeBrowser, query: Query) -> int:
+    def _count_protected_cells(self, raw: RawCube, query: Query) -> int:
         """Total cells of a SQL-path query whose page lies past the end. Counted over the
         *protected* statement: with measure filters or top-N, counting raw cells would tell
         how many raw values pass the filter."""
         p = self.protection
         sub = compiler.finish(replace(query, page=None, pagesize=None), p.k,
                               protected_stage(p), keep_raw=False).subquery()
-        return int(browser.ws.engine.scalar(
-            sa.select(sa.func.count()).select_from(sub)) or 0)
+        return int(raw.scalar(sa.select(sa.func.count()).select_from(sub)) or 0)
 
-    def stream(self, browser: CubeBrowser, query: Query, batch_rows: int = 100_000
+    def stream(self, raw: RawCube, query: Query, batch_rows: int = 100_000
                ) -> pa.RecordBatchReader:
         """Protected cells as a record-batch stream (exports): the SQL path, same rules.
 
@@ -243,7 +242,7 @@ class Gate:
         internal = [n for n in names if n.startswith("__") and n != compiler.SPLIT]
         if internal:
             raise AssertionError(f"protected stream cannot carry {internal}")
-        return browser.ws.engine.stream(stmt, batch_rows)
+        return raw.engine.stream(stmt, batch_rows)
 
 
 def _stored_ptable_matches(engine: Engine, ptable: PTable) -> bool:

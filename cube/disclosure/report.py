@@ -188,7 +188,7 @@ def sdc_report(browser: CubeBrowser, level: str, period: str | None = None) -> U
     check_query(query)
     gate = browser.ws.gate
     p = gate.protection
-    raw = browser._raw_aggregate(query).cells
+    raw = browser.raw.aggregate(query).cells
     cells = raw.num_rows
     if cells < MIN_CELLS:
         raise ArgumentError(
