@@ -200,10 +200,16 @@ class Query:
     #: Newest period the caller may see (YYYYMM or YYYYQ in the fact's period column), set by
     #: the workspace from the release calendar, never from the request.
     period_limit: int | None = None
+    #: Internal restrictions ``attribute IN (keys)`` that the disclosure gate adds to the
+    #: queries of a custom group's tiles (cube/disclosure/groups.py) so that only the tiles'
+    #: rows are read; never from a request.
+    within: tuple[tuple[Attribute, tuple[Key, ...]], ...] = ()
 
     @property
     def cell_attributes(self) -> tuple[Attribute, ...]:
-        return tuple(a for d in self.drilldown for a in d.attributes)
+        """Every attribute of every drilled level, each once (a custom group's tile query
+        drills one dimension in two hierarchies that share their top levels)."""
+        return tuple(dict.fromkeys(a for d in self.drilldown for a in d.attributes))
 
     @property
     def needs_measure_values_in_sql(self) -> bool:
@@ -235,7 +241,9 @@ class Query:
                 tuple((o.ref, o.descending, o.aggregate is not None) for o in self.order),
                 self.page, self.pagesize, tuple(cut_key(c) for c in self.split),
                 tuple((f.aggregate.name, f.op, f.value) for f in self.filters), top,
-                self.default_period, self.period_limit)
+                self.default_period, self.period_limit,
+                tuple((a.ref, tuple((type(k).__name__, k) for k in keys))
+                      for a, keys in self.within))
 
     @classmethod
     def from_request(cls, cube: Cube, request: Request,

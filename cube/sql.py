@@ -265,7 +265,8 @@ def aggregation(query: Query, k: int, *, summary: bool = False,
     if query.split and not summary:
         split_cond = sa.and_(*(cut_condition(t, c) for c in query.split))
     touched = drill_attrs + _cut_attributes(t, query.cuts) + (
-        _cut_attributes(t, query.split) if split_cond is not None else [])
+        _cut_attributes(t, query.split) if split_cond is not None else []) + [
+        a for a, _ in query.within]
     frm = _from(t, touched)
     group = [t.attr(a) for a in drill_attrs]
     cols: list[ColumnElement[Any]] = [g.label(a.ref) for g, a in
@@ -285,6 +286,7 @@ def aggregation(query: Query, k: int, *, summary: bool = False,
             raw.append(sa.cast(total, sa.BigInteger).label(ALL + name))
     stmt = sa.select(*cols, *raw).select_from(frm)
     conds = [cut_condition(t, c) for c in query.cuts]
+    conds += [t.attr(a).in_(list(keys)) for a, keys in query.within]
     if query.period_limit is not None:
         conds.append(t.fact(fact_period_column(query.cube)) <= query.period_limit)
     if conds:
@@ -466,6 +468,62 @@ def members(mq: MembersQuery) -> Select[Any]:
         out = out.add_columns(sa.func.count().over().label(TOTAL))
         out = out.limit(mq.pagesize).offset((mq.page or 0) * mq.pagesize)
     return out
+
+
+def tiles(cube: Cube, dimension: Dimension, hierarchy: Hierarchy, outer: Sequence[Level],
+          cuts: Sequence[CutPart], period_limit: int | None = None) -> Select[Any]:
+    """The tiling of a custom group on one dimension: the coarsest members of ``hierarchy``
+    that lie wholly inside the selection ``cuts`` (all on ``dimension``, in any of its
+    hierarchies), from the dimension table alone.
+
+    ``outer`` are the drilled levels of the query (coarse to fine, possibly of another
+    hierarchy): each tile must then lie wholly inside one drilled member, whose key path is
+    returned as ``__o0`` …; a drilled member wholly inside the selection is its own tile
+    (``__tile_depth`` -1). Otherwise ``__tile_depth`` d and ``__k0`` … give the tile's path
+    in ``hierarchy`` (None below d; depth 0 is the whole dimension). "Wholly inside" is
+    decided row by row, so ``hierarchy`` must reach the table's grain (the caller's job).
+    Time members after ``period_limit`` do not exist (embargo).
+    """
+    t = _Tables(cube, fact_keys=False)
+    levels = hierarchy.levels
+    keys = [t.attr(lvl.key) for lvl in levels]
+    okeys = [t.attr(lvl.key) for lvl in outer]
+    inside: ColumnElement[Any] = sa.case(
+        (sa.and_(*(cut_condition(t, c) for c in cuts)), 1), else_=0) if cuts else \
+        sa.literal_column("1")
+    cols: list[Any] = [k.label(f"__k{i}") for i, k in enumerate(keys)]
+    cols += [k.label(f"__o{i}") for i, k in enumerate(okeys)]
+    cols.append(inside.label("__inside"))
+    start = 1 if okeys else 0
+    if okeys:
+        cols.append(sa.func.min(inside).over(partition_by=okeys).label("__whole_outer"))
+    for depth in range(start, len(levels)):
+        part = keys[:depth] or None
+        whole: ColumnElement[Any] = sa.func.min(inside).over(partition_by=part)
+        # ... and inside one drilled member: every outer key constant over the member.
+        one = [sa.func.min(o).over(partition_by=part) == sa.func.max(o).over(partition_by=part)
+               for o in okeys]
+        if one:
+            whole = sa.case((sa.and_(*one), whole), else_=0)
+        cols.append(whole.label(f"__whole{depth}"))
+    stmt = sa.select(*cols)
+    if period_limit is not None and dimension.is_time:
+        table = cube.physical.column(dimension.levels[0].key.ref).table
+        stmt = stmt.where(t.col(table, fact_period_column(cube)) <= period_limit)
+    rows = stmt.subquery("rows")
+    whens = [(rows.c[f"__whole{d}"] == 1, d) for d in range(start, len(levels))]
+    if okeys:
+        whens.insert(0, (rows.c["__whole_outer"] == 1, -1))
+    depth_expr: ColumnElement[Any] = sa.case(*whens, else_=len(levels)) if whens else \
+        sa.literal(len(levels))
+    picked = sa.select(depth_expr.label("__tile_depth"),
+                       *(rows.c[f"__k{i}"] for i in range(len(levels))),
+                       *(rows.c[f"__o{i}"] for i in range(len(okeys))),
+                       ).where(rows.c["__inside"] == 1).subquery("picked")
+    return sa.select(picked.c["__tile_depth"], *(
+        sa.case((picked.c["__tile_depth"] > i, picked.c[f"__k{i}"]), else_=sa.null())
+        .label(f"__k{i}") for i in range(len(levels))),
+        *(picked.c[f"__o{i}"] for i in range(len(okeys)))).distinct()
 
 
 def path_details(cube: Cube, cut: CutPart, path: Sequence[Any],

@@ -145,7 +145,7 @@ def test_a_grain_the_limits_refuse_is_rejected_when_declared() -> None:
         grains_for(cube)
     text = str(err.value)
     assert "export grain 'oa_two'" in text and "refused by the disclosure limits" in text
-    assert "at most 1 category dimension" in text
+    assert "at most 1 dimension(s) besides geography and time" in text
     assert err.value.path == "$.cubes[housing_benefit].info.exports.grains[1]"
     # the same levels as a query are refused by the grammar limits themselves
     ok = _model_with_exports("housing_benefit", {"grains": exports["grains"][:1]})

@@ -488,8 +488,8 @@ def test_facts_are_refused(client: FlaskClient, url: str) -> None:
     (f"{HB}/aggregate?format=json&format=csv", 400, "bad_argument", "format"),
     (f"{HB}/aggregate?drilldown=time:year", 400, "non_additive", "drilldown"),
     (f"{HB}/aggregate?drilldown=geography:oa", 400, "bad_argument", "drilldown"),
-    (f"{HB}/aggregate?cut=geography:E92000001,E12000007,E09000001,E02000001;E02000002",
-     403, "disclosure_rule", "cut"),
+    (f"{HB}/aggregate?cut=geography:E92000001,E12000007,E09000001&pagesize=5"
+     "&drilldown=geography:oa|tenure|age_band", 403, "disclosure_rule", "drilldown"),
     (f"{HB}/aggregate?release=1999-01", 404, "not_found", "release"),
     ("/version?x=1", 400, "bad_argument", "x"),
 ])

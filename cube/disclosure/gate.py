@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from cube import sql as compiler
+from cube.disclosure import groups
 from cube.disclosure.protect import protect_table, withheld_column
 from cube.disclosure.ptable import PTable
 from cube.disclosure.rules import Protection, check_query
@@ -48,10 +49,19 @@ class DisclosureReport:
     parameters: Mapping[str, Any]
     withheld: int
     notes: tuple[str, ...]
+    #: For a custom-group query: how many published values are sums of protected
+    #: predefined cells, and how many such cells were added up.
+    summed_values: int = 0
+    summed_cells: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "ptable": self.ptable, "parameters": dict(self.parameters),
-                "withheld_values": self.withheld, "notes": list(self.notes)}
+        out = {"method": self.method, "ptable": self.ptable,
+               "parameters": dict(self.parameters), "withheld_values": self.withheld,
+               "notes": list(self.notes)}
+        if self.summed_values:
+            out["sums_of_published_cells"] = {"values": self.summed_values,
+                                              "cells_added": self.summed_cells}
+        return out
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,8 @@ class Gate:
     def k(self) -> int:
         return self.protection.k
 
-    def _report(self, withheld: int, extra: tuple[str, ...] = ()) -> DisclosureReport:
+    def _report(self, withheld: int, extra: tuple[str, ...] = (), summed: tuple[int, int] = (0, 0)
+                ) -> DisclosureReport:
         p = self.protection
         params = p.ptable.params
         return DisclosureReport(
@@ -152,12 +163,15 @@ class Gate:
                 "Cells adjusted to zero are left out, like empty cells.",
                 *extra,
             ),
+            summed_values=summed[0], summed_cells=summed[1],
         )
 
     def aggregate(self, raw: RawCube, query: Query) -> ProtectedResult:
         """The protected answer to ``query``: grammar limits, then the numpy path, or the
         SQL path when values must be known in SQL (order, filters or top-N on values)."""
         check_query(query)
+        if not groups.is_predefined(query):
+            return self._custom(raw, query)
         # Paging must happen after protection too: cells published as zero are dropped, so
         # a raw page (and a raw total) would reveal how many were.
         in_sql = query.needs_measure_values_in_sql or query.pagesize is not None
@@ -200,21 +214,56 @@ class Gate:
         summary_t = protect_table(summary_raw, query.aggregates, self.protection, [],
                                   drop_zero=False)
         summary = {k: v[0] for k, v in summary_t.to_pydict().items()}
-        notes: tuple[str, ...] = ()
+        return self._assemble(query, cells, summary, total)
+
+    def _custom(self, raw: RawCube, query: Query) -> ProtectedResult:
+        """A query with custom groups: every value a sum of protected predefined cells
+        (groups.py); its summary too, unless the summary is itself a predefined cell."""
+        p = self.protection
+        keep = _keep(query)
+        summed, added = 0, 0
+        if query.drilldown or query.split:
+            res = groups.aggregate(raw, query, p, keep)
+            summed, added = res.summed_values, res.tiles
+            cells, total = res.cells, res.cells.num_rows
+            if query.pagesize is not None:
+                cells = cells.slice((query.page or 0) * query.pagesize, query.pagesize)
+            sq = groups.summary_query(query)
+            if groups.is_predefined(sq):
+                summary_t = protect_table(raw.aggregate(sq).summary, query.aggregates, p, [],
+                                          drop_zero=False)
+            else:
+                whole = groups.aggregate(raw, sq, p, [])
+                summary_t = whole.cells
+                summed, added = summed + 1, added + whole.tiles
+        else:
+            cells = pa.table({})
+            total = 0
+            whole = groups.aggregate(raw, query, p, [])
+            summary_t, summed, added = whole.cells, 1, whole.tiles
+        summary = {k: v[0] for k, v in summary_t.to_pydict().items()}
+        note = (f"{summed:,} value(s) here are custom groups: each is the sum of the "
+                "published values of the predefined cells that make it up (never computed "
+                "from records), so its adjustment is larger than a single cell's.",)
+        return self._assemble(query, cells, summary, total, note, (summed, added))
+
+    def _assemble(self, query: Query, cells: pa.Table, summary: dict[str, Any], total: int,
+                  notes: tuple[str, ...] = (), summed: tuple[int, int] = (0, 0)
+                  ) -> ProtectedResult:
         if _summary_adds_periods(query):
             for a in query.aggregates:
                 if a.nonadditive:
                     summary[a.name] = None
-                    if a.function == "avg":
+                    if withheld_column(a.name) in summary:
                         summary[withheld_column(a.name)] = True
-            notes = ("The summary of a stock over several periods is not published: a "
-                     "caseload cannot be added across months.",)
-        means = [a.name for a in query.aggregates if a.function == "avg"]
-        withheld = sum(pc.sum(cells.column(withheld_column(m))).as_py() or 0 for m in means)
+            notes = (*notes, "The summary of a stock over several periods is not published: a "
+                     "caseload cannot be added across months.")
+        flags = [c for c in cells.column_names if c.endswith("_withheld")]
+        withheld = sum(pc.sum(cells.column(f)).as_py() or 0 for f in flags)
         allowed = frozenset(_keep(query)) | {a.name for a in query.aggregates} | {
-            withheld_column(m) for m in means}
+            withheld_column(a.name) for a in query.aggregates}
         return ProtectedResult(query, cells, summary, total,
-                               self._report(int(withheld), notes), allowed)
+                               self._report(int(withheld), notes, summed), allowed)
 
     def _count_protected_cells(self, raw: RawCube, query: Query) -> int:
         """Total cells of a SQL-path query whose page lies past the end. Counted over the
@@ -233,6 +282,11 @@ class Gate:
         is the whole result, so a paged query is refused rather than silently unpaged.
         """
         check_query(query)
+        if not groups.is_predefined(query):
+            raise ArgumentError(
+                "a protected stream holds predefined cells only (one member of one level per "
+                "dimension); custom groups are sums of such cells: aggregate them instead",
+                parameter="cut", value=" | ".join(c.to_string() for c in query.cuts))
         if query.pagesize is not None:
             raise ArgumentError("a protected stream is not paged: give no page or pagesize",
                                 parameter="pagesize", value=str(query.pagesize))

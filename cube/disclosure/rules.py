@@ -1,15 +1,10 @@
-"""Protection parameters and the grammar limits that stop averaging attacks.
+"""Protection parameters, and the one grammar limit left on predefined cells.
 
-The cell key method makes each published cell consistent, but an attacker who can ask for
-ad-hoc groups (a set, range or negated cut: "these 37 OAs", "all but this OA"; or a split,
-whose "outside" is a complement) can difference or average many noisy totals. So custom
-groups are only allowed at or above a configured level per dimension (default: local
-authority for geography); below it, only point cuts and drilldowns, where every member is
-its own, consistently perturbed cell. While a query looks below that level, custom groups
-on *other* dimensions are refused too (each subset of tenures at one OA would be one more
-noisy view of the same records). And at output-area level, only a limited number of
-category dimensions may be cut or drilled at once, so cells do not become tiny. Each
-refusal names its rule (``RULE_*``).
+Averaging attacks on ad-hoc groups ("these 37 OAs", "all but this OA", an LA ∩ a
+constituency) are stopped by construction, not by refusal: such a group is never computed
+from records but added up from protected predefined cells (groups.py). What remains here is
+a limit on how fine a predefined cell may be: at output-area level only a few other
+dimensions at once. The refusal names its rule (``RULE_OA_CATEGORIES``).
 
 Pure functions over a Query; no I/O.
 """
@@ -22,7 +17,7 @@ from typing import Any
 
 from cube.disclosure.ptable import PTable, PTableParams, build_ptable
 from cube.errors import ConfigError, DisclosureRuleError
-from cube.model import Dimension, Level, Model
+from cube.model import Level, Model
 from cube.query import CutPart, Query
 
 
@@ -62,102 +57,36 @@ class Protection:
         return cls(build_ptable(params), delta, threshold)
 
 
-#: Rule names, quoted in every refusal so a user (and a test) can tell them apart.
-RULE_GROUP_LEVEL = "custom-group-level"
-RULE_GROUP_FINE = "custom-group-fine-geography"
+#: Rule name, quoted in every refusal so a user (and a test) can tell it apart.
 RULE_OA_CATEGORIES = "oa-category-limit"
-
-
-def _at_or_above(dim: Dimension, level: Level, min_level: str) -> bool:
-    """True if ``level`` is at or above ``min_level`` (coarser or equal).
-
-    Levels of the default hierarchy are ranked by position. A level that is not in the
-    default hierarchy (e.g. Westminster constituency) counts as coarse enough unless its
-    cardinality is "high".
-    """
-    names = [lv.name for lv in dim.hierarchy().levels]
-    if min_level in names and level.name in names:
-        return names.index(level.name) <= names.index(min_level)
-    return level.cardinality != "high"
 
 
 def _deepest(cut: CutPart) -> Level:
     return cut.hierarchy.levels[cut.depth - 1]
 
 
-def _forms_group(cut: CutPart, is_split: bool) -> bool:
-    """A set, range or negated cut totals an ad-hoc group. So does every split: its cells
-    are "inside" and "outside" the cut, and outside is the complement (a negated cut)."""
-    return is_split or cut.is_group
-
-
-def _fine_dimensions(query: Query) -> list[tuple[Dimension, Level, str]]:
-    """Dimensions with a group level that this query reads below that level: (dimension,
-    the deepest level it reaches through a point cut or a drilldown, the group level)."""
-    cube = query.cube
-    out = []
-    for dim in cube.dimensions:
-        min_level = cube.disclosure.group_cut_min_level.get(dim.name)
-        if min_level is None:
-            continue
-        levels = [d.level for d in query.drilldown if d.dimension.name == dim.name]
-        levels += [_deepest(c) for c in query.cuts
-                   if c.dimension.name == dim.name and not c.is_group]
-        fine = [lv for lv in levels if not _at_or_above(dim, lv, min_level)]
-        if fine:
-            out.append((dim, fine[0], min_level))
-    return out
-
-
-def _check_group_cut(query: Query, cut: CutPart, parameter: str, is_split: bool) -> None:
-    if not _forms_group(cut, is_split):
-        return
-    dim = cut.dimension
-    what = "split" if is_split else ("negated cut" if cut.invert else f"{cut.kind} cut")
-    min_level = query.cube.disclosure.group_cut_min_level.get(dim.name)
-    deepest = _deepest(cut)
-    if min_level is not None and not _at_or_above(dim, deepest, min_level):
-        raise DisclosureRuleError(
-            f"refused by disclosure rule {RULE_GROUP_LEVEL!r}: a {what} on {dim.name} at "
-            f"level {deepest.name!r} forms a custom group below {min_level!r}. Custom groups "
-            f"of {dim.name} are only allowed at {min_level!r} level or above, because totals "
-            f"over ad-hoc sets of small areas can be differenced or averaged to reveal "
-            f"individuals. Use a point cut or drill down instead.",
-            parameter=parameter, value=cut.to_string() or None,
-            hint=f"rule {RULE_GROUP_LEVEL}: custom groups at or above {dim.name}:{min_level}",
-        )
-    for fine_dim, level, fine_min in _fine_dimensions(query):
-        if fine_dim.name == dim.name:
-            continue  # the cut's own dimension is covered above
-        raise DisclosureRuleError(
-            f"refused by disclosure rule {RULE_GROUP_FINE!r}: a {what} on {dim.name} forms a "
-            f"custom group while {fine_dim.name} is at level {level.name!r}, below "
-            f"{fine_min!r}. Every combination of members would be another noisy view of the "
-            f"same small-area records, and averaging many of them removes the protection.",
-            parameter=parameter, value=cut.to_string() or None,
-            hint=f"rule {RULE_GROUP_FINE}: cut {dim.name} to single members, or use "
-                 f"{fine_dim.name} at {fine_min!r} level or above",
-        )
+def counted_dimensions(query: Query) -> set[str]:
+    """The dimensions that count toward the output-area limit: every dimension cut or
+    drilled that is neither geographic nor time — category codelists and Jobcentre Plus
+    offices alike (an office is as fine a split of an OA's records as any category)."""
+    dims = [d.dimension for d in query.drilldown]
+    dims += [c.dimension for c in (*query.cuts, *query.split)]
+    return {d.name for d in dims if not d.geographic and not d.is_time}
 
 
 def check_query(query: Query) -> None:
-    """Refuse queries the disclosure grammar limits forbid (raises DisclosureRuleError).
+    """Refuse queries the disclosure limits forbid (raises DisclosureRuleError).
 
-    Three rules, each named in its refusal:
+    Custom groups (set, range and negated cuts, splits, intersections of hierarchies) are
+    not refused here: the gate publishes each as a sum of protected predefined cells
+    (groups.py), which reveals nothing the cells do not. One rule remains, about the
+    predefined cells themselves, and the gate applies it to every query of predefined
+    cells it runs — a user's, or the tiles of a custom group:
 
-    - ``custom-group-level``: a set, range or negated cut, or any split, on a dimension with
-      a group level (geography: ``la``) only at or above that level;
-    - ``custom-group-fine-geography``: while the query reads such a dimension below its
-      group level (say, output areas), no custom group on *any* dimension (e.g.
-      ``tenure:social;private`` at OA level): otherwise each subset of members is one more
-      noisy view of the same few records;
     - ``oa-category-limit``: at the finest geographic level at most
-      ``max_category_dims_at_oa`` category dimensions cut or drilled.
+      ``max_category_dims_at_oa`` other dimensions (categories, Jobcentre Plus; not time)
+      cut or drilled — cells that small would be mostly noise.
     """
-    for c in query.cuts:
-        _check_group_cut(query, c, "cut", is_split=False)
-    for c in query.split:
-        _check_group_cut(query, c, "split", is_split=True)
     cube = query.cube
     geo = next((d for d in cube.dimensions if d.geographic), None)
     if geo is None:
@@ -169,15 +98,14 @@ def check_query(query: Query) -> None:
         for c in (*query.cuts, *query.split))
     if not at_oa:
         return
-    categories = {d.dimension.name for d in query.drilldown if d.dimension.members}
-    categories |= {c.dimension.name for c in (*query.cuts, *query.split) if c.dimension.members}
+    categories = counted_dimensions(query)
     limit = cube.disclosure.max_category_dims_at_oa
     if len(categories) > limit:
         raise DisclosureRuleError(
             f"refused by disclosure rule {RULE_OA_CATEGORIES!r}: at {finest.label.lower()} "
-            f"level at most {limit} category dimension(s) may be cut or drilled at once (got "
-            f"{len(categories)}: {', '.join(sorted(categories))}); cells that small would be "
-            "mostly noise and invite differencing",
+            f"level at most {limit} dimension(s) besides geography and time may be cut or "
+            f"drilled at once (got {len(categories)}: {', '.join(sorted(categories))}); "
+            "cells that small would be mostly noise",
             parameter="drilldown", value=",".join(sorted(categories)),
             hint=f"rule {RULE_OA_CATEGORIES}: drill geography to a coarser level (e.g. lsoa "
                  "or msoa) or use fewer categories",
