@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from cube import sql as compiler
-from cube.disclosure.protect import protect_table, withheld_column
+from cube.disclosure.protect import has_withheld_flag, protect_table, withheld_column
 from cube.disclosure.ptable import PTable
 from cube.disclosure.rules import Protection, check_query
 from cube.disclosure.sql_path import PTABLE, protected_stage
@@ -140,15 +140,18 @@ class Gate:
         return DisclosureReport(
             method=METHOD,
             ptable=p.ptable.digest[:16],
-            parameters={"D": params.D, "V": params.V, "js": params.js, "delta": p.delta,
-                        "mean_threshold": p.mean_threshold},
+            parameters=p.report_parameters(),
             withheld=withheld,
             notes=(
                 f"Counts are adjusted by up to ±{params.D} to protect confidentiality; "
                 f"no count of 1 to {params.js} is published.",
                 "Each figure is adjusted on its own, so totals may not equal the sum of "
                 "their parts.",
-                f"Means are withheld (null) where fewer than {p.mean_threshold} are counted.",
+                f"Amount totals and means are withheld (null) where fewer than "
+                f"{p.mean_threshold} are counted.",
+                "Amount totals carry noise scaled to the largest single amount in the cell: "
+                "a large share of it in small cells, a small one in large cells; a total "
+                "dominated by one or two amounts is never published exactly.",
                 "Cells adjusted to zero are left out, like empty cells.",
                 *extra,
             ),
@@ -205,11 +208,11 @@ class Gate:
             for a in query.aggregates:
                 if a.nonadditive:
                     summary[a.name] = None
-                    if a.function == "avg":
+                    if has_withheld_flag(a):
                         summary[withheld_column(a.name)] = True
             notes = ("The summary of a stock over several periods is not published: a "
                      "caseload cannot be added across months.",)
-        means = [a.name for a in query.aggregates if a.function == "avg"]
+        means = [a.name for a in query.aggregates if has_withheld_flag(a)]
         withheld = sum(pc.sum(cells.column(withheld_column(m))).as_py() or 0 for m in means)
         allowed = frozenset(_keep(query)) | {a.name for a in query.aggregates} | {
             withheld_column(m) for m in means}
