@@ -29,10 +29,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from conftest import TEST_SECRET
+from test_disclosure import expected_sum
 
 from cube import sql as compiler
 from cube.build import BuildOptions, build
-from cube.disclosure.ptable import PTable
+from cube.disclosure.rules import Protection
 from cube.disclosure.report import sdc_report
 from cube.disclosure.rules import RULE_GROUP_FINE, RULE_GROUP_LEVEL, RULE_OA_CATEGORIES
 from cube.errors import ArgumentError, DisclosureRuleError
@@ -105,13 +106,13 @@ def _half_up(num: int, den: int) -> int:
     return (2 * num + den) // (2 * den)
 
 
-def _cap_units(ptable: PTable, delta_milli: int, threshold: int
-               ) -> tuple[list[int], dict[str, int]]:
+def _cap_units(p: Protection) -> tuple[list[int], dict[str, int]]:
     """Unit ids for the benefit-cap cell, chosen (from the known test secret) so that the
     cell's count noise and magnitude noise are both non-zero and no raw figure coincides
     with a published one: a leak of any raw value would then show."""
     amounts = [*CAP_AMOUNTS, CAP_MAX]
     n, s = len(amounts), sum(amounts)
+    ptable, threshold = p.ptable, p.mean_threshold
     ncat = ptable.params.ncat
     for first in range(900_000, 900_000 + 50 * 100, 100):
         units = list(range(first, first + n))
@@ -122,8 +123,7 @@ def _cap_units(ptable: PTable, delta_milli: int, threshold: int
         if c == 0 or v == 0 or min(rk, rk2) < 100:
             continue
         n_hat = n + c
-        s_hat = max(0, s + (1 if v > 0 else -1) * _half_up(CAP_MAX * abs(v) * delta_milli,
-                                                           1000))
+        s_hat = expected_sum(n, n_hat, s, CAP_MAX, rk2, p)
         raw = {"n": n, "sum": s, "max": CAP_MAX, "rk": rk, "rk2": rk2,
                "mean": _half_up(s, n)}
         published = {n_hat, s_hat, _half_up(s_hat, n_hat)}
@@ -180,7 +180,7 @@ def crafted(model: Model, workspace: Workspace, tmp_path_factory: pytest.TempPat
                        hb_dir / f"{month}.parquet")
 
     p = workspace.gate.protection
-    units, raw = _cap_units(p.ptable, p.delta_milli, p.mean_threshold)
+    units, raw = _cap_units(p)
     amounts = [*CAP_AMOUNTS, CAP_MAX]
     cap = pa.table({
         "unit_id": units, "month": [CAP_MONTH] * len(units), "oa_code": [oas[17]] * len(units),

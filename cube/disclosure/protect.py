@@ -145,6 +145,7 @@ def protect_table(raw: pa.Table, aggregates: Sequence[Aggregate], p: Protection,
         n, n_hat = n[visible], n_hat[visible]
     cols: dict[str, pa.Array] = {name: raw.column(name) for name in keep}
     sums: dict[str, NDArray[np.int64]] = {}
+    flags: dict[str, pa.Array] = {}
     for a in aggregates:
         if a.measure.kind == "count":
             cols[a.name] = pa.array(n_hat, pa.int64())
@@ -156,5 +157,6 @@ def protect_table(raw: pa.Table, aggregates: Sequence[Aggregate], p: Protection,
         mean, withheld = published_means(sums[m], n_hat, p)
         value = sums[m] if a.function == "sum" else mean
         cols[a.name] = pa.array(value / 100.0, pa.float64(), mask=withheld)
-        cols[withheld_column(a.name)] = pa.array(withheld, pa.bool_())
-    return pa.table(cols)
+        flags[withheld_column(a.name)] = pa.array(withheld, pa.bool_())
+    # Flags after the values, in aggregate order: the column order of the SQL path.
+    return pa.table({**cols, **flags})
