@@ -54,7 +54,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cube.disclosure.protect import withheld_column
+from cube.disclosure.protect import has_withheld_flag, withheld_column
 from cube.disclosure.rules import check_query
 from cube.errors import ArgumentError, ConfigError, DisclosureRuleError, ModelError, StatcubeError
 from cube.model import Cube, Dimension, Level, Model
@@ -283,7 +283,7 @@ def column_names(query: Query) -> dict[str, str]:
         mapping[a.ref] = a.name if a.name not in mapping.values() else f"{a.dimension}_{a.name}"
     for agg in query.aggregates:
         mapping[agg.name] = agg.name
-        if agg.function == "avg":
+        if has_withheld_flag(agg):
             mapping[withheld_column(agg.name)] = withheld_column(agg.name)
     return mapping
 
@@ -710,10 +710,11 @@ def _descriptions(browser: CubeBrowser, query: Query) -> dict[str, str]:
                     if a == lvl.key else ""))
     for agg in query.aggregates:
         out[agg.name] = f"{agg.label} (published value, cell-key protected)"
-        if agg.function == "avg":
+        if has_withheld_flag(agg):
+            what = "mean" if agg.function == "avg" else "total"
             out[agg.name] += f"; empty where {withheld_column(agg.name)} is true"
             out[withheld_column(agg.name)] = (
-                f"True where the mean is withheld because fewer than {p.mean_threshold} "
+                f"True where the {what} is withheld because fewer than {p.mean_threshold} "
                 "are counted")
     return out
 
@@ -783,7 +784,7 @@ def _datapackage(ws: Workspace, browser: CubeBrowser, g: Grain, query: Query,
             "methodology": {
                 "method": "cell key method (ABS / ONS Census 2021)",
                 "ptable": {"D": params.D, "V": params.V, "js": params.js, "K": params.K},
-                "magnitude_delta": p.delta,
+                "magnitude": p.report_parameters()["magnitude"],
                 "mean_threshold": p.mean_threshold,
                 "notes": [
                     f"Counts are adjusted by up to ±{params.D}; no count from 1 to {params.js} "
@@ -791,8 +792,12 @@ def _datapackage(ws: Workspace, browser: CubeBrowser, g: Grain, query: Query,
                     "Each cell is adjusted on its own: totals are not the sum of their parts, "
                     "and the same cell has the same value in the API and in every export "
                     "of the same release.",
-                    "Amounts are in pounds; means are published sums over published counts, "
-                    f"withheld where fewer than {p.mean_threshold} are counted.",
+                    "Amounts are in pounds; means are published totals over published "
+                    f"counts. Totals and means are withheld where fewer than "
+                    f"{p.mean_threshold} are counted.",
+                    "Amount totals carry noise of a share of the cell's largest single amount "
+                    "(a flex function: large in small cells, small in large ones); a total "
+                    "dominated by one or two amounts (p% rule) is never published exactly.",
                 ],
             },
         },

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cube.disclosure.gate import ProtectedResult
-from cube.disclosure.protect import withheld_column
+from cube.disclosure.protect import has_withheld_flag, withheld_column
 from cube.engine import Engine
 from cube.errors import ArgumentError
 
@@ -59,7 +59,7 @@ def feature_collection(result: ProtectedResult, engine: Engine) -> dict[str, Any
         geoms = dict(zip(t.column("code").to_pylist(), t.column("geometry").to_pylist(),
                          strict=True))
     aggs = [a.name for a in q.aggregates]
-    flags = [withheld_column(a.name) for a in q.aggregates if a.function == "avg"]
+    flags = [withheld_column(a.name) for a in q.aggregates if has_withheld_flag(a)]
     features = []
     for cell in result.cells.to_pylist():
         code = str(cell[level.key.ref])

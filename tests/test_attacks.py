@@ -29,13 +29,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from conftest import TEST_SECRET
+from test_disclosure import expected_sum
 
 from cube import sql as compiler
 from cube.build import BuildOptions, build
-from cube.disclosure.ptable import PTable
-from cube.disclosure.report import sdc_report
 from cube.disclosure.groups import is_predefined
-from cube.disclosure.rules import RULE_OA_CATEGORIES
+from cube.disclosure.report import sdc_report
+from cube.disclosure.rules import RULE_OA_CATEGORIES, Protection
 from cube.errors import ArgumentError, DisclosureRuleError
 from cube.keys import record_keys
 from cube.model import Model
@@ -106,13 +106,13 @@ def _half_up(num: int, den: int) -> int:
     return (2 * num + den) // (2 * den)
 
 
-def _cap_units(ptable: PTable, delta_milli: int, threshold: int
-               ) -> tuple[list[int], dict[str, int]]:
+def _cap_units(p: Protection) -> tuple[list[int], dict[str, int]]:
     """Unit ids for the benefit-cap cell, chosen (from the known test secret) so that the
     cell's count noise and magnitude noise are both non-zero and no raw figure coincides
     with a published one: a leak of any raw value would then show."""
     amounts = [*CAP_AMOUNTS, CAP_MAX]
     n, s = len(amounts), sum(amounts)
+    ptable, threshold = p.ptable, p.mean_threshold
     ncat = ptable.params.ncat
     for first in range(900_000, 900_000 + 50 * 100, 100):
         units = list(range(first, first + n))
@@ -123,8 +123,7 @@ def _cap_units(ptable: PTable, delta_milli: int, threshold: int
         if c == 0 or v == 0 or min(rk, rk2) < 100:
             continue
         n_hat = n + c
-        s_hat = max(0, s + (1 if v > 0 else -1) * _half_up(CAP_MAX * abs(v) * delta_milli,
-                                                           1000))
+        s_hat = expected_sum(n, n_hat, s, CAP_MAX, rk2, p)
         raw = {"n": n, "sum": s, "max": CAP_MAX, "rk": rk, "rk2": rk2,
                "mean": _half_up(s, n)}
         published = {n_hat, s_hat, _half_up(s_hat, n_hat)}
@@ -181,7 +180,7 @@ def crafted(model: Model, workspace: Workspace, tmp_path_factory: pytest.TempPat
                        hb_dir / f"{month}.parquet")
 
     p = workspace.gate.protection
-    units, raw = _cap_units(p.ptable, p.delta_milli, p.mean_threshold)
+    units, raw = _cap_units(p)
     amounts = [*CAP_AMOUNTS, CAP_MAX]
     cap = pa.table({
         "unit_id": units, "month": [CAP_MONTH] * len(units), "oa_code": [oas[17]] * len(units),
@@ -442,3 +441,146 @@ def test_no_raw_value_in_any_output_of_a_crafted_cell(crafted: Crafted,
     # The operator's utility report refuses a level with one cell rather than describe it.
     with pytest.raises(ArgumentError, match="at least 10"):
         sdc_report(b, "geography:oa", "2026-02")
+
+
+# --- (e) amounts: lone claimants, dominated cells, and what the noise costs ----------------
+
+DOM_MONTH = "2026-02"
+
+
+def _dominated_cells(n_oas: int) -> list[list[int]]:
+    """Per OA, the weekly reductions (pence) of one benefit-cap cell: cells dominated by one
+    amount, by two, lone households, and ordinary cells beside them."""
+    rng = np.random.default_rng(99)
+    cells: list[list[int]] = []
+    for i in range(n_oas):
+        kind = i % 4
+        small = [int(a) for a in rng.integers(300, 800, size=int(rng.integers(9, 16)))]
+        if kind == 0:  # one amount dominates
+            cells.append([int(rng.integers(60_000, 99_000)), *small])
+        elif kind == 1:  # two amounts dominate (the second largest learns the largest)
+            big = int(rng.integers(40_000, 80_000))
+            cells.append([big, big - int(rng.integers(0, 5_000)), *small])
+        elif kind == 2:  # a lone household
+            cells.append([int(rng.integers(1_000, 40_000))])
+        else:  # ordinary
+            cells.append([int(a) for a in rng.integers(3_000, 9_000, size=14)])
+    return cells
+
+
+@pytest.fixture(scope="module")
+def dominated(model: Model, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[Workspace, dict[str, list[int]], pa.Table]]:
+    """A warehouse whose benefit-cap cube holds only the cells of ``_dominated_cells``, one
+    per OA of the first 120 OAs; yields it with each OA's amounts and the geography."""
+    root = tmp_path_factory.mktemp("dominated")
+    inp = root / "in"
+    generate(inp, GenerateOptions(scale=0.002, seed=5, start=DOM_MONTH, months=1,
+                                  cubes=("benefit_cap",)))
+    lookup = pacsv.read_csv(inp / "geography" / "OA21_LSOA21_MSOA21_LAD22_GB_LU.csv")
+    oas = lookup.column("OA21CD").to_pylist()[:120]
+    amounts = dict(zip(oas, _dominated_cells(len(oas)), strict=True))
+    cols: dict[str, list[Any]] = defaultdict(list)
+    unit = 5_000_000
+    for oa, values in amounts.items():
+        for a in values:
+            cols["unit_id"].append(unit)
+            unit += 1
+            cols["oa_code"].append(oa)
+            cols["weekly_reduction"].append(a)
+    n = len(cols["unit_id"])
+    cap = pa.table({**cols, "month": [DOM_MONTH] * n,
+                    **{k: [v] * n for k, v in CAP_CELL.items()}})
+    cap_dir = inp / "microdata" / "benefit_cap"
+    for f in cap_dir.iterdir():
+        f.unlink()
+    pq.write_table(cap, cap_dir / f"{DOM_MONTH}.parquet")
+    report = build(model, inp, root / "warehouse", TEST_SECRET, BuildOptions())
+    ws = Workspace.open(model, report.warehouse)
+    yield ws, amounts, lookup
+    ws.close()
+
+
+def _p_rule(values: list[int], p: int = 10) -> bool:
+    """The exact p% dominance rule on the true amounts: the total less its two largest
+    amounts is under p% of the largest (the second largest can then estimate the largest
+    to within p%)."""
+    top = sorted(values, reverse=True)
+    return 100 * (sum(top) - sum(top[:2])) < p * top[0]
+
+
+def test_no_lone_claimant_total_and_no_exact_dominated_total(
+        dominated: tuple[Workspace, dict[str, list[int]], pa.Table]) -> None:
+    """At every geographic level (and the summary), cells are grouped from the crafted
+    amounts: a cell with one household never publishes a total (it would be that household's
+    award), no cell with a published count under the mean threshold publishes one, and a
+    cell the exact p% rule marks never publishes its true total."""
+    ws, amounts, lookup = dominated
+    b = ws.cube("benefit_cap")
+    columns = {"oa": "OA21CD", "lsoa": "LSOA21CD", "msoa": "MSOA21CD", "la": "LAD22CD"}
+    lone = dominated_published = 0
+    for level, column in columns.items():
+        groups: dict[str, list[int]] = defaultdict(list)
+        for oa, parent in zip(lookup.column("OA21CD").to_pylist(),
+                              lookup.column(column).to_pylist(), strict=True):
+            groups[parent] += amounts.get(oa, [])
+        result = b.aggregate(drilldown=f"geography:{level}", pagesize=ALL)  # one month
+        cells = result.cells.to_pylist()
+        assert cells
+        for c in cells:
+            values = groups[c[f"geography.{level}_code"]]
+            total = c["weekly_reduction_sum"]
+            if c["households"] < 10:
+                assert total is None and c["weekly_reduction_sum_withheld"] is True
+                assert c["weekly_reduction_mean"] is None
+            if len(values) == 1:
+                assert total is None
+                lone += 1
+            if total is not None and _p_rule(values):
+                assert round(total * 100) != sum(values), (level, values)
+                dominated_published += 1
+    print(f"published lone-household cells {lone}, dominated cells with a total "
+          f"{dominated_published}")
+    assert lone >= 5  # (the rest publish a count of 0 and are left out)
+    assert dominated_published >= 30  # the rule was exercised on published totals
+
+
+@pytest.fixture(scope="module")
+def utility_ws(model: Model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    """Both amount cubes at scale 0.05 (about 80 local authorities), two months."""
+    root = tmp_path_factory.mktemp("utility")
+    generate(root / "in", GenerateOptions(scale=0.05, seed=3, start="2026-10", months=2,
+                                          cubes=("housing_benefit", "benefit_cap")))
+    report = build(model, root / "in", root / "warehouse", TEST_SECRET, BuildOptions())
+    ws = Workspace.open(model, report.warehouse)
+    yield ws
+    ws.close()
+
+
+@pytest.mark.parametrize("cube", ["housing_benefit", "benefit_cap"])
+def test_local_authority_means_are_within_one_percent(utility_ws: Workspace, cube: str
+                                                      ) -> None:
+    """Utility: on local authority × month cells with a published count of at least 100, the
+    published mean is within 1% of the true mean in at least 95% of cells (and the median
+    error is well under that). bench/bench_magnitudes.py measures the same at scale 0.2."""
+    b = utility_ws.cube(cube)
+    measure = next(m for m in b.cube.measures if m.kind == "amount").name
+    count = next(a.name for a in b.cube.aggregates if a.measure.kind == "count")
+    mean = next(a.name for a in b.cube.aggregates if a.function == "avg")
+    q = b.query(Request.make(cube, drilldown="geography:la|time:month",
+                             aggregates=f"{count}|{mean}"))
+    keys = [a.ref for a in q.cell_attributes]
+    raw = {tuple(r[k] for k in keys): r for r in b._raw_aggregate(q).cells.to_pylist()}
+    errors = []
+    for c in b.aggregate_query(q).cells.to_pylist():
+        if c[count] < 100:
+            continue
+        r = raw[tuple(c[k] for k in keys)]
+        true = r[compiler.sum_col(measure)] / r[compiler.N]
+        errors.append(abs(c[mean] * 100 - true) / true)
+    assert len(errors) >= 25
+    within = float(np.mean(np.asarray(errors) <= 0.01))
+    print(f"{cube}: {len(errors)} cells, {100 * within:.1f}% within 1%, "
+          f"median {100 * float(np.median(errors)):.3f}%")
+    assert within >= 0.95
+    assert float(np.median(errors)) < 0.005

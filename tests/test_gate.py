@@ -92,7 +92,8 @@ def test_gate_refuses_a_warehouse_whose_ptable_rows_were_changed(model: Model, w
 def test_the_gate_uses_the_models_parameters(model: Model, workspace: Workspace) -> None:
     p = workspace.gate.protection
     assert p == Protection.from_model(model)
-    assert (p.delta, p.delta_milli, p.mean_threshold) == (0.3, 300, 10)
+    assert (p.p_small, p.p_large, p.flex_point, p.q, p.mean_threshold) == (0.25, 0.05, 5, 2, 10)
+    assert (p.dominance_p, p.dominance_mu) == (10, 1)
 
 
 # --- the result type --------------------------------------------------------------------------
@@ -117,8 +118,10 @@ def test_public_methods_return_protected_results(workspace: Workspace) -> None:
     for result in (hb.aggregate(drilldown="tenure"), hb.aggregate_query(q)):
         assert isinstance(result, ProtectedResult)
     report = hb.aggregate(drilldown="geography:oa", pagesize=500).to_json()["disclosure"]
-    assert report["parameters"] == {"D": 3, "V": 2.0, "js": 2, "delta": 0.3,
-                                    "mean_threshold": 10}
+    assert report["parameters"] == {
+        "D": 3, "V": 2.0, "js": 2, "mean_threshold": 10,
+        "magnitude": {"p_small": 0.25, "p_large": 0.05, "flex_point": 5, "q": 2,
+                      "dominance_p": 10, "dominance_mu": 1}}
     assert report["withheld_values"] > 0
     assert any("may not equal the sum" in n for n in report["notes"])
 

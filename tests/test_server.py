@@ -219,16 +219,16 @@ def test_aggregate_shape_field_by_field(client: FlaskClient, published_view: Wor
     assert body["cells"] == core["cells"] and body["summary"] == core["summary"]
     for c in body["cells"]:
         assert set(c) == set(body["attributes"]) | set(body["aggregates"]) | {
-            "weekly_award_mean_withheld"}
+            "weekly_award_sum_withheld", "weekly_award_mean_withheld"}
         assert c["geography.country_code"] == "E92000001"
         assert isinstance(c["claimants"], int) and c["claimants"] >= 3
     assert set(body["summary"]) == {"claimants", "weekly_award_sum", "weekly_award_mean",
-                                    "weekly_award_mean_withheld"}
+                                    "weekly_award_sum_withheld", "weekly_award_mean_withheld"}
     d = body["disclosure"]
     assert set(d) == {"method", "ptable", "parameters", "withheld_values", "notes"}
     assert d["method"].startswith("cell key method")
-    assert set(d["parameters"]) == {"D", "V", "js", "delta", "mean_threshold"}
-    assert d["withheld_values"] == 0 and len(d["notes"]) == 4
+    assert set(d["parameters"]) == {"D", "V", "js", "magnitude", "mean_threshold"}
+    assert d["withheld_values"] == 0 and len(d["notes"]) == 5
 
 
 def test_drilldown_forms_are_equivalent(client: FlaskClient) -> None:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from cube import sql as compiler
 from cube.disclosure import groups
-from cube.disclosure.protect import protect_table, withheld_column
+from cube.disclosure.protect import has_withheld_flag, protect_table, withheld_column
 from cube.disclosure.ptable import PTable
 from cube.disclosure.rules import Protection, check_query
 from cube.disclosure.sql_path import PTABLE, protected_stage
@@ -151,15 +151,18 @@ class Gate:
         return DisclosureReport(
             method=METHOD,
             ptable=p.ptable.digest[:16],
-            parameters={"D": params.D, "V": params.V, "js": params.js, "delta": p.delta,
-                        "mean_threshold": p.mean_threshold},
+            parameters=p.report_parameters(),
             withheld=withheld,
             notes=(
                 f"Counts are adjusted by up to ±{params.D} to protect confidentiality; "
                 f"no count of 1 to {params.js} is published.",
                 "Each figure is adjusted on its own, so totals may not equal the sum of "
                 "their parts.",
-                f"Means are withheld (null) where fewer than {p.mean_threshold} are counted.",
+                f"Amount totals and means are withheld (null) where fewer than "
+                f"{p.mean_threshold} are counted.",
+                "Amount totals carry noise scaled to the largest single amount in the cell: "
+                "a large share of it in small cells, a small one in large cells; a total "
+                "dominated by one or two amounts is never published exactly.",
                 "Cells adjusted to zero are left out, like empty cells.",
                 *extra,
             ),
@@ -254,12 +257,13 @@ class Gate:
             for a in query.aggregates:
                 if a.nonadditive:
                     summary[a.name] = None
-                    if withheld_column(a.name) in summary:
+                    if has_withheld_flag(a):
                         summary[withheld_column(a.name)] = True
             notes = (*notes, "The summary of a stock over several periods is not published: a "
                      "caseload cannot be added across months.")
-        flags = [c for c in cells.column_names if c.endswith("_withheld")]
-        withheld = sum(pc.sum(cells.column(f)).as_py() or 0 for f in flags)
+        flagged = [a.name for a in query.aggregates if has_withheld_flag(a)]
+        withheld = sum(pc.sum(cells.column(withheld_column(m))).as_py() or 0 for m in flagged
+                       if withheld_column(m) in cells.column_names)
         allowed = frozenset(_keep(query)) | {a.name for a in query.aggregates} | {
             withheld_column(a.name) for a in query.aggregates}
         return ProtectedResult(query, cells, summary, total,

@@ -42,7 +42,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cube import sql as compiler
-from cube.disclosure.protect import protect_table, published_means, withheld_column
+from cube.disclosure.protect import (
+    has_withheld_flag,
+    protect_table,
+    published_means,
+    withheld_column,
+)
 from cube.disclosure.rules import Protection, check_query
 from cube.errors import TooLargeError
 from cube.model import Aggregate, Cube, Dimension, Hierarchy
@@ -371,8 +376,7 @@ def aggregate(raw: RawCube, query: Query, p: Protection, keep: Sequence[str]) ->
         tables, n = _tile_cells(raw, query, box, p, keep)
         parts += tables
         tiles += n
-    aggs = _tile_aggregates(query.cube)
-    flag_sums = _sums_are_flagged(aggs, p)
+    flag_sums = any(has_withheld_flag(a) and a.function == "sum" for a in query.aggregates)
     if not parts:
         empty = _published(_add_up([_empty(query, keep)], keep, query.cube) if keep
                            else _zero(query.cube), query, p, keep, flag_sums)
@@ -384,20 +388,6 @@ def aggregate(raw: RawCube, query: Query, p: Protection, keep: Sequence[str]) ->
     if keep:
         cells = _arrange(cells, query)
     return GroupResult(cells, cells.num_rows, tiles)
-
-
-def _sums_are_flagged(aggs: Sequence[Aggregate], p: Protection) -> bool:
-    """Whether the protection publishes a withheld flag beside amount sums (it does once
-    sums are withheld below the mean threshold): the group columns follow it."""
-    sums = [a for a in aggs if a.function == "sum"]
-    if not sums:
-        return False
-    probe = pa.table({compiler.N: pa.array([1], pa.int64()), compiler.RK: [0],
-                      compiler.RK2: [0]} | {
-        c: pa.array([0], pa.int64()) for a in sums
-        for c in (compiler.sum_col(a.measure.name), compiler.max_col(a.measure.name))})
-    return withheld_column(sums[0].name) in protect_table(probe, sums, p, [], drop_zero=False
-                                                          ).column_names
 
 
 def _empty(query: Query, keep: Sequence[str]) -> pa.Table:

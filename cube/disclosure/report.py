@@ -25,6 +25,7 @@ Figures, over the non-empty cells of the level (``n`` raw, ``n̂`` published):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -120,11 +121,17 @@ class UtilityReport:
         lines = [
             f"sdc-report: {self.cube} by {self.level}, {self.period} (release {self.release})",
             f"p-table {self.ptable}: D={p['D']}, V={p['V']}, js={p['js']}; "
-            f"delta={p['delta']}; means need a published count >= {p['mean_threshold']}",
+            f"magnitudes {_magnitude_words(p['magnitude'])}; totals and means need a "
+            f"published count >= {p['mean_threshold']}",
         ]
         lines += [f"  {label.ljust(width)}{value:>10}" + (f"  ({note})" if note else "")
                   for label, value, note in rows]
         return "\n".join(lines)
+
+
+def _magnitude_words(m: Mapping[str, Any]) -> str:
+    return (f"p_small={m['p_small']}, p_large={m['p_large']}, flex_point={m['flex_point']}, "
+            f"q={m['q']}, dominance p={m['dominance_p']}%")
 
 
 def _period_cut(browser: CubeBrowser, period: str | None) -> tuple[str, str]:
@@ -204,20 +211,18 @@ def sdc_report(browser: CubeBrowser, level: str, period: str | None = None) -> U
             continue
         m = a.measure.name
         s = _ints(raw, compiler.sum_col(m))
-        s_hat = published_sums(s, _ints(raw, compiler.max_col(m)), _ints(raw, RK2), p)
+        s_hat = published_sums(n, n_hat, s, _ints(raw, compiler.max_col(m)), _ints(raw, RK2), p)
         mean_hat, withheld = published_means(s_hat, n_hat, p)
         shown = ~withheld & (n > 0) & (s > 0)
         true_mean = s[shown] / n[shown]
         rel = np.abs(mean_hat[shown] - true_mean) / true_mean
         means.append(MeanUtility(a.name, int(shown.sum()), int(withheld.sum()),
                                  float(rel.mean()) if rel.size else None))
-    params = p.ptable.params
     count = next(a.name for a in cube.aggregates if a.measure.kind == "count")
     return UtilityReport(
         cube=cube.name, level=query.drilldown[0].level.ref, period=label,
         release=browser.ws.release, ptable=p.ptable.digest[:12],
-        parameters={"D": params.D, "V": params.V, "js": params.js, "delta": p.delta,
-                    "mean_threshold": p.mean_threshold},
+        parameters=p.report_parameters(),
         cells=cells, count_aggregate=count,
         mean_absolute_deviation=float(diff.mean()),
         share_changed=float((diff > 0).mean()),

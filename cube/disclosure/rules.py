@@ -20,41 +20,106 @@ from cube.errors import ConfigError, DisclosureRuleError
 from cube.model import Level, Model
 from cube.query import CutPart, Query
 
+#: Fixed-point scale of the magnitude parameters: fractions are whole 1/100000ths, so the
+#: flex function runs in integers and numpy and SQL agree to the penny.
+MAGNITUDE_SCALE = 100_000
+
+#: The magnitude parameters (model.json ``info.disclosure.magnitude``) and their defaults.
+MAGNITUDE_DEFAULTS: Mapping[str, float] = {
+    "p_small": 0.25, "p_large": 0.05, "flex_point": 5, "q": 2, "dominance_p": 10,
+    "dominance_mu": 1,
+}
+
 
 @dataclass(frozen=True)
 class Protection:
-    """Model-wide protection parameters (model.json ``info.disclosure``)."""
+    """Model-wide protection parameters (model.json ``info.disclosure``).
+
+    Magnitudes (``info.disclosure.magnitude``; see cube/disclosure/protect.py): the noise of
+    an amount total is a flex-function share of the cell's largest contribution x1 — about
+    ``p_small`` of it in a cell that is little more than its largest contribution, falling
+    towards ``p_large`` as the cell grows to many times x1 (``flex_point`` largest
+    contributions is where the two halves meet; ``q`` the steepness). A cell the
+    ``dominance_p`` % rule marks sensitive gets at least ``dominance_p`` % of x1 and
+    ``dominance_mu`` more steps of noise, so it never publishes its true total.
+    """
 
     ptable: PTable
-    delta: float = 0.3
     mean_threshold: int = 10
+    p_small: float = 0.25
+    p_large: float = 0.05
+    flex_point: int = 5
+    q: int = 2
+    dominance_p: int = 10
+    dominance_mu: int = 1
 
     @property
     def k(self) -> int:
         return self.ptable.params.K
 
-    @property
-    def delta_milli(self) -> int:
-        """δ in thousandths: magnitude noise is computed in integers so SQL and numpy agree."""
-        return round(self.delta * 1000)
+    def fixed(self, fraction: float) -> int:
+        """A fraction in whole 1/MAGNITUDE_SCALE units (validated to be exact)."""
+        return round(fraction * MAGNITUDE_SCALE)
+
+    def report_parameters(self) -> dict[str, Any]:
+        """The parameters as disclosure reports and export metadata print them."""
+        params = self.ptable.params
+        return {"D": params.D, "V": params.V, "js": params.js,
+                "mean_threshold": self.mean_threshold,
+                "magnitude": {"p_small": self.p_small, "p_large": self.p_large,
+                              "flex_point": self.flex_point, "q": self.q,
+                              "dominance_p": self.dominance_p,
+                              "dominance_mu": self.dominance_mu}}
 
     @classmethod
     def from_model(cls, model: Model) -> Protection:
         d: Mapping[str, Any] = model.disclosure
-        unknown_keys = set(d) - {"ptable", "delta", "mean_threshold"}
+        unknown_keys = set(d) - {"ptable", "mean_threshold", "magnitude"}
         if unknown_keys:
-            raise ConfigError(f"unknown info.disclosure keys: {', '.join(sorted(unknown_keys))}")
-        params = PTableParams.from_mapping(d.get("ptable", {}))
-        delta = float(d.get("delta", 0.3))
-        whole_milli = abs(delta * 1000 - round(delta * 1000)) <= 1e-9
-        if not delta > 0 or delta * params.D >= 1 or not whole_milli:
+            hint = " (delta became info.disclosure.magnitude)" if "delta" in unknown_keys else ""
             raise ConfigError(
-                f"info.disclosure.delta={delta}: need 0 < δ, δ·D < 1 (so protected sums stay "
-                "non-negative) and δ in whole thousandths")
-        threshold = int(d.get("mean_threshold", 10))
-        if threshold < 1:
-            raise ConfigError("info.disclosure.mean_threshold must be at least 1")
-        return cls(build_ptable(params), delta, threshold)
+                f"unknown info.disclosure keys: {', '.join(sorted(unknown_keys))}{hint}")
+        params = PTableParams.from_mapping(d.get("ptable", {}))
+        threshold = d.get("mean_threshold", 10)
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ConfigError("info.disclosure.mean_threshold must be a whole number >= 1")
+        mag = _magnitude(d.get("magnitude", {}))
+        return cls(build_ptable(params), threshold, **mag)
+
+
+def _magnitude(raw: object) -> dict[str, Any]:
+    """Validated ``info.disclosure.magnitude`` with defaults filled in."""
+    where = "info.disclosure.magnitude"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be an object")
+    unknown = set(raw) - set(MAGNITUDE_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown {where} keys: {', '.join(sorted(map(str, unknown)))}",
+                          hint="valid: " + ", ".join(MAGNITUDE_DEFAULTS))
+    out: dict[str, Any] = {}
+    for key, default in MAGNITUDE_DEFAULTS.items():
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}.{key} must be a number, got {value!r}",
+                              parameter=key, value=repr(value))
+        out[key] = value
+    for key in ("p_small", "p_large"):
+        f = float(out[key])
+        if not 0 < f <= 1 or abs(f * MAGNITUDE_SCALE - round(f * MAGNITUDE_SCALE)) > 1e-6:
+            raise ConfigError(f"{where}.{key}={f}: need 0 < {key} <= 1, in whole "
+                              f"1/{MAGNITUDE_SCALE}ths", parameter=key, value=str(f))
+        out[key] = f
+    if out["p_large"] > out["p_small"]:
+        raise ConfigError(f"{where}: p_large must not exceed p_small (the flex function "
+                          "falls as cells grow)", parameter="p_large", value=str(out["p_large"]))
+    for key, lo, hi in (("flex_point", 1, 100), ("q", 1, 4), ("dominance_p", 1, 100),
+                        ("dominance_mu", 1, 3)):
+        v = out[key]
+        if not (float(v).is_integer() and lo <= v <= hi):
+            raise ConfigError(f"{where}.{key} must be a whole number from {lo} to {hi}, got "
+                              f"{v!r}", parameter=key, value=repr(v))
+        out[key] = int(v)
+    return out
 
 
 #: Rule name, quoted in every refusal so a user (and a test) can tell it apart.
