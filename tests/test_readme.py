@@ -100,7 +100,7 @@ def readme_examples(text: str) -> list[Example]:
     lines = text.splitlines()
     out: list[Example] = []
     for i, line in enumerate(lines):
-        m = MARKER.search(line)
+        m = MARKER.fullmatch(line.strip())  # a marker is a line of its own
         if not m:
             continue
         opts = dict(kv.split("=", 1) for kv in m["opts"].split())
