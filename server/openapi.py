@@ -69,7 +69,13 @@ SCHEMAS: dict[str, Any] = {
     "Disclosure": {"type": "object",
                    "required": ["method", "ptable", "parameters", "withheld_values", "notes"],
                    "properties": {"method": _STR, "ptable": _STR, "parameters": _OBJ,
-                                  "withheld_values": _INT, "notes": _arr(_STR)}},
+                                  "withheld_values": _INT, "notes": _arr(_STR),
+                                  "sums_of_published_cells": {
+                                      "type": "object",
+                                      "description": "present when values are custom groups: "
+                                                     "sums of published predefined cells",
+                                      "required": ["values", "cells_added"],
+                                      "properties": {"values": _INT, "cells_added": _INT}}}},
     "Aggregate": {
         "type": "object",
         "description": "The Cubes 1.1 /aggregate shape, plus period, release and disclosure.",
@@ -216,8 +222,11 @@ def document(version: str) -> dict[str, Any]:
                     formats=tuple(MEDIA_TYPES), path_params=[_CUBE],
                     errors=("403", "413"),
                     description="Slice (cut) and break down (drilldown) a cube. Every value "
-                                "is protected by the cell key method; withheld means are "
-                                "null with `<aggregate>_withheld: true` (CSV: `..`).")
+                                "is protected by the cell key method; amount totals and means "
+                                "of fewer than 10 are withheld: null with "
+                                "`<aggregate>_withheld: true` (CSV: `..`). A custom group "
+                                "(set, range or negated cut, split, cross-hierarchy cut) is "
+                                "the sum of the published values of its predefined cells.")
     report_get = _op("report", "Several named queries at once", "Report", path_params=[_CUBE],
                      errors=("403", "413"))
     report_post = dict(report_get, operationId="report_post", requestBody={
