@@ -953,7 +953,7 @@ def choose_release(calendar: Calendar, release: str | None, now: datetime, *,
     if not found.is_published(now) and not prerelease:
         when = found.published.astimezone(LONDON).isoformat(timespec="minutes")
         raise ArgumentError(f"release {release!r} is not published until {when}; export it "
-                            "ahead of publication with --prerelease (prerelease=True)",
+                            "ahead of publication with --prerelease",
                             parameter="release", value=release)
     return found
 
