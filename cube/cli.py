@@ -321,8 +321,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--grain", action="append",
                    help="export grain, e.g. oa or la_all (repeatable; default all)")
     e.add_argument("--out", help="export directory (env STATCUBE_EXPORT_DIR, default exports)")
-    e.add_argument("--warehouse", help="DuckDB file (env STATCUBE_WAREHOUSE; default: the "
-                                       "release's, else the newest in DATA_DIR/warehouse)")
+    e.add_argument("--warehouse", help="DuckDB file for releases the calendar names no "
+                                       "warehouse for, as for serve (env STATCUBE_WAREHOUSE; "
+                                       "default: the newest in DATA_DIR/warehouse)")
     e.add_argument("--releases", help="release calendar file (env STATCUBE_RELEASES; default "
                                       "DATA_DIR/releases.toml if it exists)")
     e.set_defaults(func=cmd_export)
