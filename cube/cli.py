@@ -218,11 +218,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write (or resume) protected Parquet exports of a release: see cube/export.py."""
     from cube.export import export_release, format_bytes, open_release
 
-    settings = _settings(args)
+    settings = _settings(args).with_(warehouse=args.warehouse, releases=args.releases)
     ws, release, published = open_release(
-        _model(settings), data_dir=settings.data_dir,
-        warehouse=args.warehouse or settings.warehouse, release=args.release,
-        calendar=args.releases or settings.releases)
+        _model(settings), data_dir=settings.data_dir, warehouse=settings.warehouse,
+        release=args.release, calendar=settings.release_calendar(),
+        prerelease=args.prerelease)
     out = Path(args.out or settings.export_dir)
     try:
         with progress_bar(f"export {release}") as report:
@@ -233,7 +233,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     rows = sum(r.rows for r in results)
     size = sum(r.bytes for r in results)
     kept = sum(1 for r in results if r.already_complete)
-    console.print(f"exported release {release} to {out / release}: {len(results)} grains"
+    last = f"{ws.visible_until[0]:04d}-{ws.visible_until[1]:02d}" if ws.visible_until else "?"
+    console.print(f"exported release {release} (data to {last}) to {out / release}: "
+                  f"{len(results)} grains"
                   + (f" ({kept} already complete, left as they were)" if kept else "")
                   + f", {rows:,} rows, {format_bytes(size)} of data"
                   + (f"; published {published}" if published else ""))
@@ -310,14 +312,20 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="write protected Parquet cube exports of a release "
                                       "(resumes an interrupted run)")
-    e.add_argument("--release", help="release id (default: the warehouse's release)")
+    e.add_argument("--release", help="release id in the calendar in force (default: the "
+                                     "latest published release)")
+    e.add_argument("--prerelease", action="store_true",
+                   help="allow --release to name a release not yet published (served only "
+                        "to prerelease and admin keys until its publication time)")
     e.add_argument("--cube", action="append", help="cube to export (repeatable; default all)")
     e.add_argument("--grain", action="append",
                    help="export grain, e.g. oa or la_all (repeatable; default all)")
     e.add_argument("--out", help="export directory (env STATCUBE_EXPORT_DIR, default exports)")
-    e.add_argument("--warehouse", help="DuckDB file (env STATCUBE_WAREHOUSE; default: the "
-                                       "release's, else the newest in DATA_DIR/warehouse)")
-    e.add_argument("--releases", help="release calendar file (env STATCUBE_RELEASES)")
+    e.add_argument("--warehouse", help="DuckDB file for releases the calendar names no "
+                                       "warehouse for, as for serve (env STATCUBE_WAREHOUSE; "
+                                       "default: the newest in DATA_DIR/warehouse)")
+    e.add_argument("--releases", help="release calendar file (env STATCUBE_RELEASES; default "
+                                      "DATA_DIR/releases.toml if it exists)")
     e.set_defaults(func=cmd_export)
 
     r = sub.add_parser("sdc-report", help="utility of disclosure control for a cube and "

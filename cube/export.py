@@ -10,9 +10,15 @@ A release's export is ``exports/<release>/<cube>/<grain>/`` holding
 - ``codelists/<dimension>_<level>.parquet|csv`` — members and labels of every level used;
 - ``README.txt``;
 - ``datapackage.json`` — a Frictionless Data Package (schemas, Open Government Licence v3.0,
-  sources, method, release and publication time, p-table hash, SHA-256 and size of every
-  file);
+  sources, method, SHA-256 and size of every file) whose ``statcube.provenance`` is the
+  export's record: release, its last period and publication time, warehouse build, p-table
+  hash, grain;
 - ``SHA256SUMS`` — the same checksums plus that of datapackage.json, for ``sha256sum -c``.
+
+An export is always of a release of the calendar in force (:func:`open_release`): by default
+the latest published one, seen up to its last period exactly as the API serves it; with no
+calendar, the warehouse as its one release. The download server serves it only while its
+record matches the calendar and the warehouse build it serves (:func:`record_matches`).
 
 Grains (which levels of which dimensions; the period is always one of them) come from a cube's
 ``info.exports.grains`` in model.json, else the defaults: local authority × every category,
@@ -48,6 +54,7 @@ import shutil
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +63,17 @@ import pyarrow.parquet as pq
 
 from cube.disclosure.protect import has_withheld_flag, withheld_column
 from cube.disclosure.rules import check_query
-from cube.errors import ArgumentError, ConfigError, DisclosureRuleError, ModelError, StatcubeError
+from cube.errors import (
+    ArgumentError,
+    ConfigError,
+    DisclosureRuleError,
+    ModelError,
+    StatcubeError,
+    suggest,
+)
 from cube.model import Cube, Dimension, Level, Model
 from cube.query import MAX_PAGESIZE, CutPart, Drill, Query
+from cube.releases import LONDON, Calendar, Release, build_id, format_period, warehouse_calendar
 from cube.workspace import CubeBrowser, Workspace, resolve_warehouse
 
 #: Rows per Parquet row group (the last group of a partition may be smaller).
@@ -69,7 +84,9 @@ BATCH_ROWS = 100_000
 #: in a full row group (Parquet writers fall back to plain encoding past the limit).
 DICTIONARY_PAGE_BYTES = 8 << 20
 #: Bump when the bytes an export produces change for the same warehouse (resumes then restart).
-FORMAT_VERSION = 1
+#: 2: the record (release, last period, publication time, warehouse build) lives in
+#: ``statcube.provenance`` alone; the download server serves only format-2 exports.
+FORMAT_VERSION = 2
 LICENCE = {
     "name": "OGL-UK-3.0",
     "title": "Open Government Licence v3.0",
@@ -484,22 +501,56 @@ def release_id(ws: Workspace, release: str | None = None) -> str:
     return release
 
 
+def last_period(ws: Workspace) -> str:
+    """The newest month the workspace may see (YYYY-MM): its embargo limit, else — a
+    warehouse seen whole, as when no calendar is in force — its newest month."""
+    if ws.visible_until is not None:
+        return format_period(ws.visible_until)
+    months = ws.meta.get("months") or []
+    if not months:
+        raise ConfigError("the warehouse lists no months")
+    return str(months[-1])
+
+
 def _provenance(ws: Workspace, browser: CubeBrowser, g: Grain, release: str,
-                row_group_rows: int) -> dict[str, Any]:
-    """Everything that decides the bytes of a grain's files: a partial export made with other
-    values is discarded, and a complete one is refused rather than silently kept."""
+                published: str | None, row_group_rows: int) -> dict[str, Any]:
+    """The export's record — the one home of each fact about what it is of: its release, the
+    release's last period and publication time, the warehouse build, the p-table, the grain.
+    Everything here decides the bytes of a grain's files: a partial export made with other
+    values is discarded, and a complete one is refused rather than silently kept. The
+    download server serves an export only while this record matches the calendar and the
+    served warehouse (:func:`record_matches`)."""
     return {
         "format_version": FORMAT_VERSION,
         "release": release,
+        "last_period": last_period(ws),
+        "published": published,
+        "warehouse_build": build_id(ws.meta),
+        "warehouse_release": ws.meta.get("release"),
+        "warehouse_built_at": ws.meta.get("built_at"),
         "cube": browser.cube.name,
         "grain": g.name,
         "levels": [list(pair) for pair in g.levels],
-        "last_period": browser.period_limit,
         "ptable_sha256": ws.gate.protection.ptable.digest,
-        "warehouse_release": ws.meta.get("release"),
-        "warehouse_built_at": ws.meta.get("built_at"),
         "row_group_rows": row_group_rows,
     }
+
+
+def record_matches(package: Mapping[str, Any], release: Release, build: str, cube: str,
+                   grain_name: str) -> bool:
+    """Whether a finished export's ``datapackage.json`` is an export of ``release`` as the
+    calendar defines it now (same last period), made from warehouse build ``build``, for
+    this cube and grain. A missing or malformed record never matches: an export the
+    calendar and the warehouse do not vouch for is not served."""
+    info = package.get("statcube")
+    record = info.get("provenance") if isinstance(info, Mapping) else None
+    if not isinstance(record, Mapping):
+        return False
+    return (record.get("format_version") == FORMAT_VERSION
+            and record.get("release") == release.id
+            and record.get("last_period") == format_period(release.last_period)
+            and record.get("warehouse_build") == build
+            and record.get("cube") == cube and record.get("grain") == grain_name)
 
 
 @contextlib.contextmanager
@@ -576,13 +627,13 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
     g = grain(cube, grain_name)
     release = release_id(ws, release)
     final = Path(out_root) / release / cube.name / g.name
-    provenance = _provenance(ws, browser, g, release, row_group_rows)
+    provenance = _provenance(ws, browser, g, release, published, row_group_rows)
     if (final / DATAPACKAGE).exists():
-        return _complete(final, provenance, published)
+        return _complete(final, provenance)
     final.parent.mkdir(parents=True, exist_ok=True)
     with _locked(final.parent / f".{g.name}.lock"):
         if (final / DATAPACKAGE).exists():  # finished by another process meanwhile
-            return _complete(final, provenance, published)
+            return _complete(final, provenance)
         partial = final.with_name(f".{g.name}.partial")
         manifest = _load_manifest(partial, provenance)
         parts: dict[str, Any] = manifest["partitions"]
@@ -633,15 +684,13 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
     return ExportResult(final, len(periods), rows, skipped, bytes=nbytes)
 
 
-def _complete(final: Path, provenance: Mapping[str, Any], published: str | None
-              ) -> ExportResult:
+def _complete(final: Path, provenance: Mapping[str, Any]) -> ExportResult:
     """A finished grain: left exactly as it is, unless it was made from something else."""
     package = json.loads((final / DATAPACKAGE).read_text(encoding="utf-8"))
     info = package.get("statcube", {})
-    found = {**(info.get("provenance") or {}), "published": info.get("published")}
-    wanted = {**provenance, "published": published}
-    if found != wanted:
-        differs = sorted(k for k in wanted if found.get(k) != wanted[k])
+    found = info.get("provenance") or {}
+    if found != provenance:
+        differs = sorted(k for k in provenance if found.get(k) != provenance[k])
         raise ConfigError(
             f"{final} is a complete export made from a different warehouse or setup "
             f"({', '.join(differs)} differ); it is never overwritten: remove it to export "
@@ -764,13 +813,8 @@ def _datapackage(ws: Workspace, browser: CubeBrowser, g: Grain, query: Query,
                      "statistical disclosure control"],
         "resources": resources,
         "statcube": {
-            "release": release,
-            "published": published,
-            "cube": cube.name,
             "kind": cube.kind,
             "unit": cube.unit,
-            "grain": g.name,
-            "levels": {d: lv for d, lv in g.levels},
             "periods": [e["period"] for _, e in sorted(parts.items())],
             "partitioning": {"style": "hive", "key": "period",
                              "format": "YYYY-Qn" if cube.grain == "quarter" else "YYYY-MM"},
@@ -778,7 +822,6 @@ def _datapackage(ws: Workspace, browser: CubeBrowser, g: Grain, query: Query,
             "primary_key": keys,
             "parquet": {"compression": "zstd", "row_group_rows": row_group_rows,
                         "dictionary_encoded": _code_columns(query)},
-            "ptable_sha256": p.ptable.digest,
             "provenance": dict(manifest["provenance"]),
             "files": dict(sorted(files.items())),
             "methodology": {
@@ -895,49 +938,63 @@ def export_release(ws: Workspace, out_root: Path, *, cubes: Sequence[str] | None
     return results
 
 
+def choose_release(calendar: Calendar, release: str | None, now: datetime, *,
+                   prerelease: bool = False) -> Release:
+    """The release to export: ``release``, else the latest one published at ``now``.
+
+    An unpublished release is exported only with ``prerelease`` (``--prerelease``): writing
+    it ahead of publication is how its files are ready at 09:30, and the download server
+    still shows it only to prerelease and admin keys until then — but it must be asked for,
+    so a typo or a stale default never writes embargoed months. The operator who runs the
+    export can read the calendar, so the refusal names the publication time."""
+    if release is None:
+        return calendar.latest(now)
+    found = next((r for r in calendar.releases if r.id == release), None)
+    if found is None:
+        ids = [r.id for r in calendar.releases]
+        raise ArgumentError(f"unknown release {release!r}: the release calendar in force "
+                            f"lists {', '.join(ids[-8:])}", parameter="release", value=release,
+                            hint=suggest(release, ids))
+    if not found.is_published(now) and not prerelease:
+        when = found.published.astimezone(LONDON).isoformat(timespec="minutes")
+        raise ArgumentError(f"release {release!r} is not published until {when}; export it "
+                            "ahead of publication with --prerelease",
+                            parameter="release", value=release)
+    return found
+
+
 def open_release(model: Model, *, data_dir: str | Path, warehouse: str | None = None,
-                 release: str | None = None, calendar: str | Path | None = None
+                 release: str | None = None, calendar: str | Path | None = None,
+                 prerelease: bool = False, now: datetime | None = None
                  ) -> tuple[Workspace, str, str | None]:
-    """The workspace, release id and publication time (ISO 8601, London) to export.
+    """The workspace, release id and publication time (ISO 8601, London) to export: always
+    a release of the calendar in force, seen exactly as the API serves it.
 
-    With a release calendar that lists the release, the export holds exactly what the API
-    serves for it: the release's warehouse (or ``warehouse``) seen up to its last period,
-    and its publication time is recorded. Otherwise the release is a warehouse's own:
-    ``warehouse``, else ``<data_dir>/warehouse/<release>.duckdb``, else the newest one.
+    ``calendar`` is the calendar in force (``Settings.release_calendar()``). The release is
+    ``release``, else the latest published at ``now`` (default: the clock); unpublished ones
+    only with ``prerelease`` (:func:`choose_release`). It is read from the warehouse the
+    server serves it from — the one the calendar names for it, else ``warehouse`` (else the
+    newest in ``data_dir``) — and seen up to its last period, so later months cannot reach
+    the export. With no calendar the warehouse is one release, its own, up to its newest
+    month, and no publication time is recorded (the server serves it the same way).
     """
-    from cube.releases import LONDON, Calendar
-
     if release is not None and not _RELEASE_ID.match(release):
         raise ArgumentError(f"release id {release!r}: use letters, digits, '-' and '_'",
                             parameter="release", value=release)
-    cal = Calendar.load(calendar) if calendar else None
-
-    def entry_for(rid: str | None) -> Any:
-        return next((r for r in cal.releases if r.id == rid), None) if cal else None
-
-    entry = entry_for(release)
-    if entry is not None and entry.warehouse:
-        target = entry.warehouse
-    elif warehouse or release is None or entry is not None:
-        target = resolve_warehouse(warehouse, data_dir)
-    else:
-        target = str(Path(data_dir) / "warehouse" / f"{release}.duckdb")
-        if not Path(target).exists():
-            raise ArgumentError(f"no warehouse for release {release!r} ({target} does not "
-                                "exist, and no release calendar lists it)",
-                                parameter="release", value=release)
-    ws = Workspace.open(model, target)
-    if release is None:
-        release = ws.release
-        entry = entry_for(release)
-    if entry is not None:
-        published = entry.published.astimezone(LONDON).isoformat(timespec="seconds")
-        return ws.view(entry.last_period), release_id(ws, release), published
-    if ws.release != release:
-        ws.close()
-        raise ArgumentError(f"warehouse {target} holds release {ws.release!r}, not {release!r}",
-                            parameter="release", value=release)
-    return ws, release_id(ws, release), None
+    when = now if now is not None else datetime.now(UTC)
+    if not calendar:
+        base = Workspace.open(model, resolve_warehouse(warehouse, data_dir))
+        try:
+            chosen = choose_release(warehouse_calendar(base), release, when,
+                                    prerelease=prerelease)
+        except BaseException:
+            base.close()
+            raise
+        return base.view(chosen.last_period), release_id(base, chosen.id), None
+    chosen = choose_release(Calendar.load(calendar), release, when, prerelease=prerelease)
+    base = Workspace.open(model, chosen.warehouse or resolve_warehouse(warehouse, data_dir))
+    published = chosen.published.astimezone(LONDON).isoformat(timespec="seconds")
+    return base.view(chosen.last_period), release_id(base, chosen.id), published
 
 
 def verify_export(path: Path) -> list[str]:

@@ -26,6 +26,7 @@ This module does no HTTP and holds no secrets.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -238,6 +239,26 @@ def quarterly_calendar(months: Iterable[str], *, lag_months: int = 3) -> Calenda
 
 # --- Workspaces per release ------------------------------------------------------------------
 
+def warehouse_calendar(ws: Workspace) -> Calendar:
+    """The calendar when none is configured: the warehouse is one release — its own id,
+    published since forever, whose last period is the warehouse's newest month. The server
+    and ``statcube export`` both use this, so they agree on what such a release holds."""
+    months = ws.meta.get("months") or []
+    if not months:
+        raise ConfigError(f"warehouse {ws.engine.target} lists no months")
+    return Calendar.single(ws.release, parse_period(str(months[-1]), where="months"))
+
+
+def build_id(meta: Mapping[str, Any]) -> str:
+    """Identifies one build of a warehouse: the SHA-256 of its ``statcube_meta`` (release,
+    ``built_at``, model, p-table digest, months, cubes). Every build writes a new ``built_at``,
+    so a rebuild — even of the same inputs — is a new build; loading a build into PostgreSQL
+    copies ``statcube_meta`` as it is and keeps the id. Exports record it, and the download
+    server serves an export only from the build it was made from."""
+    text = json.dumps(dict(meta), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class ReleaseSet:
     """The calendar over open warehouses: one read-only engine per warehouse file, one
     embargo-limited :class:`Workspace` view per release, one :class:`CubeBrowser` per
@@ -274,11 +295,10 @@ class ReleaseSet:
         """With no calendar, the warehouse is one release, published and complete."""
         if calendar is None:
             ws = Workspace.open(model, warehouse)
-            months = ws.meta.get("months") or []
-            ws.close()
-            if not months:
-                raise ConfigError(f"warehouse {warehouse} lists no months")
-            calendar = Calendar.single(ws.release, parse_period(months[-1], where="months"))
+            try:
+                calendar = warehouse_calendar(ws)
+            finally:
+                ws.close()
         return cls(model, calendar, warehouse)
 
     def workspace(self, release: Release) -> Workspace:
@@ -289,6 +309,10 @@ class ReleaseSet:
         meta = self._views[release.id].meta
         return f"{release.id}|{format_period(release.last_period)}|{meta.get('built_at')}|" \
                f"{meta.get('ptable_digest')}"
+
+    def build(self, release: Release) -> str:
+        """:func:`build_id` of the warehouse the release is served from."""
+        return build_id(self._views[release.id].meta)
 
     def cube_names(self, release: Release) -> list[str]:
         return self._views[release.id].cube_names

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from flask import Flask, Request, Response, request, send_file
+from flask import Flask, Request, Response, request
 
 from cube.disclosure.rules import check_query
 from cube.errors import ArgumentError
@@ -122,21 +122,17 @@ def register(app: Flask, svc: Service, openapi: dict[str, Any]) -> None:
     @app.get("/exports")
     def exports() -> Response:
         principal, args = svc.identify(request, "exports")
-        visible = downloads.visible_releases(svc.calendar, svc.clock(),
-                                             principal.role.embargo_exempt)
-        resp = svc.plain(args.flag("prettyprint"), downloads.catalogue(
-            Path(svc.settings.export_dir), visible, request.url_root.rstrip("/") + "/exports"),
+        served = downloads.servable(svc.releases, svc.clock(), principal.role.embargo_exempt)
+        return svc.plain(args.flag("prettyprint"), downloads.catalogue(
+            Path(svc.settings.export_dir), served, request.url_root.rstrip("/") + "/exports"),
             private=True)
-        return resp
 
     @app.get("/exports/<release>/<cube>/<grain>/<path:name>")
     def export_file(release: str, cube: str, grain: str, name: str) -> Response:
         principal, _ = svc.identify(request, "export_file")
-        visible = downloads.visible_releases(svc.calendar, svc.clock(),
-                                             principal.role.embargo_exempt)
-        path = downloads.resolve(Path(svc.settings.export_dir), visible, release, cube, grain,
-                                 name)
-        return send_file(path.resolve(), conditional=True, etag=True, max_age=3600)
+        served = downloads.servable(svc.releases, svc.clock(), principal.role.embargo_exempt)
+        return downloads.send(Path(svc.settings.export_dir), served, release, cube, grain,
+                              name, request)
 
     @app.get("/map")
     def map_page() -> Response:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import pytest
 
 from cube.cli import main
 from cube.disclosure.rules import check_query
-from cube.errors import ConfigError, ModelError
+from cube.errors import ConfigError, ModelError, StatcubeError
 from cube.export import (
     CHECKSUMS,
     DATAPACKAGE,
@@ -44,6 +45,7 @@ from cube.export import (
     Grain,
     _one_ahead,
     _rechunk,
+    choose_release,
     column_names,
     export_grain,
     export_release,
@@ -57,6 +59,7 @@ from cube.export import (
 )
 from cube.grammar import PointCut, format_cuts
 from cube.model import Model, parse_model
+from cube.releases import LONDON, Calendar, build_id
 from cube.workspace import CubeBrowser, Workspace
 
 pytestmark = pytest.mark.integration
@@ -294,10 +297,19 @@ def test_datapackage_metadata_and_checksums(one_period: tuple[Workspace, list[Ex
         assert "open-government-licence/version/3" in licence["path"]
         assert package["sources"] and package["sources"][0]["title"]
         info = package["statcube"]
-        assert info["release"] == ONE_RELEASE and package["version"] == ONE_RELEASE
-        assert "published" in info and info["published"] is None
-        assert info["ptable_sha256"] == ws.gate.protection.ptable.digest \
+        record = info["provenance"]
+        assert record["release"] == ONE_RELEASE and package["version"] == ONE_RELEASE
+        assert record["last_period"] == "2026-06"  # the month; a quarterly cube's period
+        assert info["periods"] in (["2026-06"], ["2026-Q2"])  # is the quarter
+        assert "published" in record and record["published"] is None
+        assert "created" not in package
+        assert record["warehouse_build"] == build_id(ws.meta)
+        assert record["warehouse_built_at"] == ws.meta["built_at"]
+        assert record["ptable_sha256"] == ws.gate.protection.ptable.digest \
             == ws.meta["ptable_digest"]
+        assert (record["cube"], record["grain"]) == (path.parent.name, path.name)
+        # one home for each fact: the record's facts are not repeated beside it
+        assert not set(info) & (set(record) - {"format_version"})
         method = info["methodology"]
         assert method["ptable"] == {"D": 3, "V": 2.0, "js": 2, "K": 4096}
         assert method["mean_threshold"] == 10 and method["notes"]
@@ -332,26 +344,62 @@ def test_verify_export_finds_changed_and_stray_files(workspace: Workspace, tmp_p
     assert "codelists/geography_oa.csv: missing" in problems
 
 
-def test_cli_export_records_the_release_calendar(warehouse: Path, tmp_path: Path,
+def test_cli_export_records_the_release_calendar(warehouse: Path, workspace: Workspace,
+                                                 tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     calendar = tmp_path / "releases.toml"
     calendar.write_text('[[release]]\nid = "2026-08"\npublished = "2026-08-11T09:30"\n'
                         'last_period = "2026-07"\n', encoding="utf-8")
     out = tmp_path / "out"
-    argv = ["--model", str(ROOT / "model.json"), "export", "--warehouse", str(warehouse),
-            "--releases", str(calendar), "--release", "2026-08", "--cube", "sanctions",
-            "--grain", "la_all", "--out", str(out)]
-    assert main(argv) == 0
+    base = ["--model", str(ROOT / "model.json"), "--data-dir", str(tmp_path / "data")]
+    argv = [*base, "export", "--warehouse", str(warehouse), "--releases", str(calendar),
+            "--cube", "sanctions", "--grain", "la_all", "--out", str(out)]
+    assert main(argv) == 0  # the calendar's latest published release: 2026-08
     path = out / "2026-08" / "sanctions" / "la_all"
     package = json.loads((path / DATAPACKAGE).read_text(encoding="utf-8"))
-    assert package["statcube"]["published"] == "2026-08-11T09:30:00+01:00"
+    record = package["statcube"]["provenance"]
+    assert record["release"] == "2026-08" and record["last_period"] == "2026-07"
+    assert record["published"] == "2026-08-11T09:30:00+01:00"
+    assert record["warehouse_build"] == build_id(workspace.meta)
     assert package["created"] == "2026-08-11T09:30:00+01:00"
     assert package["statcube"]["periods"] == ["2026-06", "2026-07"]  # embargo: up to July
     assert "published 2026-08-11T09:30:00+01:00" in (path / "README.txt").read_text("utf-8")
-    assert main([*argv[:2], "export", "--warehouse", str(warehouse), "--release", "2026-08",
+    assert "exported release 2026-08 (data to 2026-07)" in " ".join(
+        capsys.readouterr().err.split())
+    # Without a calendar the warehouse is its one release (2026-11): no other can be named.
+    assert main([*base, "export", "--warehouse", str(warehouse), "--release", "2026-08",
                  "--out", str(out)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "holds release '2026-11', not '2026-08'" in err
+    assert "unknown release '2026-08'" in err and "2026-11" in err
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("release", "now", "prerelease", "expected"), [
+    (None, datetime(2026, 11, 21, 12, 0), False, "2026-11"),   # latest published
+    (None, datetime(2026, 11, 10, 9, 29), False, "2026-08"),   # a minute before 2026-11
+    (None, datetime(2026, 11, 10, 9, 30), False, "2026-11"),   # at its publication time
+    ("2026-08", datetime(2026, 11, 21, 12, 0), False, "2026-08"),
+    ("2027-02", datetime(2026, 11, 21, 12, 0), True, "2027-02"),
+    ("2027-02", datetime(2026, 11, 21, 12, 0), False,
+     "release '2027-02' is not published until 2027-02-09T09:30+00:00"),
+    ("2026-12", datetime(2026, 11, 21, 12, 0), True, "unknown release '2026-12'"),
+    (None, datetime(2026, 1, 1), True, "no release has been published yet"),
+])
+def test_the_release_to_export(release: str | None, now: datetime, prerelease: bool,
+                               expected: str) -> None:
+    """The default is the latest published release; an unpublished one only when named
+    with prerelease; unknown ids are refused with the calendar's ids as hints."""
+    cal = Calendar.from_data({"release": [
+        {"id": "2026-08", "published": "2026-08-11T09:30", "last_period": "2026-06"},
+        {"id": "2026-11", "published": "2026-11-10T09:30", "last_period": "2026-08"},
+        {"id": "2027-02", "published": "2027-02-09T09:30", "last_period": "2026-11"}]})
+    try:
+        found = choose_release(cal, release, now.replace(tzinfo=LONDON),
+                               prerelease=prerelease).id
+    except StatcubeError as exc:
+        assert exc.status in (400, 404)
+        found = exc.message
+    assert expected in found
 
 
 # --- 3. Nothing lost ------------------------------------------------------------------------------
@@ -400,7 +448,8 @@ def test_killed_cli_export_resumes_to_identical_bytes(workspace: Workspace, ware
     out = tmp_path / "exports"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "cube.cli", "--model", str(ROOT / "model.json"), "export",
+    cmd = [sys.executable, "-m", "cube.cli", "--model", str(ROOT / "model.json"),
+           "--data-dir", str(tmp_path / "no-calendar"), "export",
            "--warehouse", str(warehouse), "--cube", "housing_benefit", "--grain", "oa",
            "--out", str(out)]
     cube_dir = out / "2026-11" / "housing_benefit"
@@ -448,8 +497,9 @@ def test_rerun_of_a_complete_export_is_a_no_op(workspace: Workspace, hb_oa: Path
     out = hb_oa.parents[2]
     again = export_grain(workspace, "housing_benefit", "oa", out)
     assert again.already_complete and again.path == hb_oa and again.partitions == 6
-    assert main(["--model", str(ROOT / "model.json"), "export", "--warehouse", str(warehouse),
-                 "--cube", "housing_benefit", "--grain", "oa", "--out", str(out)]) == 0
+    assert main(["--model", str(ROOT / "model.json"), "--data-dir", str(out / "no-calendar"),
+                 "export", "--warehouse", str(warehouse), "--cube", "housing_benefit",
+                 "--grain", "oa", "--out", str(out)]) == 0
     assert state() == before
     assert sorted(p.name for p in hb_oa.parent.iterdir()) == ["oa"]
 

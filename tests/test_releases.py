@@ -5,10 +5,14 @@ the warehouse that cannot see past a release's last period."""
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_server_support import calendar_toml
 
 from cube.errors import ConfigError, NoSuchCubeError, NotFoundError
@@ -18,9 +22,12 @@ from cube.releases import (
     Calendar,
     Release,
     ReleaseSet,
+    build_id,
     cell_details,
     quarterly_calendar,
+    warehouse_calendar,
 )
+from cube.workspace import Workspace
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=LONDON)
 DEMO_MONTHS = [f"{y}-{m:02d}" for y, m in
@@ -181,3 +188,33 @@ def test_missing_warehouse_is_a_config_error(model: Model, tmp_path: Path) -> No
         ReleaseSet(model, cal, None)
     with pytest.raises(ConfigError, match="not found"):
         ReleaseSet(model, cal, tmp_path / "missing.duckdb")
+
+
+@pytest.mark.unit
+@given(meta=st.dictionaries(st.sampled_from(["release", "built_at", "model", "months",
+                                             "ptable_digest", "cubes"]),
+                            st.one_of(st.text(max_size=8), st.lists(st.text(max_size=4))),
+                            min_size=1),
+       key=st.sampled_from(["release", "built_at", "model", "months", "ptable_digest"]),
+       other=st.text(max_size=8))
+def test_a_build_id_is_its_meta_whatever_the_order(meta: dict[str, object], key: str,
+                                                    other: str) -> None:
+    """Exports record it and the server compares it: the same meta in any order is the
+    same build; any change to it — a rebuild's new built_at above all — is another."""
+    assert build_id(dict(reversed(list(meta.items())))) == build_id(meta)
+    assert re.fullmatch(r"[0-9a-f]{64}", build_id(meta))
+    changed = {**meta, key: other}
+    assert (build_id(changed) == build_id(meta)) == (changed == meta)
+
+
+@pytest.mark.integration
+def test_releases_served_from_one_warehouse_share_its_build(model: Model, warehouse: Path,
+                                                            workspace: Workspace) -> None:
+    rs = ReleaseSet(model, Calendar.from_data(tomllib.loads(calendar_toml())), warehouse)
+    try:
+        assert {rs.build(r) for r in rs.calendar.releases} == {build_id(workspace.meta)}
+    finally:
+        rs.close()
+    single = warehouse_calendar(workspace)
+    assert [(r.id, r.last_period) for r in single.releases] == [("2026-11", (2026, 11))]
+    assert single.releases[0].is_published(NOW)
