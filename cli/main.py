@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from cli import data, export, pg, query, settings
 from cli.output import (
     EXIT_BROKEN_PIPE,
+    StdoutFullError,
     disk_full,
     disk_full_line,
     error_line,
@@ -64,6 +65,9 @@ def _run(argv: Sequence[str] | None) -> int:
         note("interrupted: no partial output is visible; rerun the same command to resume "
              "(exports continue from their last finished partition)")
         return 130
+    except StdoutFullError as exc:
+        fail(exc.line)
+        return 2
     except BrokenPipeError:
         raise
     except Exception as exc:

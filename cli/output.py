@@ -70,13 +70,26 @@ def write(chunks: Iterable[bytes]) -> None:
     Loops on short writes: when the reader exits while a large write is blocked, the write
     returns the bytes it got through instead of raising, and the rest would be dropped
     silently; writing the rest raises BrokenPipeError as it should."""
-    sys.stdout.flush()
-    out = sys.stdout.buffer
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:  # a write cut short by a reader that went away returns a short count
-            view = view[out.write(view) or 0:]
-    out.flush()
+    try:
+        sys.stdout.flush()
+        out = sys.stdout.buffer
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:  # a write cut short by a reader that went away returns a short count
+                view = view[out.write(view) or 0:]
+        out.flush()
+    except OSError as exc:
+        if disk_full(exc) and not isinstance(exc, BrokenPipeError):
+            raise StdoutFullError from exc
+        raise
+
+
+class StdoutFullError(Exception):
+    """The disk under a redirected stdout (``> file``) filled up: unlike the files statcube
+    writes itself, that file is the shell's, and what reached it is incomplete."""
+
+    line = ("no space left on device writing standard output: what was written is "
+            "incomplete; free some space and run the command again")
 
 
 def write_text(text: str) -> None:
