@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -133,7 +134,8 @@ def error_line(exc: StatcubeError) -> str:
     not already quote it, and the "did you mean" hint — the same fields the API's JSON error
     body carries. Further lines (an input file's bad rows) follow unchanged."""
     first, *rest = str(exc).split("\n")
-    if exc.value is not None and exc.value not in first:
+    if exc.value is not None and not re.search(rf"(?<![\w.]){re.escape(exc.value)}(?![\w.])",
+                                               first):
         first += f" ({exc.parameter}: {exc.value!r})" if exc.parameter else f" ({exc.value!r})"
     if exc.hint:
         first += f"; {exc.hint}"

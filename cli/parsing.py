@@ -84,6 +84,7 @@ def command(sub: Any, name: str, *, help: str, example: str,
             description: str | None = None) -> Parser:
     """Add subcommand ``name``; its ``--help`` ends with ``example``."""
     p: Parser = sub.add_parser(
-        name, help=help, allow_abbrev=False, description=description or help[:1].upper() + help[1:] + ".",
+        name, help=help, allow_abbrev=False,
+        description=description or help[:1].upper() + help[1:] + ".",
         epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
     return p
