@@ -383,3 +383,10 @@ def test_settings_prints_the_values_in_force_and_hides_secrets(warehouse: Path,
     assert rows["STATCUBE_WAREHOUSE"][0] == str(Path("data") / "warehouse" / "2026-11.duckdb")
     assert rows["STATCUBE_KEY_SECRET"] == ["unset", "default"]
     assert rows["STATCUBE_RELEASES"] == ["unset", "default"]
+
+
+@pytest.mark.unit
+def test_the_readme_names_every_command() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in subcommands(parser()):
+        assert f"statcube {name}" in readme, name
