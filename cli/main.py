@@ -2,8 +2,10 @@
 
 Exit status: 0 done; 2 a mistake or a refusal — a usage error, any
 :class:`~cube.errors.StatcubeError` (bad input, configuration, a missing driver), a full
-disk; 130 interrupted; 141 the reader closed stdout (``… | head``), quietly. Nothing a user
-can cause prints a stack trace; an unexpected exception still does, because it is a bug.
+disk, a file the operating system refuses (no such directory, permission denied: an
+OSError that names its file); 130 interrupted; 141 the reader closed stdout
+(``… | head``), quietly. Nothing a user can cause prints a stack trace; an unexpected
+exception still does, because it is a bug.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def _run(argv: Sequence[str] | None) -> int:
     except Exception as exc:
         if disk_full(exc):
             fail(disk_full_line(exc))
+            return 2
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
+            fail(f"{exc.strerror}: {exc.filename}")  # a path the user gave or the setup made
             return 2
         raise
 

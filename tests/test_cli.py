@@ -319,6 +319,14 @@ def test_an_export_that_fills_the_disk_is_one_line_and_leaves_nothing_visible(
     assert visible == []
 
 
+def test_a_path_the_system_refuses_is_one_line(home: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (home / "a-file").write_text("not a folder", encoding="utf-8")
+    assert main(["generate", "--scale", "0.001", "--months", "1",
+                 "--out", str(home / "a-file" / "out")]) == 2
+    assert capsys.readouterr().err == f"error: Not a directory: {home / 'a-file' / 'out'}.tmp\n"
+
+
 BLOCK_PSYCOPG = """
 import sys
 class NoPsycopg:
