@@ -77,7 +77,10 @@ def write(chunks: Iterable[bytes]) -> None:
         for chunk in chunks:
             view = memoryview(chunk)
             while view:  # a write cut short by a reader that went away returns a short count
-                view = view[out.write(view) or 0:]
+                written = out.write(view)
+                if not written:  # a non-blocking stdout that is full: never spin on it
+                    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), "<stdout>")
+                view = view[written:]
         out.flush()
     except OSError as exc:
         if disk_full(exc) and not isinstance(exc, BrokenPipeError):
