@@ -76,7 +76,7 @@ def start(warehouse: Path, workers: int, threads: int, log: Path) -> Running:
                 "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")})
     with log.open("w", encoding="utf-8") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cube.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", "0",
              "--workers", str(workers), "--threads", str(threads)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
             start_new_session=True)

@@ -1,4 +1,5 @@
-"""statcube's core library, in the order a request flows. Nothing here imports Flask.
+"""statcube's core library, in the order a request flows. Nothing here imports Flask,
+the HTTP layer (server/) or the command line (cli/).
 
 - ``model``      model.json (Cubes 1.1 format) parsed once into frozen objects; JSON-path errors
 - ``grammar``    Slicer cut / drilldown / order strings: parse and format, as pairs
@@ -12,6 +13,6 @@
 - ``geojson``, ``boundaries``  protected aggregates by area; synthetic and real boundaries
 - ``synthetic``, ``geography``, ``keys``, ``build``  inputs → a release warehouse
 - ``pg_load``    copy a warehouse into PostgreSQL
-- ``cli``, ``cli_query``  the ``statcube`` command
+- ``csvfile``    CSV of protected results and members: one writer for the API and the CLI
 - ``errors``, ``settings``  one error hierarchy; settings declared once
 """

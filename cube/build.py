@@ -797,6 +797,24 @@ def _remove_stale_temps(warehouse_dir: Path, release: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def check_input(model: Model, input_dir: Path
+                ) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """The lookup files and the microdata files per cube under ``input_dir``, or the error
+    naming what is missing. Cheap (it reads headers only), so the CLI calls it before asking
+    for the record-key secret: a wrong folder is reported as a wrong folder, not as a
+    missing secret."""
+    if not input_dir.is_dir():
+        raise ArgumentError(f"input directory not found: {input_dir}", parameter="input",
+                            value=str(input_dir))
+    lookups = find_lookups(input_dir / "geography")
+    cube_files = {c.name: microdata_files(input_dir, c.name) for c in model.cubes.values()}
+    if not any(cube_files.values()):
+        raise InputDataError(f"no microdata found under {input_dir / 'microdata'}",
+                             problems=[f"expected microdata/<cube>/*.parquet|csv for cubes "
+                                       f"{', '.join(model.cubes)}"])
+    return lookups, cube_files
+
+
 def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
           options: BuildOptions = BuildOptions(),
           progress: ProgressFn | None = None) -> BuildReport:
@@ -807,15 +825,8 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
     ``<warehouse_dir>/<release>.build-report.json``.
     """
     started = time.perf_counter()
-    if not input_dir.is_dir():
-        raise ArgumentError(f"input directory not found: {input_dir}", parameter="input")
-    lookups = find_lookups(input_dir / "geography")
-    cube_files = {c.name: microdata_files(input_dir, c.name) for c in model.cubes.values()}
+    lookups, cube_files = check_input(model, input_dir)
     cubes = [c for c in model.cubes.values() if cube_files[c.name]]
-    if not cubes:
-        raise InputDataError(f"no microdata found under {input_dir / 'microdata'}",
-                             problems=[f"expected microdata/<cube>/*.parquet|csv for cubes "
-                                       f"{', '.join(model.cubes)}"])
     steps = 2 + len(cubes)
     done = 0
 

@@ -20,6 +20,7 @@ queries or disclosure control.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,32 @@ from sqlalchemy.sql import ClauseElement
 from cube.errors import ConfigError, EngineUnavailableError
 
 BATCH_ROWS = 50_000
+#: What to install for PostgreSQL support (the ``postgres`` extra declares psycopg 3).
+POSTGRES_EXTRA = "pip install 'statcube[postgres]'"
+
+
+def database_url(text: str | sa.URL) -> sa.URL:
+    """``text`` as a SQLAlchemy URL whose driver is installed. ``postgresql://`` means
+    psycopg 3 (SQLAlchemy alone would pick psycopg2, which statcube does not declare).
+
+    Why check here: SQLAlchemy imports the driver deep inside ``create_engine``, and a
+    missing psycopg surfaced as a traceback from ``statcube load-pg`` or a server start.
+    This is where a URL becomes an engine, so this is where a missing driver becomes one
+    line naming the extra to install (a :class:`ConfigError`)."""
+    try:
+        url = sa.make_url(text)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"bad database URL: {exc}") from None
+    if url.get_backend_name() == "postgresql":
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        if url.get_driver_name() == "psycopg":
+            try:
+                importlib.import_module("psycopg")
+            except ImportError:
+                raise ConfigError("PostgreSQL needs the psycopg driver, which is not "
+                                  f"installed: {POSTGRES_EXTRA}") from None
+    return url
 
 
 class Compiled(NamedTuple):
@@ -63,10 +90,8 @@ class Engine:
                 raise EngineUnavailableError(f"cannot open warehouse {path}: {exc}") from None
             self.dialect: sa.engine.Dialect = DuckDBDialect(paramstyle="numeric_dollar")
         else:
+            url = database_url(text)
             try:
-                url = sa.make_url(text)
-                if url.drivername == "postgresql":  # the installed driver is psycopg 3
-                    url = url.set(drivername="postgresql+psycopg")
                 self._sa = sa.create_engine(url, pool_pre_ping=True)
             except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
                 raise ConfigError(f"bad warehouse URL: {exc}") from None

@@ -40,6 +40,7 @@ from pathlib import Path
 import duckdb
 import sqlalchemy as sa
 
+from cube.engine import database_url
 from cube.errors import ArgumentError, ConfigError, EngineUnavailableError
 from cube.model import Model
 
@@ -97,9 +98,7 @@ def pg_url(url: str) -> sa.URL:
     if u.get_backend_name() != "postgresql":
         raise ArgumentError(f"not a PostgreSQL URL: {u.render_as_string(hide_password=True)}",
                             parameter="url")
-    if u.drivername == "postgresql":
-        u = u.set(drivername="postgresql+psycopg")
-    return u
+    return database_url(u)  # psycopg 3, or one line naming the extra to install
 
 
 def pg_type(duck_type: str) -> str:

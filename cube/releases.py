@@ -41,7 +41,8 @@ from zoneinfo import ZoneInfo
 from cube.errors import ConfigError, NoSuchCubeError, NotFoundError, unknown
 from cube.grammar import PointCut, format_cut
 from cube.model import Model
-from cube.workspace import CubeBrowser, Workspace
+from cube.settings import Settings
+from cube.workspace import CubeBrowser, Workspace, resolve_warehouse
 
 LONDON = ZoneInfo("Europe/London")
 #: Publication time of the demo calendar's releases (London wall-clock).
@@ -340,6 +341,24 @@ class ReleaseSet:
         for ws in self._bases.values():
             ws.close()
         self._bases.clear()
+
+
+def open_releases(settings: Settings, model: Model) -> ReleaseSet:
+    """The release calendar in force (:meth:`Settings.release_calendar`) over its warehouses.
+
+    One function for the server and the command line, so they cannot disagree about which
+    releases exist and which period is the latest published one (they did: the CLI read the
+    newest warehouse whole while the server applied the demo's calendar). Releases that name
+    no warehouse use the configured one, else the newest in ``DATA_DIR/warehouse``."""
+    path = settings.release_calendar()
+    calendar = Calendar.load(path) if path else None
+    warehouse = None
+    if calendar is None or any(r.warehouse is None for r in calendar.releases):
+        warehouse = resolve_warehouse(settings.warehouse, settings.data_dir)
+    if calendar is None:
+        assert warehouse is not None
+        return ReleaseSet.open(model, warehouse)
+    return ReleaseSet(model, calendar, warehouse)
 
 
 # --- Embargo-safe cell details -----------------------------------------------------------------

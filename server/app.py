@@ -24,9 +24,8 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cube.model import Model, default_model_path, load_model
-from cube.releases import Calendar, ReleaseSet
+from cube.releases import open_releases
 from cube.settings import Settings
-from cube.workspace import resolve_warehouse
 from server import describe, errors, limits, openapi, routes
 from server.auth import KeyStore
 from server.service import Service
@@ -47,18 +46,6 @@ def load_app_model(settings: Settings) -> Model:
     if not path.exists() and settings.model == "model.json":
         path = default_model_path()
     return load_model(path)
-
-
-def open_releases(settings: Settings, model: Model) -> ReleaseSet:
-    path = settings.release_calendar()
-    calendar = Calendar.load(path) if path else None
-    warehouse = None
-    if calendar is None or any(r.warehouse is None for r in calendar.releases):
-        warehouse = resolve_warehouse(settings.warehouse, settings.data_dir)
-    if calendar is None:
-        assert warehouse is not None
-        return ReleaseSet.open(model, warehouse)
-    return ReleaseSet(model, calendar, warehouse)
 
 
 def load_keys(settings: Settings) -> KeyStore:

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cube import csvfile
 from cube import releases as rel
 from cube.grammar import PointCut, RangeCut, SetCut, parse_cuts
 from cube.model import Cube, Dimension, Level, Model
@@ -132,7 +133,7 @@ def members(result: Members, browser: CubeBrowser, release: rel.Release, paged: 
 
 
 def member_labels(browser: CubeBrowser, dimension: str) -> dict[str, str]:
-    return {a.ref: a.label for a in browser.cube.dimension(dimension).attributes()}
+    return csvfile.member_labels(browser.cube.dimension(dimension))
 
 
 def cell(browser: CubeBrowser, cut: str, release: rel.Release) -> dict[str, Any]:

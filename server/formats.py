@@ -9,7 +9,8 @@ value: every format carries exactly the cells the gate returned, in its order.
   Withheld means are ``null`` with ``<aggregate>_withheld: true``.
 - CSV (RFC 4180, UTF-8, CRLF), streamed in batches: attributes, the split flag if any, then
   aggregates; a withheld value is written ``..`` (the ONS convention); ``header`` picks names,
-  labels or no header row. NUL characters are never written (Cubes 1.1 wrote them).
+  labels or no header row. The writer is the core's (cube/csvfile.py), shared with the CLI,
+  so the same query gives the same bytes from both.
 - GeoJSON (``/aggregate`` drilled by a geography level with boundaries): a FeatureCollection,
   one feature per area with code, name, aggregates and withheld flags (cube/geojson.py).
 - Arrow IPC stream and Parquet: the cells table as is (withheld values null, flags kept);
@@ -19,10 +20,8 @@ value: every format carries exactly the cells the gate returned, in its order.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +29,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cube.csvfile import aggregate_csv, members_csv
 from cube.disclosure.gate import ProtectedResult
-from cube.disclosure.protect import withheld_column
 from cube.engine import Engine
 from cube.errors import ArgumentError
 from cube.geojson import feature_collection
-from cube.sql import SPLIT
 
 MEDIA_TYPES: Mapping[str, str] = {
     "json": "application/json",
@@ -49,9 +47,6 @@ _ACCEPT: Mapping[str, str] = {
     "application/vnd.apache.arrow.stream": "arrow", "application/vnd.apache.parquet": "parquet",
     "application/x-parquet": "parquet", "application/geo+json": "geojson",
 }
-WITHHELD = ".."
-CSV_BATCH_ROWS = 2000
-SPLIT_LABEL = "Within split"
 
 
 @dataclass(frozen=True)
@@ -113,16 +108,7 @@ def aggregate_output(result: ProtectedResult, release: str, fmt: str, header: st
         fc["statcube"]["release"] = release
         return Output(json_bytes(fc, pretty), MEDIA_TYPES["geojson"], size)
     if fmt == "csv":
-        q = result.query
-        columns = [a.ref for a in q.cell_attributes] + ([SPLIT] if q.split else []) + \
-            [a.name for a in q.aggregates]
-        labels = [a.label for a in q.cell_attributes] + ([SPLIT_LABEL] if q.split else []) + \
-            [a.label for a in q.aggregates]
-        flags = {a.name: withheld_column(a.name) for a in q.aggregates
-                 if withheld_column(a.name) in result.cells.column_names}
-        values = {a.name for a in q.aggregates}
-        return Output(csv_chunks(result.cells, columns, labels, header, values, flags),
-                      MEDIA_TYPES["csv"], size)
+        return Output(aggregate_csv(result, header), MEDIA_TYPES["csv"], size)
     return binary_output(result.cells, _metadata(result, release), fmt, size)
 
 
@@ -138,48 +124,6 @@ def binary_output(table: pa.Table, metadata: Mapping[bytes, bytes], fmt: str, si
     return Output(sink.getvalue().to_pybytes(), MEDIA_TYPES[fmt], size)
 
 
-# --- CSV ------------------------------------------------------------------------------------
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if value is True or value is False:
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value).replace("\x00", "")
-
-
-def csv_chunks(table: pa.Table, columns: Sequence[str], labels: Sequence[str], header: str,
-               values: Iterable[str] = (), flags: Mapping[str, str] | None = None
-               ) -> Iterator[bytes]:
-    """Stream ``table`` as CSV, one chunk per batch. A cell of a ``values`` column that is
-    null or flagged in ``flags`` (column → its withheld-flag column) is written ``..``."""
-    flags = flags or {}
-    value_cols = set(values)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    if header != "none":
-        writer.writerow([_text(h) for h in (columns if header == "names" else labels)])
-    for batch in table.to_batches(max_chunksize=CSV_BATCH_ROWS):
-        data = batch.to_pydict()
-        for i in range(batch.num_rows):
-            row = []
-            for c in columns:
-                v = data[c][i]
-                if c in value_cols and (v is None or (c in flags and data[flags[c]][i])):
-                    row.append(WITHHELD)
-                else:
-                    row.append(_text(v))
-            writer.writerow(row)
-        yield buf.getvalue().encode("utf-8")
-        buf.seek(0)
-        buf.truncate()
-    rest = buf.getvalue()
-    if rest:
-        yield rest.encode("utf-8")
-
-
 # --- members -------------------------------------------------------------------------------
 
 def members_output(payload: Mapping[str, Any], table: pa.Table, labels: Mapping[str, str],
@@ -189,7 +133,5 @@ def members_output(payload: Mapping[str, Any], table: pa.Table, labels: Mapping[
     if fmt == "json":
         return json_output({**payload, "data": table.to_pylist()}, size, pretty=pretty)
     if fmt == "csv":
-        cols = table.column_names
-        return Output(csv_chunks(table, cols, [labels.get(c, c) for c in cols], header),
-                      MEDIA_TYPES["csv"], size)
+        return Output(members_csv(table, labels, header), MEDIA_TYPES["csv"], size)
     return binary_output(table, {b"statcube": orjson.dumps(dict(payload))}, fmt, size)

@@ -1,6 +1,6 @@
 """``statcube generate`` and ``statcube build`` as a user runs them.
 
-Most tests start the real command in a subprocess (``python -m cube.cli``, the same ``main``
+Most tests start the real command in a subprocess (``python -m cli``, the same ``main``
 the ``statcube`` console script calls), with the environment a user would set. A user mistake
 must end with exit status 2 and an ``error:`` message naming the problem — never a traceback.
 """
@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cube.cli import main
+from cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "cli-test-secret-0123456789abcdef"
@@ -25,7 +25,7 @@ SECRET = "cli-test-secret-0123456789abcdef"
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
     clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), clean.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "cube.cli", *args], cwd=cwd, env=clean | env,
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=clean | env,
                           capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -134,5 +134,6 @@ def test_build_of_a_missing_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_generate_rejects_a_bad_scale(tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "--scale", "2", "--out", str(tmp_path / "x")]) == 2
-    assert _words(capsys.readouterr().err) == "error: scale must be between 0.0005 and 1.0"
+    assert _words(capsys.readouterr().err) == ("error: scale must be between 0.0005 and 1.0 "
+                                               "(scale: '2.0')")
     assert not (tmp_path / "x").exists()

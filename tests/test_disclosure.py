@@ -578,7 +578,7 @@ def test_sdc_report_figures_match_raw_against_published(workspace: Workspace) ->
 
 def test_sdc_report_command_prints_aggregate_figures_only(
         workspace: Workspace, warehouse: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cube.cli import main
+    from cli.main import main
 
     assert main(["sdc-report", "--cube", "housing_benefit", "--level", "geography:la",
                  "--warehouse", str(warehouse)]) == 0

@@ -26,7 +26,7 @@ import pytest
 from flask.testing import FlaskClient
 from test_server_support import KEYS, NOW, PEPPER, check_error, write_config
 
-from cube.cli import main
+from cli.main import main
 from cube.export import DATAPACKAGE, export_grain
 from cube.releases import build_id
 from cube.settings import Settings

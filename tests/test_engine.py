@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cube.cli import main as cli
+from cli.main import main as cli
 from cube.errors import (
     ArgumentError,
     HierarchyError,
@@ -500,7 +500,7 @@ def test_cli_aggregate_members_and_sql(warehouse: Path, capsys: pytest.CaptureFi
     assert len(lines) == 3
 
     assert cli(["members", "pip", "time", "--warehouse", w, "--level", "month"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["members"]) == 6
+    assert len(json.loads(capsys.readouterr().out)["data"]) == 6
 
     assert cli(["sql", "pip", "--warehouse", w, "-d", "geography:region",
                 "--cut", "gender:F", "--dialect", "postgresql"]) == 0

@@ -34,7 +34,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from cube.cli import main
+from cli.main import main
 from cube.disclosure.rules import check_query
 from cube.errors import ConfigError, ModelError, StatcubeError
 from cube.export import (
@@ -448,7 +448,7 @@ def test_killed_cli_export_resumes_to_identical_bytes(workspace: Workspace, ware
     out = tmp_path / "exports"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "cube.cli", "--model", str(ROOT / "model.json"),
+    cmd = [sys.executable, "-m", "cli", "--model", str(ROOT / "model.json"),
            "--data-dir", str(tmp_path / "no-calendar"), "export",
            "--warehouse", str(warehouse), "--cube", "housing_benefit", "--grain", "oa",
            "--out", str(out)]
@@ -734,7 +734,7 @@ def test_the_gate_streams_batches_of_bounded_size(workspace: Workspace) -> None:
 
 @pytest.mark.unit
 def test_readme_documents_the_export_command_and_files() -> None:
-    from cube.cli import parser
+    from cli.main import parser
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("<!-- section: exports -->"):

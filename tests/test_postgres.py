@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from cube.cli import main as cli
+from cli.main import main as cli
 from cube.engine import Engine
 from cube.errors import ArgumentError, EngineUnavailableError, StatcubeError
 from cube.model import Model

@@ -151,12 +151,12 @@ class Server:
 
 def start_server(args: list[str], env: Mapping[str, str], log: Path, timeout: float = 60
                  ) -> Server:
-    """``python -m cube.cli <args>`` in its own process group; returns once it answers."""
+    """``python -m cli <args>`` in its own process group; returns once it answers."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
     full_env = {**inherited, **env, "PYTHONPATH": str(ROOT) + os.pathsep +
                 os.environ.get("PYTHONPATH", "")}
     with log.open("w", encoding="utf-8") as out:  # the child keeps its own descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "cube.cli", *args], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT,
                                 env=full_env, stdout=subprocess.PIPE, stderr=out, text=True,
                                 start_new_session=True)
     assert proc.stdout is not None

@@ -346,14 +346,3 @@ def test_quoted_dimension_names_are_grammar_errors(model: Model, name: str) -> N
     for kw in ({"cut": f"{name}:x"}, {"drilldown": name}, {"order": f"{name}.x"}):
         with pytest.raises(GrammarError):
             Query.from_request(model.cube("pip"), Request.make("pip", **kw), LATEST)
-
-
-@pytest.mark.unit
-def test_the_compiler_depends_on_nothing_but_the_model_and_the_query() -> None:
-    import ast
-
-    tree = ast.parse((ROOT / "cube" / "sql.py").read_text(encoding="utf-8"))
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
-        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {m for m in imported if m and m.startswith("cube")} == {"cube.model", "cube.query"}
-    assert not {m for m in imported if m and m.split(".")[0] in {"flask", "duckdb", "psycopg"}}

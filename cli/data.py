@@ -1,0 +1,221 @@
+"""``generate``, ``build``, ``demo`` and ``serve``: from inputs to a served warehouse."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cli.context import model_of, settings_of
+from cli.output import note, progress_bar
+from cli.parsing import command, nonempty
+from cube.errors import ConfigError
+from cube.settings import Settings
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from cube.synthetic import GenerateOptions, generate
+
+    settings = settings_of(args)
+    out = Path(args.out or Path(settings.data_dir) / "synthetic")
+    opts = GenerateOptions(scale=args.scale, seed=args.seed, start=args.start,
+                           months=args.months)
+    with progress_bar("generate") as report:
+        meta = generate(out, opts, report)
+    g = meta["geography"]
+    note(f"wrote synthetic GB data to {out}: {g['oa']:,} OAs, {g['lsoa']:,} LSOAs, "
+         f"{g['msoa']:,} MSOAs, {g['la']} LAs, {g['pcon']} constituencies, "
+         f"{len(meta['months'])} months ({meta['months'][0]} to {meta['months'][-1]})")
+    return 0
+
+
+def _secret(settings: Settings, data_dir: Path, *, create: bool) -> bytes:
+    """The record-key secret; the demo makes a local one (never committed: .gitignore)."""
+    try:
+        return settings.secret()
+    except ConfigError:
+        if not create:
+            raise
+    import secrets
+
+    path = data_dir / ".statcube-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        note(f"demo: created a record-key secret in {path} (keep it private)")
+    return settings.with_(key_file=str(path)).secret()
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from cube.build import BuildOptions, build, check_input
+
+    settings = settings_of(args)
+    data_dir = Path(settings.data_dir)
+    inp = Path(args.input or data_dir / "synthetic")
+    out = Path(args.out or data_dir / "warehouse")
+    model = model_of(settings)
+    check_input(model, inp)  # a wrong folder is a wrong folder, not a missing secret
+    secret = _secret(settings, data_dir, create=False)
+    with progress_bar("build") as report:
+        rep = build(model, inp, out, secret,
+                    BuildOptions(release=args.release, skip_bad_rows=args.skip_bad_rows,
+                                 threads=args.threads),
+                    report)
+    for w in rep.warnings:
+        note(f"warning: {w}")
+    skipped = sum(c.skipped for c in rep.cubes.values())
+    note(f"built {rep.warehouse} (release {rep.release}) from {len(rep.cubes)} cubes "
+         f"in {rep.seconds:.1f}s" + (f"; skipped {skipped} bad rows, see build report"
+                                     if skipped else ""))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cube.build import BuildOptions, build
+    from cube.synthetic import GenerateOptions, generate
+
+    settings = settings_of(args)
+    data_dir = Path(settings.data_dir)
+    with progress_bar("generate") as report:
+        generate(data_dir / "synthetic", GenerateOptions(scale=args.scale), report)
+    secret = _secret(settings, data_dir, create=True)
+    with progress_bar("build") as report:
+        rep = build(model_of(settings), data_dir / "synthetic", data_dir / "warehouse", secret,
+                    BuildOptions(), report)
+    note(f"warehouse: {rep.warehouse} (release {rep.release}, built in {rep.seconds:.1f}s)")
+    return _demo_next(args, settings, rep.warehouse)
+
+
+def _demo_next(args: argparse.Namespace, settings: Settings, warehouse: Path) -> int:
+    """What the demo does once data exists: write a quarterly release calendar (the newest
+    release still under embargo) and serve the Slicer API on localhost, printing examples."""
+    from datetime import UTC, datetime
+
+    from cube.releases import quarterly_calendar
+    from cube.workspace import Workspace
+
+    ws = Workspace.open(model_of(settings), warehouse)
+    months = list(ws.meta.get("months", []))
+    ws.close()
+    calendar = quarterly_calendar(months)
+    cal_path = Path(settings.data_dir) / "releases.toml"
+    cal_path.write_text(calendar.to_toml(), encoding="utf-8")
+    now = datetime.now(UTC)
+    published = calendar.published(now)
+    upcoming = [r for r in calendar.releases if not r.is_published(now)]
+    note(f"release calendar: {cal_path} ({len(calendar.releases)} quarterly releases, "
+         f"{len(published)} published)")
+    notes = [("your role (guest), limits and the published releases", "/info"),
+             ("regions of Great Britain, protected, latest published month",
+              "/cube/housing_benefit/aggregate?drilldown=geography:region&prettyprint=true"),
+             ("CSV, withheld values as '..'",
+              "/cube/housing_benefit/aggregate?cut=geography:E92000001&drilldown=tenure"
+              "&format=csv"),
+             ("a stock by month (never added up over time)",
+              "/cube/universal_credit/aggregate?drilldown=time:month&cut=time:2026&format=csv"),
+             ("top five local authorities",
+              "/cube/pip/aggregate?drilldown=geography:la&top=5:claimants"),
+             ("the months you may see", "/cube/housing_benefit/members/time?depth=3"),
+             ("the OpenAPI 3.1 description of every endpoint", "/openapi.json")]
+    if published:
+        notes.append((f"an older release ({published[0].id})",
+                      f"/cube/housing_benefit/members/time?depth=3&release={published[0].id}"))
+    if upcoming:
+        r = upcoming[0]
+        notes.append((f"release {r.id} is under embargo until "
+                      f"{r.published:%d %b %Y %H:%M} London time: to guests it does not exist",
+                      f"/cube/housing_benefit/aggregate?release={r.id}"))
+    port = args.port if args.port is not None else settings.port
+    served = settings.with_(warehouse=str(warehouse), releases=str(cal_path),
+                            host="127.0.0.1", port=port if _port_free(port) else 0,
+                            workers=args.workers)
+    return _serve(served, examples=notes)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _serve(settings: Settings, *, examples: Sequence[tuple[str, str]] = ()) -> int:
+    from server.run import serve
+
+    def ready(url: str) -> None:
+        print(f"statcube is serving the Slicer API on {url}  (Ctrl-C stops it)", flush=True)
+        if examples:
+            print("try:", flush=True)
+        for text, query in examples:
+            print(f"  # {text}\n  curl '{url}{query}'", flush=True)
+
+    return serve(settings, on_ready=ready)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_of(args).with_(warehouse=args.warehouse, releases=args.releases,
+                                       api_keys=args.api_keys, host=args.host, port=args.port,
+                                       workers=args.workers, threads=args.threads)
+    return _serve(settings)
+
+
+def register(sub: Any) -> None:
+    g = command(sub, "generate", help="write synthetic GB lookups and microdata",
+                example="statcube generate --scale 0.01 --months 12 --start 2025-12")
+    g.add_argument("--scale", type=float, default=0.01,
+                   help="fraction of GB, 0.0005 to 1.0 (1.0 = about 235k OAs, 13M "
+                        "claimants); default 0.01")
+    g.add_argument("--seed", type=int, default=20261121,
+                   help="random seed: the same seed gives byte-identical files")
+    g.add_argument("--start", default="2025-04", help="first month, YYYY-MM (default 2025-04)")
+    g.add_argument("--months", type=int, default=20,
+                   help="number of months, 1 to 240 (default 20)")
+    g.add_argument("--out", type=nonempty,
+                   help="output directory (default DATA_DIR/synthetic)")
+    g.set_defaults(func=cmd_generate)
+
+    b = command(sub, "build", help="build a release warehouse (DuckDB) from inputs",
+                example="STATCUBE_KEY_FILE=.statcube-secret statcube build --input data/real")
+    b.add_argument("--input", type=nonempty,
+                   help="input directory with geography/ and microdata/ "
+                        "(default DATA_DIR/synthetic)")
+    b.add_argument("--out", type=nonempty,
+                   help="warehouse directory (default DATA_DIR/warehouse)")
+    b.add_argument("--release", type=nonempty,
+                   help="release id (default: the latest month in the data)")
+    b.add_argument("--skip-bad-rows", action="store_true",
+                   help="build without bad input rows and write a report, instead of refusing")
+    b.add_argument("--threads", type=int,
+                   help="DuckDB threads (default: one per core)")
+    b.set_defaults(func=cmd_build)
+
+    d = command(sub, "demo", help="generate small synthetic data, build it and serve it on "
+                                  "localhost", example="statcube demo --port 8080")
+    d.add_argument("--scale", type=float, default=0.01,
+                   help="fraction of GB to generate, 0.0005 to 1.0 (default 0.01)")
+    d.add_argument("--port", type=int, help="port (default STATCUBE_PORT or 8000; a free one "
+                                            "if that is taken)")
+    d.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    d.set_defaults(func=cmd_demo)
+
+    sv = command(sub, "serve", help="serve the Slicer HTTP API (gunicorn, one worker per "
+                                    "core, read-only warehouse)",
+                 example="statcube serve --warehouse data/warehouse/2026-11.duckdb "
+                         "--releases data/releases.toml --port 8000")
+    sv.add_argument("--warehouse", type=nonempty,
+                    help="DuckDB file or SQLAlchemy URL (env STATCUBE_WAREHOUSE)")
+    sv.add_argument("--releases", type=nonempty,
+                    help="release calendar file (env STATCUBE_RELEASES)")
+    sv.add_argument("--api-keys", type=nonempty, help="API keys file (env STATCUBE_API_KEYS)")
+    sv.add_argument("--host", type=nonempty,
+                    help="listen address (env STATCUBE_HOST, default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (env STATCUBE_PORT, default 8000; 0: any)")
+    sv.add_argument("--workers", type=int, help="processes (env STATCUBE_WORKERS; 0: cores)")
+    sv.add_argument("--threads", type=int, help="threads per process (env STATCUBE_THREADS)")
+    sv.set_defaults(func=cmd_serve)

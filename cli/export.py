@@ -1,0 +1,65 @@
+"""``export``: write (or resume) protected Parquet exports of a release (cube/export.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cli.context import model_of, settings_of
+from cli.output import note, progress_bar
+from cli.parsing import command, nonempty
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write (or resume) protected Parquet exports of a release: see cube/export.py."""
+    from cube.export import export_release, format_bytes, open_release
+
+    settings = settings_of(args).with_(warehouse=args.warehouse, releases=args.releases)
+    ws, release, published = open_release(
+        model_of(settings), data_dir=settings.data_dir, warehouse=settings.warehouse,
+        release=args.release, calendar=settings.release_calendar(),
+        prerelease=args.prerelease)
+    out = Path(args.out or settings.export_dir)
+    try:
+        with progress_bar(f"export {release}") as report:
+            results = export_release(ws, out, cubes=args.cube, grains=args.grain,
+                                     release=release, published=published, progress=report)
+    finally:
+        ws.close()
+    rows = sum(r.rows for r in results)
+    size = sum(r.bytes for r in results)
+    kept = sum(1 for r in results if r.already_complete)
+    last = f"{ws.visible_until[0]:04d}-{ws.visible_until[1]:02d}" if ws.visible_until else "?"
+    note(f"exported release {release} (data to {last}) to {out / release}: "
+         f"{len(results)} grains"
+         + (f" ({kept} already complete, left as they were)" if kept else "")
+         + f", {rows:,} rows, {format_bytes(size)} of data"
+         + (f"; published {published}" if published else ""))
+    return 0
+
+
+def register(sub: Any) -> None:
+    e = command(sub, "export", help="write protected Parquet cube exports of a release "
+                                    "(resumes an interrupted run)",
+                example="statcube export --release 2026-11 --cube housing_benefit --grain oa")
+    e.add_argument("--release", type=nonempty,
+                   help="release id in the calendar in force (default: the latest published "
+                        "release)")
+    e.add_argument("--prerelease", action="store_true",
+                   help="allow --release to name a release not yet published (served only to "
+                        "prerelease and admin keys until its publication time)")
+    e.add_argument("--cube", action="append", type=nonempty,
+                   help="cube to export (repeatable; default all)")
+    e.add_argument("--grain", action="append", type=nonempty,
+                   help="export grain, e.g. oa or la_all (repeatable; default all)")
+    e.add_argument("--out", type=nonempty,
+                   help="export directory (env STATCUBE_EXPORT_DIR, default exports)")
+    e.add_argument("--warehouse", type=nonempty,
+                   help="DuckDB file for releases the calendar names no warehouse for, as for "
+                        "serve (env STATCUBE_WAREHOUSE; default: the newest in "
+                        "DATA_DIR/warehouse)")
+    e.add_argument("--releases", type=nonempty,
+                   help="release calendar file (env STATCUBE_RELEASES; default "
+                        "DATA_DIR/releases.toml if it exists)")
+    e.set_defaults(func=cmd_export)
