@@ -16,7 +16,7 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +82,9 @@ def answering(args: argparse.Namespace) -> Iterator[Answer]:
     settings = settings_of(args, warehouse=args.warehouse, releases=args.releases)
     releases = open_releases(settings, model_of(settings))
     try:
-        now = datetime.now(UTC)
+        now = settings.now()
         release = releases.calendar.select(args.release, now,
-                                           embargo_exempt=args.release is not None)
+                                           embargo_exempt=bool(args.prerelease))
         yield Answer(releases, release, now, settings.release_calendar())
     finally:
         releases.close()

@@ -91,7 +91,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _demo_next(args: argparse.Namespace, settings: Settings, warehouse: Path) -> int:
     """What the demo does once data exists: write a quarterly release calendar (the newest
     release still under embargo) and serve the Slicer API on localhost, printing examples."""
-    from datetime import UTC, datetime
 
     from cube.releases import quarterly_calendar
     from cube.workspace import Workspace
@@ -102,7 +101,7 @@ def _demo_next(args: argparse.Namespace, settings: Settings, warehouse: Path) ->
     calendar = quarterly_calendar(months)
     cal_path = Path(settings.data_dir) / "releases.toml"
     cal_path.write_text(calendar.to_toml(), encoding="utf-8")
-    now = datetime.now(UTC)
+    now = settings.now()
     published = calendar.published(now)
     upcoming = [r for r in calendar.releases if not r.is_published(now)]
     note(f"release calendar: {cal_path} ({len(calendar.releases)} quarterly releases, "

@@ -19,7 +19,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     ws, release, published = open_release(
         model_of(settings), data_dir=settings.data_dir, warehouse=settings.warehouse,
         release=args.release, calendar=settings.release_calendar(),
-        prerelease=args.prerelease)
+        prerelease=args.prerelease, now=settings.now())
     out = Path(args.out or settings.export_dir)
     try:
         with progress_bar(f"export {release}") as report:

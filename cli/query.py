@@ -35,6 +35,9 @@ def _add_release_args(p: Parser) -> None:
                         "DATA_DIR/releases.toml when present)")
     p.add_argument("--release", type=nonempty,
                    help="release id (default: the latest published release)")
+    p.add_argument("--prerelease", action="store_true",
+                   help="allow --release to name a release not yet published, as the API's "
+                        "prerelease and admin keys may")
 
 
 def _add_query_args(p: Parser) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("threads", "STATCUBE_THREADS", 4, "Threads per worker process."),
     Setting("proxy_hops", "STATCUBE_PROXY_HOPS", 0,
             "Reverse proxies in front of the server whose X-Forwarded-For is trusted (for IPs)."),
+    Setting("clock", "STATCUBE_CLOCK", None,
+            "A fixed 'now' (ISO 8601, e.g. 2026-12-02T12:00Z) deciding which releases are "
+            "published: for demos, documentation tests and rehearsing a publication; unset: "
+            "the system clock."),
 )
 
 
@@ -107,6 +112,7 @@ class Settings:
     workers: int = 0
     threads: int = 4
     proxy_hops: int = 0
+    clock: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -140,6 +146,19 @@ class Settings:
             return self.releases
         demo = Path(self.data_dir) / "releases.toml"
         return str(demo) if demo.is_file() else None
+
+    def now(self) -> datetime:
+        """What time the release calendar is read at: ``STATCUBE_CLOCK`` if set (an aware
+        time; a naive one is UTC), else the system clock. One rule for the server, the CLI
+        and exports, so a rehearsal of a publication is consistent everywhere."""
+        if not self.clock:
+            return datetime.now(UTC)
+        try:
+            when = datetime.fromisoformat(self.clock.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"STATCUBE_CLOCK must be an ISO 8601 time such as "
+                              f"2026-12-02T12:00Z, got {self.clock!r}") from None
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
     def secret(self) -> bytes:
         """The record-key secret. Refuses to run without one: a default would be public."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,6 @@ access_log = logging.getLogger("statcube.access")
 MAX_BODY_BYTES = 1 << 20
 EXPOSED_HEADERS = ["ETag", "X-Request-ID", "X-Statcube-Release", "X-RateLimit-Limit",
                    "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def load_app_model(settings: Settings) -> Model:
@@ -61,7 +57,7 @@ def create_app(settings: Settings | None = None, *,
     keys = load_keys(settings)
     releases = open_releases(settings, model)
     version = describe.statcube_version()
-    svc = Service(settings, model, releases, keys, clock or _utc_now, version)
+    svc = Service(settings, model, releases, keys, clock or settings.now, version)
 
     app = Flask("statcube", static_folder=str(Path(__file__).parent / "static"),
                 static_url_path="/static")

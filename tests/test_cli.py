@@ -233,9 +233,14 @@ def test_cli_and_api_answer_the_same_release_and_period(warehouse: Path, demo_di
     months = [m["time.month"] for m in json.loads(proc.stdout)["data"]]
     assert months == [6, 7, 8, 9]
 
-    # --release names a release explicitly; one under embargo is answered, and said so.
+    # A release under embargo does not exist for the CLI, as for a guest of the API ...
     proc = run(["aggregate", "pip", "--release", "r-next", "--warehouse", str(warehouse)],
                cwd=tmp_path, STATCUBE_DATA_DIR=str(demo_dir))
+    assert proc.returncode == 2 and "unknown release 'r-next'" in _err(proc)
+    assert "r-next" not in _err(proc).split("valid:")[-1]
+    # ... unless asked for with --prerelease, as a prerelease key may; and said so.
+    proc = run(["aggregate", "pip", "--release", "r-next", "--prerelease", "--warehouse",
+                str(warehouse)], cwd=tmp_path, STATCUBE_DATA_DIR=str(demo_dir))
     assert proc.returncode == 0, _err(proc)
     assert json.loads(proc.stdout)["period"] == "2026-11"
     assert "release r-next (UNDER EMBARGO until 2099-02-10 09:30 London time" in _err(proc)

@@ -42,7 +42,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,11 @@ README = ROOT / "README.md"
 CI_RUN = ROOT / ".ci" / "run"
 #: The host and port the README's curl examples name; rewritten to the demo's server.
 README_BASE = "http://127.0.0.1:8000"
-#: The release the README's examples were written against: the demo's latest published one
-#: until 2027-02 is published on 9 February 2027, 09:30 London time.
+#: The release the README's examples were written against, and the moment they were written
+#: at: the demo runs with its clock fixed there (STATCUBE_CLOCK), so the examples stay true
+#: after 2027-02 is published on 9 February 2027.
 README_RELEASE = "2026-11"
+README_CLOCK = "2026-12-02T12:00:00+00:00"
 
 MARKER = re.compile(r"<!--\s*example:\s*(?P<name>[\w-]+)(?P<opts>[^>]*?)\s*-->")
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w-]*)\s*$")
@@ -162,6 +164,7 @@ def _statcube_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["COLUMNS"] = "200"
+    env["STATCUBE_CLOCK"] = README_CLOCK
     return env
 
 
@@ -188,7 +191,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
                 break
         assert url, f"statcube demo stopped without serving (exit {proc.poll()})"
         calendar = Calendar.load(root / "data" / "releases.toml")
-        latest = calendar.latest(datetime.now(UTC)).id
+        latest = calendar.latest(datetime.fromisoformat(README_CLOCK)).id
         assert latest == README_RELEASE, (
             f"the demo's latest published release is now {latest}: the README's examples "
             f"show release {README_RELEASE}; update their periods and this constant")
@@ -471,6 +474,7 @@ def test_the_same_cell_in_the_export_and_the_api(demo: Demo) -> None:
     assert api["claimants"] > 0, "the README's cut matches no data"
     assert tuple(row) == tuple(api[k] for k in ("claimants", "weekly_award_sum",
                                                 "weekly_award_mean",
+                                                "weekly_award_sum_withheld",
                                                 "weekly_award_mean_withheld"))
     cut = re.search(r'cut="([^"]+)"', BY_NAME["same-cell"].code)
     assert cut

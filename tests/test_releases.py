@@ -218,3 +218,20 @@ def test_releases_served_from_one_warehouse_share_its_build(model: Model, wareho
     single = warehouse_calendar(workspace)
     assert [(r.id, r.last_period) for r in single.releases] == [("2026-11", (2026, 11))]
     assert single.releases[0].is_published(NOW)
+
+
+@pytest.mark.unit
+def test_the_clock_setting_fixes_now_for_every_output() -> None:
+    """STATCUBE_CLOCK: one 'now' for the server, the CLI and exports (demos, documentation
+    tests, rehearsing a publication); a bad value is a one-line error naming it."""
+    from cube.errors import ConfigError
+    from cube.settings import Settings
+
+    calendar = quarterly_calendar([f"2026-{m:02d}" for m in range(1, 12)])
+    before = Settings.from_env({"STATCUBE_CLOCK": "2027-02-09T09:29:00+00:00"}).now()
+    after = Settings.from_env({"STATCUBE_CLOCK": "2027-02-09T09:30Z"}).now()
+    assert calendar.latest(before).id == "2026-11"
+    assert calendar.latest(after).id == "2027-02"
+    assert Settings(clock="2026-12-02T12:00").now().utcoffset() is not None  # naive is UTC
+    with pytest.raises(ConfigError, match="'tomorrow'"):
+        Settings(clock="tomorrow").now()
