@@ -167,14 +167,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     g = command(sub, "generate", help="write synthetic GB lookups and microdata",
                 example="statcube generate --scale 0.01 --months 12 --start 2025-12")
-    g.add_argument("--scale", type=float, default=0.01,
+    from cube.synthetic import GenerateOptions
+
+    defaults = GenerateOptions()  # one home for the generator's defaults
+    g.add_argument("--scale", type=float, default=defaults.scale,
                    help="fraction of GB, 0.0005 to 1.0 (1.0 = about 235k OAs, 13M "
-                        "claimants); default 0.01")
-    g.add_argument("--seed", type=int, default=20261121,
+                        f"claimants); default {defaults.scale}")
+    g.add_argument("--seed", type=int, default=defaults.seed,
                    help="random seed: the same seed gives byte-identical files")
-    g.add_argument("--start", default="2025-04", help="first month, YYYY-MM (default 2025-04)")
-    g.add_argument("--months", type=int, default=20,
-                   help="number of months, 1 to 240 (default 20)")
+    g.add_argument("--start", default=defaults.start,
+                   help=f"first month, YYYY-MM (default {defaults.start})")
+    g.add_argument("--months", type=int, default=defaults.months,
+                   help=f"number of months, 1 to 240 (default {defaults.months})")
     g.add_argument("--out", type=nonempty,
                    help="output directory (default DATA_DIR/synthetic)")
     g.set_defaults(func=cmd_generate)
@@ -196,8 +200,8 @@ def register(sub: Any) -> None:
 
     d = command(sub, "demo", help="generate small synthetic data, build it and serve it on "
                                   "localhost", example="statcube demo --port 8080")
-    d.add_argument("--scale", type=float, default=0.01,
-                   help="fraction of GB to generate, 0.0005 to 1.0 (default 0.01)")
+    d.add_argument("--scale", type=float, default=defaults.scale,
+                   help=f"fraction of GB to generate, 0.0005 to 1.0 (default {defaults.scale})")
     d.add_argument("--port", type=int, help="port (default STATCUBE_PORT or 8000; a free one "
                                             "if that is taken)")
     d.add_argument("--workers", type=int, help="worker processes (default: one per core)")
