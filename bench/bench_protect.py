@@ -7,7 +7,7 @@ For each question of a fixed mix, the same ``Query`` is answered twice, interlea
 same read-only DuckDB file and the same browser (so both reuse compiled SQL, as a server
 does):
 
-- **raw**: ``CubeBrowser._raw_aggregate`` — cells and summary with the internal columns
+- **raw**: ``RawCube.aggregate`` — cells and summary with the internal columns
   (count, key sums, amount sums and maxima), i.e. the unprotected query;
 - **protected**: ``Gate.aggregate`` — what every public output gets. Two groups:
 
@@ -153,13 +153,13 @@ def run(warehouse: Path, model: Model, repeat: int) -> dict[str, list[Row]]:
         for case in mix:
             b, q = query(case)
             assert q.needs_measure_values_in_sql == (group == "SQL path"), case.name
-            cells = gate.aggregate(b, q).cells.num_rows
+            cells = gate.aggregate(b.raw, q).cells.num_rows
 
             def raw(b: Any = b, q: Query = q) -> Any:
-                return b._raw_aggregate(q)
+                return b.raw.aggregate(q)
 
             def protected(b: Any = b, q: Query = q) -> Any:
-                return gate.aggregate(b, q)
+                return gate.aggregate(b.raw, q)
 
             pairs.append((case.name, raw, protected, cells))
         out[group] = _compare(pairs, repeat)

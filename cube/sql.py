@@ -311,6 +311,9 @@ class StageOutput(NamedTuple):
     values: Mapping[str, ColumnElement[Any]]
     extra: Sequence[Any] = ()
     keep: ColumnElement[bool] | None = None
+    #: The subquery holding the aggregation's columns when the stage wraps it in layers
+    #: (None: the aggregation subquery itself).
+    source: sa.Subquery | None = None
 
 
 ValueStage = Callable[[Query, sa.Subquery], StageOutput]
@@ -355,12 +358,15 @@ def finish(query: Query, k: int, values: ValueStage = raw_values, *,
     sub = aggregation(query, k, totals=totals).subquery("cells")
     stage = values(query, sub)
     frm, vals, extra = stage.frm, stage.values, stage.extra
+    # A stage may compute its values in layers of subqueries over ``sub``; its outermost
+    # layer then carries the attribute and raw columns too.
+    raw_names = {c.name for c in sub.c if c.name.startswith(RAW_PREFIX) and c.name != SPLIT}
+    sub = stage.source if stage.source is not None else sub
     attr_cols = [sub.c[a.ref] for a in query.cell_attributes]
     if query.split:
         attr_cols.append(sub.c[SPLIT])
     value_cols = [v.label(name) for name, v in vals.items()]
-    raw = [c for c in sub.c if c.name.startswith(RAW_PREFIX) and c.name != SPLIT] \
-        if keep_raw else []
+    raw = [c for c in sub.c if c.name in raw_names] if keep_raw else []
 
     # Order: explicit items, then the natural order of the drilled levels (total, so paging
     # is deterministic). Each item is (expression, name of the selected column, descending).

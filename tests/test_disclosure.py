@@ -522,8 +522,9 @@ def test_sql_template_and_numpy_agree_on_extreme_cells(workspace: Workspace,
     sub = sa.select(*(sa.cast(c, sa.BigInteger).label(c.name) for c in values.c)).subquery("c")
     stage = protected_stage(p)(q, sub)
     assert stage.keep is not None
-    stmt = sa.select(sub.c.i, *(v.label(k) for k, v in stage.values.items()), *stage.extra,
-                     stage.keep.label("kept")).select_from(stage.frm).order_by(sub.c.i)
+    src = stage.source if stage.source is not None else sub  # the stage's outermost layer
+    stmt = sa.select(src.c.i, *(v.label(k) for k, v in stage.values.items()), *stage.extra,
+                     stage.keep.label("kept")).select_from(stage.frm).order_by(src.c.i)
     from_sql = ptable_engine.execute(stmt).drop_columns(["i"])
     kept = from_sql.column("kept").to_pylist()
     from_sql = from_sql.drop_columns(["kept"])
