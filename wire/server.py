@@ -16,6 +16,7 @@ reads and writes messages, so one slow query does not hold up other connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import ssl
@@ -117,9 +118,7 @@ def data_row(values: tuple[Any, ...], types: tuple[str, ...], formats: list[int]
 
 
 def error_response(exc: BaseException, severity: str = "ERROR") -> bytes:
-    if isinstance(exc, StatcubeError) and exc.public:
-        code, message, hint = sqlstate_of(exc), exc.message, exc.hint
-    elif isinstance(exc, StatcubeError) and exc.status < 500:
+    if isinstance(exc, StatcubeError) and (exc.public or exc.status < 500):
         code, message, hint = sqlstate_of(exc), exc.message, exc.hint
     else:
         log.exception("internal error in the SQL API", exc_info=exc)
@@ -287,10 +286,8 @@ class Connection:
             self.writer.write(error_response(SqlError(str(exc), "08P01"), "FATAL"))
         finally:
             self.server.unregister(self)
-            try:
+            with contextlib.suppress(Exception):  # the peer may be gone already
                 self.writer.close()
-            except Exception:  # noqa: S110 — the peer may be gone already
-                pass
 
     async def execute(self, fn: Callable[[], Any]) -> Any:
         self.cancelled = False

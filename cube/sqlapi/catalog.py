@@ -199,6 +199,8 @@ _MACROS = {
     "pg_get_partkeydef(a)": "NULL::VARCHAR",
     "pg_tablespace_location(a)": "''",
     "pg_char_to_encoding(a)": "6",
+    "to_regtype(a)": "(SELECT oid FROM pgcat.pg_type t WHERE t.typname = a LIMIT 1)",
+    "to_regclass(a)": "(SELECT oid FROM pgcat.pg_class c WHERE c.relname = a LIMIT 1)",
 }
 
 
@@ -350,7 +352,6 @@ def _pg_type(duck: str) -> str:
     return "text"
 
 
-_QUAL = re.compile(r'(?i)\b"?(pg_catalog|information_schema)"?\s*\.\s*')
 _REGCLASS = re.compile(r"(?i)'([\w.]+)'\s*::\s*regclass")
 _REG = re.compile(r"(?i)::\s*(regclass|regproc|regprocedure|regtype|regnamespace|oid|name|"
                   r"int2vector|oidvector|\"char\")\b")
@@ -368,8 +369,17 @@ def rewrite(sql: str, ctx: Context) -> str:
     text = _REG.sub(lambda m: "::BIGINT" if m.group(1).lower() in ("oid", "regclass",
                                                                     "regtype", "regnamespace")
                     else "::VARCHAR", text)
-    text = _QUAL.sub(lambda m: "pgcat." if m.group(1).lower() == "pg_catalog"
-                     else "infschema.", text)
+    text = re.sub(r"(?i)OPERATOR\s*\(\s*pg_catalog\s*\.\s*([^)\s]+)\s*\)", r"\1", text)
+    text = re.sub(r"(?i)\s+COLLATE\s+pg_catalog\s*\.\s*\"?default\"?", "", text)
+    known = set(_TABLES) | {f.split("(")[0] for f in _MACROS}
+
+    def qualify(m: re.Match[str]) -> str:
+        if m.group(1).lower() == "information_schema":
+            return "infschema."
+        return "pgcat." if m.group(2) in known else ""
+
+    text = re.sub(r'(?i)\b"?(pg_catalog|information_schema)"?\s*\.\s*(?=(\w*))', qualify,
+                  text)
     text = _UNQUALIFIED.sub(r"pgcat.\1", text)
     for fn in sorted({f.split("(")[0] for f in _MACROS}, key=len, reverse=True):
         text = re.sub(rf"(?i)(?<![\w.]){fn}\s*\(", f"pgcat.{fn}(", text)
@@ -386,7 +396,7 @@ def rewrite(sql: str, ctx: Context) -> str:
         r"\binet_server_port\s*\(\s*\)": "5432",
     }
     for pattern, value in subs.items():
-        text = re.sub(r"(?i)(?:pgcat\.)?" + pattern, lambda _m, v=value: v, text)
+        text = re.sub(r"(?i)(?:pgcat\.)?" + pattern, value.replace("\\", "\\\\"), text)
     text = re.sub(r"(?i)(?:pgcat\.)?current_setting\s*\(\s*'([^']*)'\s*(?:,\s*\w+\s*)?\)",
                   lambda m: _quote(ctx.settings.get(m.group(1).lower(), "")), text)
     return text

@@ -201,7 +201,7 @@ class Session:
         visible = self.service.visible(self.caller)
         return self.service.catalog(visible).run(sql, self.context())
 
-    def _cube_target(self, tree: exp.Expression) -> tuple[Release, CubeTable] | None:
+    def _cube_target(self, tree: exp.Expr) -> tuple[Release, CubeTable] | None:
         """The (release, cube table) a statement reads, or None for a catalog statement."""
         visible = self._releases()
         current = self.current_release()

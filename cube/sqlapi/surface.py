@@ -172,7 +172,7 @@ class Plan:
     outputs: list[Output]
     grouped: list[Column]
     #: predicates per dimension name, each a function of a members table to a boolean mask
-    filters: dict[str, list[exp.Expression]]
+    filters: dict[str, list[exp.Expr]]
     having: list[str]
     order: list[str]
     limit: int | None
@@ -184,10 +184,10 @@ _AGG_CALLS = {exp.Sum: "sum", exp.Avg: "avg", exp.Max: "max", exp.Min: "min",
               exp.Count: "count"}
 
 
-def _aggregate_of(table: CubeTable, node: exp.Expression) -> Column | None:
+def _aggregate_of(table: CubeTable, node: exp.Expr) -> Column | None:
     """The aggregate column a projection names, or None for a plain column."""
     func: str | None = None
-    inner: exp.Expression | None = None
+    inner: exp.Expr | None = None
     for cls, name in _AGG_CALLS.items():
         if isinstance(node, cls):
             func, inner = name, node.this
@@ -203,7 +203,8 @@ def _aggregate_of(table: CubeTable, node: exp.Expression) -> Column | None:
     if isinstance(node, (exp.Sum, exp.Avg, exp.Max, exp.Min)) and node.args.get("distinct"):
         raise unsupported("an aggregate of DISTINCT values")
     if not isinstance(inner, exp.Column):
-        if inner is not None and inner.find(*_AGG_CALLS):
+        if inner is not None and (inner.find(*_AGG_CALLS) or any(
+                a.name.lower() == "measure" for a in inner.find_all(exp.Anonymous))):
             raise unsupported("an aggregate of an aggregate")
         raise unsupported(f"{func.upper()} of an expression")
     col = table.column(inner.name)
@@ -223,7 +224,7 @@ def _aggregate_of(table: CubeTable, node: exp.Expression) -> Column | None:
     return col
 
 
-def _int(node: exp.Expression | None, what: str) -> int | None:
+def _int(node: exp.Expr | None, what: str) -> int | None:
     if node is None:
         return None
     value = node.args.get("expression") if isinstance(node, (exp.Limit, exp.Offset)) else node
@@ -293,7 +294,7 @@ def plan(table: CubeTable, select: exp.Select) -> Plan:
                 raise SqlError(f'column "{o.column.name}" must appear in the GROUP BY clause '
                                "or be used in an aggregate function", "42803")
             grouped.append(o.column)  # SELECT DISTINCT-like: one row per member
-    filters: dict[str, list[exp.Expression]] = {}
+    filters: dict[str, list[exp.Expr]] = {}
     where = select.args.get("where")
     if where is not None:
         for conj in _conjuncts(where.this):
@@ -322,7 +323,7 @@ def plan(table: CubeTable, select: exp.Select) -> Plan:
     return Plan(table, outputs, grouped, filters, having, order, limit, offset)
 
 
-def _ref(table: CubeTable, node: exp.Expression, outputs: Sequence[Output],
+def _ref(table: CubeTable, node: exp.Expr, outputs: Sequence[Output],
          by_alias: Mapping[str, Column]) -> Column:
     """A GROUP BY or ORDER BY item: a column, an output alias, an ordinal or an aggregate."""
     if isinstance(node, exp.Literal) and not node.is_string:
@@ -340,7 +341,7 @@ def _ref(table: CubeTable, node: exp.Expression, outputs: Sequence[Output],
     raise unsupported(f"grouping or ordering by {node.sql('postgres')!r}")
 
 
-def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
+def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
     while isinstance(node, exp.Paren):
         node = node.this
     if isinstance(node, exp.And):
@@ -348,7 +349,7 @@ def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     return [node]
 
 
-def _dimension_of(table: CubeTable, node: exp.Expression) -> str:
+def _dimension_of(table: CubeTable, node: exp.Expr) -> str:
     cols = [table.column(c.name) for c in node.find_all(exp.Column)]
     if not cols:
         raise unsupported(f"the condition {node.sql('postgres')!r} (no column)")
@@ -365,11 +366,11 @@ _OPS = {exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=", exp.EQ: "=", exp
 _FLIP = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "=": "=", "!=": "!="}
 
 
-def _having(table: CubeTable, node: exp.Expression, outputs: Sequence[Output]) -> str:
+def _having(table: CubeTable, node: exp.Expr, outputs: Sequence[Output]) -> str:
     for cls, op in _OPS.items():
         if isinstance(node, cls):
             left, right = node.left, node.right
-            if isinstance(left, exp.Literal) or isinstance(left, exp.Neg):
+            if isinstance(left, (exp.Literal, exp.Neg)):
                 left, right, op = right, left, _FLIP[op]
             col = _aggregate_of(table, left) or (table.column(left.name)
                                                  if isinstance(left, exp.Column) else None)
@@ -383,7 +384,7 @@ def _having(table: CubeTable, node: exp.Expression, outputs: Sequence[Output]) -
                       "(write HAVING <aggregate> <op> <number>)")
 
 
-def _literal(node: exp.Expression) -> str | int | float | None:
+def _literal(node: exp.Expr) -> str | int | float | None:
     if isinstance(node, exp.Paren):
         return _literal(node.this)
     if isinstance(node, exp.Cast):
@@ -428,7 +429,7 @@ def _like(pattern: str) -> str:
     return f"^{out}$"
 
 
-def _mask(table: CubeTable, node: exp.Expression, members: pa.Table) -> pa.ChunkedArray:
+def _mask(table: CubeTable, node: exp.Expr, members: pa.Table) -> pa.ChunkedArray:
     """Which members satisfy ``node`` (a condition over one dimension's attributes)."""
     if isinstance(node, exp.Paren):
         return _mask(table, node.this, members)
@@ -439,7 +440,7 @@ def _mask(table: CubeTable, node: exp.Expression, members: pa.Table) -> pa.Chunk
     if isinstance(node, exp.Not):
         return pc.invert(_mask(table, node.this, members))
 
-    def field(n: exp.Expression) -> tuple[Column, Any]:
+    def field(n: exp.Expr) -> tuple[Column, Any]:
         if not isinstance(n, exp.Column):
             raise unsupported(f"the condition {node.sql('postgres')!r} (compare an attribute "
                               "with literals)")
@@ -583,7 +584,7 @@ def answer(browser: CubeBrowser, p: Plan, max_cells: int, role: str = "guest") -
                             hint="page with LIMIT and OFFSET, or filter or group less")
     rows_in: list[dict[str, Any]] = result.cells.to_pylist() if drill else \
         [dict(result.summary)]
-    if not drill and (p.offset or p.having and not _passes(result.summary, p)):
+    if not drill and (p.offset or (p.having and not _passes(result.summary, p))):
         rows_in = []
     rows_in = rows_in[skip:]
     out: list[tuple[Any, ...]] = []
