@@ -183,3 +183,13 @@ def test_sqlalchemy_and_pandas_read_sql(live: Live) -> None:
         assert "pip" in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_fifty_connections_finish_with_no_error(live: Live) -> None:
+    from bench.bench_sql import run
+
+    result = run(live.url(), connections=50, queries=2)
+    assert result["errors"] == 0
+    assert result["queries"] == 100
