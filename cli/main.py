@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import data, export, pg, query, settings
+from cli import data, export, pg, query, settings, sql
 from cli.output import (
     EXIT_BROKEN_PIPE,
     StdoutFullError,
@@ -46,6 +46,7 @@ def parser() -> Parser:
     query.register(sub)
     pg.register(sub)
     settings.register(sub)
+    sql.register(sub)
     return p
 
 

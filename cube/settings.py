@@ -77,6 +77,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("threads", "STATCUBE_THREADS", 4, "Threads per worker process."),
     Setting("proxy_hops", "STATCUBE_PROXY_HOPS", 0,
             "Reverse proxies in front of the server whose X-Forwarded-For is trusted (for IPs)."),
+    # --- SQL API (wire/) ---
+    Setting("sql_host", "STATCUBE_SQL_HOST", "127.0.0.1",
+            "Address `statcube sql-serve` (the PostgreSQL-protocol SQL API) listens on."),
+    Setting("sql_port", "STATCUBE_SQL_PORT", 5433,
+            "Port of the SQL API (0: any free port)."),
+    Setting("sql_tls_cert", "STATCUBE_SQL_TLS_CERT", None,
+            "PEM certificate for TLS on the SQL API; unset: no TLS (keep it on loopback)."),
+    Setting("sql_tls_key", "STATCUBE_SQL_TLS_KEY", None,
+            "PEM private key for the SQL API's certificate."),
+    Setting("sql_threads", "STATCUBE_SQL_THREADS", 8,
+            "Threads answering SQL API queries (connections themselves cost no thread)."),
     Setting("clock", "STATCUBE_CLOCK", None,
             "A fixed 'now' (ISO 8601, e.g. 2026-12-02T12:00Z) deciding which releases are "
             "published: for demos, documentation tests and rehearsing a publication; unset: "
@@ -112,6 +123,11 @@ class Settings:
     workers: int = 0
     threads: int = 4
     proxy_hops: int = 0
+    sql_host: str = "127.0.0.1"
+    sql_port: int = 5433
+    sql_tls_cert: str | None = None
+    sql_tls_key: str | None = None
+    sql_threads: int = 8
     clock: str | None = None
 
     @classmethod

@@ -30,6 +30,12 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("cube/csvfile.py", (*HTTP, "cube.engine", "cube.workspace"),
      "the CSV writer is pure: protected tables in, bytes out"),
     ("server/**/*.py", ("cli",), "the HTTP layer does not depend on the command line"),
+    ("cube/**/*.py", ("wire",), "the core does not depend on the SQL wire server"),
+    ("cube/sqlapi/*.py", ("cube.raw", "cube.engine", "psycopg"),
+     "the SQL surface reaches values only through the gate (CubeBrowser.aggregate_query)"),
+    ("wire/*.py", (*HTTP[:-1], "cli", "server.app", "server.routes", "server.service",
+                   "server.limits"),
+     "the SQL wire server uses the core and the key store (server.auth), not Flask or the CLI"),
     ("cli/**/*.py", ("flask", "flask_cors", "flask_limiter", "werkzeug"),
      "the command line reaches the server only through server.run (statcube serve)"),
 ]
@@ -74,3 +80,9 @@ def test_the_compiler_depends_on_nothing_but_the_model_and_the_query() -> None:
 def test_the_cli_uses_the_server_only_to_serve() -> None:
     used = {m for f in ROOT.glob("cli/**/*.py") for m in imports(f) if _matches(m, "server")}
     assert used <= {"server.run", "server.run.serve"}
+
+
+@pytest.mark.unit
+def test_the_wire_server_uses_only_the_key_store_of_the_http_layer() -> None:
+    used = {m for f in ROOT.glob("wire/*.py") for m in imports(f) if _matches(m, "server")}
+    assert {m.rsplit(".", 1)[0] if m.count(".") > 1 else m for m in used} <= {"server.auth"}

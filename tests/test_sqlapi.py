@@ -1,0 +1,195 @@
+"""The SQL API with real clients: psql, psycopg (simple and extended protocol), SQLAlchemy's
+PostgreSQL dialect with pandas. Every value a query returns is compared with the value the
+Slicer API's code path (``CubeBrowser.aggregate``, the gate) gives for the same cell."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from cube.model import Model
+from cube.releases import Calendar, ReleaseSet
+from cube.sqlapi.session import SqlService
+from server.auth import KeyStore, hash_key
+from wire.server import PgServer
+
+NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
+PEPPER = "pepper-for-tests-0123456789"
+KEY = "sc_test_key_registered"
+CALENDAR = """
+[[release]]
+id = "2026-11"
+published = "2026-11-10T09:30"
+last_period = "2026-08"
+
+[[release]]
+id = "2027-02"
+published = "2027-02-09T09:30"
+last_period = "2026-11"
+"""
+
+
+class Live:
+    def __init__(self, port: int, releases: ReleaseSet) -> None:
+        self.port = port
+        self.releases = releases
+
+    def url(self, user: str = "guest", password: str = "") -> str:
+        auth = f"{user}:{password}" if password else user
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/statcube"
+
+    def browser(self, cube: str, release: str = "2026-11"):  # type: ignore[no-untyped-def]
+        r = next(r for r in self.releases.calendar.releases if r.id == release)
+        return self.releases.browser(r, cube)
+
+
+@pytest.fixture(scope="module")
+def live(model: Model, warehouse: Path, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Live]:
+    d = tmp_path_factory.mktemp("sqlapi")
+    (d / "releases.toml").write_text(CALENDAR, encoding="utf-8")
+    (d / "keys.toml").write_text(f'[[key]]\nid = "analyst"\nrole = "registered"\n'
+                                 f'hash = "{hash_key(KEY, PEPPER.encode())}"\n')
+    releases = ReleaseSet(model, Calendar.load(d / "releases.toml"), warehouse)
+    keys = KeyStore.load(d / "keys.toml", PEPPER)
+    service = SqlService(releases, lambda: NOW, "test")
+    pg = PgServer(service, keys, lambda p: 5000 if p.role.value == "guest" else 100000,
+                  threads=4)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(pg.start("127.0.0.1", 0))
+        box["port"] = server.sockets[0].getsockname()[1]
+        started.set()
+        loop.run_forever()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert started.wait(30)
+    yield Live(int(box["port"]), releases)  # type: ignore[call-overload]
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(10)
+    pg.pool.shutdown(wait=False)
+    releases.close()
+
+
+@pytest.mark.integration
+def test_psql_lists_the_cubes_and_runs_a_grouped_query(live: Live) -> None:
+    out = subprocess.run(["psql", live.url(), "-X", "-A", "-t", "-c", r"\dt"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "2026-11|housing_benefit|table" in out
+    assert "2027-02" not in out  # under embargo: guests do not see the schema
+    out = subprocess.run(
+        ["psql", live.url(), "-X", "-A", "-t", "-F", ",", "-c",
+         "SELECT region_code, MEASURE(claimants) FROM housing_benefit WHERE year = 2026 AND "
+         "month = 8 GROUP BY region_code ORDER BY region_code"],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    got = {line.split(",")[0]: int(line.split(",")[1]) for line in out.split()}
+    api = live.browser("housing_benefit").aggregate(drilldown="geography:region",
+                                                    cut="time:2026,3,8")
+    assert got == {c["geography.region_code"]: c["claimants"] for c in api.cells.to_pylist()}
+
+
+@pytest.mark.integration
+def test_psql_shows_a_refusal_with_its_sqlstate(live: Live) -> None:
+    r = subprocess.run(["psql", live.url(), "-X", "-v", "VERBOSITY=verbose", "-c",
+                        "SELECT count(*) FROM pip"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "ERROR:  0A000: COUNT is not supported" in r.stderr
+    assert "MEASURE(claimants)" in r.stderr
+
+
+@pytest.mark.integration
+def test_psycopg_values_equal_the_slicer_api(live: Live) -> None:
+    b = live.browser("housing_benefit")
+    with psycopg.connect(live.url()) as conn:
+        rows = conn.execute(
+            "SELECT tenure_name, SUM(claimants), MEASURE(weekly_award_mean) FROM housing_benefit "
+            "WHERE year = %s AND month = %s AND region_code = %s GROUP BY tenure_name "
+            "ORDER BY tenure_name", (2026, 8, "E12000007")).fetchall()
+        api = b.aggregate(drilldown="tenure", cut="time:2026,3,8|geography:E92000001,E12000007",
+                          order="tenure.tenure_name").cells.to_pylist()
+        assert rows == [(c["tenure.tenure_name"], c["claimants"],
+                         None if c["weekly_award_mean_withheld"] else c["weekly_award_mean"])
+                        for c in api]
+        # IN list: a custom group, published as the sum of protected cells (as on HTTP)
+        (total,) = conn.execute(
+            "SELECT MEASURE(claimants) FROM housing_benefit WHERE month = 8 AND region_code IN "
+            "('E12000007', 'E12000008')").fetchone()  # type: ignore[misc]
+        group = b.aggregate(cut="time:2026,3,8|geography:E92000001,E12000007;"
+                                "E92000001,E12000008")
+        assert total == group.summary["claimants"]
+        # another schema is another release
+        conn.execute('SET search_path TO "2026-11"')
+        assert conn.execute("SHOW search_path").fetchone() == ('"2026-11"',)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("sql", "sqlstate", "words"), [
+    ("SELECT people FROM universal_credit WHERE month BETWEEN 6 AND 8", "0A000", "stock"),
+    ("SELECT * FROM pip", "0A000", "raw rows"),
+    ("SELECT h.claimants FROM housing_benefit h JOIN pip p ON true", "0A000", "one cube table"),
+    ("SELECT nonsense FROM pip", "42703", "does not exist"),
+    ("SELECT claimants FROM no_such_cube", "42P01", "does not exist"),
+    ("DELETE FROM pip", "25006", "read-only"),
+    ("SELECT SUM(MEASURE(claimants)) FROM pip", "0A000", "aggregate of an aggregate"),
+    ("SELECT claimants FROM (SELECT * FROM pip) AS t", "0A000", "subquer"),
+])
+def test_refused_sql_gets_a_sqlstate_and_names_the_supported_form(
+        live: Live, sql: str, sqlstate: str, words: str) -> None:
+    with psycopg.connect(live.url()) as conn, pytest.raises(psycopg.Error) as err:
+        conn.execute(sql)
+    assert err.value.sqlstate == sqlstate
+    assert words in str(err.value)
+
+
+@pytest.mark.integration
+def test_api_keys_are_passwords(live: Live) -> None:
+    with psycopg.connect(live.url("analyst", KEY)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        # registered users see the same published releases (no embargo exemption)
+        schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
+        assert "2026-11" in schemas and "2027-02" not in schemas
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(live.url("analyst", "not-a-key"))
+
+
+@pytest.mark.integration
+def test_sqlalchemy_and_pandas_read_sql(live: Live) -> None:
+    engine = sa.create_engine(live.url().replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        df = pd.read_sql("SELECT gender_name, MEASURE(claimants) AS claimants FROM pip "
+                         "WHERE year = 2026 AND month = 8 GROUP BY gender_name "
+                         "ORDER BY gender_name", engine)
+        api = live.browser("pip").aggregate(drilldown="gender", cut="time:2026,3,8",
+                                            order="gender.gender_name").cells.to_pylist()
+        assert df.to_dict("records") == [{"gender_name": c["gender.gender_name"],
+                                          "claimants": c["claimants"]} for c in api]
+        assert "pip" in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_fifty_connections_finish_with_no_error(live: Live) -> None:
+    from bench.bench_sql import run
+
+    result = run(live.url(), connections=50, queries=2)
+    assert result["errors"] == 0
+    assert result["queries"] == 100
