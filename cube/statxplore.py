@@ -278,8 +278,9 @@ class Member:
 
 def localise(browser: CubeBrowser, f: Field, level: Level, members: list[Member], lang: str
              ) -> list[Member]:
-    """``members`` with their labels in ``lang`` where the warehouse has them (Welsh names
-    of geography, from the lookups' ``…NMW`` columns); English otherwise."""
+    """``members`` with their labels in ``lang``. The one place a language changes labels:
+    the build does not keep the lookups' Welsh (``…NMW``) names yet, so every language gets
+    the English labels until it does (then this reads them for geographic levels)."""
     return members
 
 

@@ -451,3 +451,24 @@ def test_slicer_set_cut_of_every_region_is_the_total(client: FlaskClient) -> Non
     regions = _members(client, "pip", "level=region")
     cut = "geography:" + ";".join(_region(m["geography.region_code"]) for m in regions)
     assert slicer(client, "pip", cut, ["claimants"]) == slicer(client, "pip", "", ["claimants"])
+
+
+def test_accept_language_picks_the_label_language(client: FlaskClient) -> None:
+    """cy is offered and answered (Content-Language); the build keeps no Welsh names yet,
+    so labels stay English — the same labels, never an empty one."""
+    url = f"{API}/schema/str:valueset:{HB}:geography:region"
+    en = client.get(url, headers={**REGISTERED, "Accept-Language": "en-GB,en;q=0.8"})
+    cy = client.get(url, headers={**REGISTERED, "Accept-Language": "cy-GB,cy;q=0.9,en;q=0.5"})
+    fr = client.get(url, headers={**REGISTERED, "Accept-Language": "fr"})
+    assert en.headers["Content-Language"] == "en" and fr.headers["Content-Language"] == "en"
+    assert cy.headers["Content-Language"] == "cy"
+    labels = [c["label"] for c in orjson.loads(cy.get_data())["children"]]
+    assert labels == [c["label"] for c in orjson.loads(en.get_data())["children"]]
+    assert all(labels)
+    total = table(client, {"database": "str:database:pip", "measures": ["str:count:pip:fact_pip"],
+                           "recodes": {"str:field:pip:fact_pip:gender": {
+                               "map": [[value("pip:fact_pip", "gender", "gender", "F")]],
+                               "total": True}},
+                           "dimensions": [["str:field:pip:fact_pip:gender"]]},
+                  {**REGISTERED, "Accept-Language": "cy"})
+    assert total["fields"][0]["items"][-1]["labels"] == ["Cyfanswm"]
