@@ -26,6 +26,7 @@ latest published, as on the Slicer API.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -240,4 +241,64 @@ def table_json(query: Any, table: sx.Table, lang: str, release: Release) -> dict
         "cubes": {m.id: {"values": sx.nest(table.values[m.id], plan.shape),
                          "precision": m.precision} for m in plan.measures},
         "annotationMap": notes,
+    }
+
+
+#: Query parameters of each operation (the OpenAPI document and its test use them).
+QUERY_PARAMS: dict[str, tuple[str, ...]] = {
+    "statxplore_info": (), "statxplore_rate_limit": (),
+    "statxplore_schema_root": ("release", "offset", "limit"),
+    "statxplore_schema": ("release", "offset", "limit"),
+    "statxplore_table": ("release",)}
+_QUERY_PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
+    "release": ("A published release id (default: the latest published); or send the "
+                "X-Statcube-Release header.", {"type": "string"}),
+    "offset": ("First child of the page (a multiple of limit).",
+               {"type": "integer", "minimum": 0}),
+    "limit": ("Children per page (the next page is in the Link header).",
+              {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+}
+
+
+def openapi_paths(error: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """This API's paths for the OpenAPI document; ``error`` makes an error response."""
+    obj = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    errs = {"403": "The API key is not valid.",
+            "404": "No such endpoint.",
+            "422": "Unknown id, malformed query, or a table that cannot be answered.",
+            "413": "The request body is too large.",
+            "429": "Rate limit exceeded.",
+            "503": "The warehouse is unavailable."}
+
+    def op(name: str, summary: str, extra: dict[str, Any] | None = None,
+           codes: tuple[str, ...] = ("403", "422", "429", "503")) -> dict[str, Any]:
+        params = [{"name": p, "in": "query", "required": False,
+                   "description": _QUERY_PARAM_DOCS[p][0], "schema": _QUERY_PARAM_DOCS[p][1]}
+                  for p in QUERY_PARAMS[name]]
+        return {"operationId": name, "summary": summary, "tags": ["Stat-Xplore"],
+                "parameters": params, "responses": {"200": obj, **{
+                    c: error(errs[c]) for c in codes}}, **(extra or {})}
+
+    ident = {"name": "ident", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "A Stat-Xplore id, unencoded", "example": "str:database:pip"}
+    schema_op = op("statxplore_schema", "A schema node and (a page of) its children",
+                   codes=("403", "404", "422", "429", "503"))
+    schema_op["parameters"] = [ident, *schema_op["parameters"]]
+    body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["database", "measures", "dimensions"],
+        "properties": {"database": {"type": "string"},
+                       "measures": {"type": "array", "items": {"type": "string"}},
+                       "recodes": {"type": ["object", "null"]},
+                       "dimensions": {"type": "array",
+                                      "items": {"type": "array", "items": {"type": "string"}}}},
+    }}}}}
+    table_op = op("statxplore_table", "A table of protected values (Stat-Xplore's shape)",
+                  body, codes=("403", "413", "422", "429", "503"))
+    return {
+        f"{PREFIX}/info": {"get": op("statxplore_info", "Label languages", codes=("403", "429"))},
+        f"{PREFIX}/rate_limit": {"get": op("statxplore_rate_limit", "The caller's rate limit",
+                                           codes=("403", "429"))},
+        f"{PREFIX}/schema": {"get": op("statxplore_schema_root", "The root folder")},
+        f"{PREFIX}/schema/{{ident}}": {"get": schema_op},
+        f"{PREFIX}/table": {"post": table_op},
     }
