@@ -565,3 +565,17 @@ def to_sql(stmt: Select[Any], dialect: sa.engine.Dialect) -> str:
     if dialect.paramstyle in ("format", "pyformat"):
         text = text.replace("%%", "%")  # the driver's escaping, meaningless once inlined
     return text
+
+
+def member_lookup(cube: Cube, dimension: Dimension, hierarchy: Hierarchy, level: Level,
+                  keys: Sequence[Any]) -> Select[Any]:
+    """The members of ``level`` whose keys are ``keys``, with every attribute of their
+    ancestors in ``hierarchy``, from the dimension table alone (no values). For APIs that
+    name a member by its own key (Stat-Xplore value ids: an LA by its code), when a cut
+    needs its whole path. Not for time: a month key alone names no single period."""
+    t = _Tables(cube, fact_keys=False)
+    levels = hierarchy.levels[: hierarchy.level_index(level.name) + 1]
+    attrs = [a for lvl in levels for a in lvl.attributes]
+    bound: sa.BindParameter[Any] = sa.bindparam("keys", list(keys), expanding=True)
+    return sa.select(*(t.attr(a).label(a.ref) for a in attrs)).distinct().where(
+        t.attr(level.key).in_(bound))

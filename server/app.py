@@ -26,7 +26,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from cube.model import Model, default_model_path, load_model
 from cube.releases import open_releases
 from cube.settings import Settings
-from server import describe, errors, limits, openapi, routes
+from server import describe, errors, limits, openapi, routes, statxplore
 from server.auth import KeyStore
 from server.service import Service
 
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *,
     errors.install(app)
     _install_request_log(app, keys)
     routes.register(app, svc, openapi.document(version))
+    statxplore.register(app, svc)  # DWP Stat-Xplore's Open Data API under /webapi/rest/v1
     return app
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from server import statxplore
 from server.formats import MEDIA_TYPES
 from server.params import ENDPOINT_PARAMS, FORMATS, PARAMS, formats_for
 
@@ -288,6 +289,7 @@ def document(version: str) -> dict[str, Any]:
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                       "responses": {"200": {"description": "OK", "content": {
                                           "application/json": {"schema": _OBJ}}}}}},
+            **statxplore.openapi_paths(_error),  # DWP Stat-Xplore's Open Data API
         },
         "components": {
             "schemas": SCHEMAS,

@@ -282,7 +282,10 @@ def _tile_cells(raw: RawCube, query: Query, box: _Box, p: Protection,
             aggregates=aggs, order=(), period_limit=query.period_limit,
             default_period=query.default_period, within=tuple(within))
         check_query(tile_query)  # a tile must be a cell the user could ask for directly
-        cells = _only_tiles(raw.aggregate(tile_query).cells, match)
+        result = raw.aggregate(tile_query)
+        # Every tiled dimension whole (depth 0) and nothing drilled: the one tile is the
+        # query's summary row (its cells are empty, which summed to zero before).
+        cells = _only_tiles(result.cells if tile_query.drilldown else result.summary, match)
         protected = protect_table(cells, aggs, p, [k for k in keep if k != compiler.SPLIT])
         out.append(_pence(protected, query.cube, box.within_split, keep))
     return out, sum(t.num_rows for t in out)
