@@ -33,6 +33,8 @@ _HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                405: "method_not_allowed", 406: "not_acceptable", 413: "too_large",
                415: "unsupported_media_type", 429: "rate_limited"}
 REQUEST_ID = "statcube.request_id"
+#: Seconds a client should wait after a 503 (a worker retries its warehouse every second).
+RETRY_AFTER = 2
 
 
 def request_id(req: Request | None = None) -> str:
@@ -62,12 +64,15 @@ def response(status: int, payload: dict[str, Any], headers: dict[str, str] | Non
 
 
 def from_statcube(exc: StatcubeError) -> Response:
-    if exc.public and exc.status < 500:
+    if exc.public:  # 4xx, and 504 query_timeout (its message names only the limit)
+        if exc.status >= 500:
+            log.warning("request %s failed: %s: %s", request_id(), type(exc).__name__, exc)
         return response(exc.status, body(**_split(exc.to_dict())))
     log.error("request %s failed: %s: %s", request_id(), type(exc).__name__, exc)
     status = exc.status if exc.status >= 500 else 500
+    headers = {"Retry-After": str(RETRY_AFTER)} if status == 503 else None
     return response(status, body(exc.type if status == 503 else "internal_error",
-                                 GENERIC.get(status, GENERIC[500])))
+                                 GENERIC.get(status, GENERIC[500])), headers)
 
 
 def _split(d: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,8 @@ SCHEMAS: dict[str, Any] = {
                        "position": {"type": "integer", "minimum": 0}},
         "additionalProperties": False,
     },
+    "Health": {"type": "object", "required": ["status"],
+               "properties": {"status": {"enum": ["live", "ready"]}}},
     "Version": {"type": "object", "required": ["version", "server_version", "api_version"],
                 "properties": {"version": _STR, "server_version": _STR, "api_version": _INT,
                                "product": _STR}},
@@ -119,7 +121,10 @@ _ERRORS = {
     "404": "Unknown cube, dimension or release.",
     "429": "Rate limit exceeded (see X-RateLimit-* and Retry-After).",
     "500": "Internal error (generic message and a request id).",
-    "503": "The warehouse is unavailable.",
+    "503": "The warehouse is unavailable (engine_unavailable); retry after Retry-After "
+           "seconds: the service recovers by itself.",
+    "504": "A statement ran longer than the statement time limit (query_timeout): cut, "
+           "drill or page less.",
 }
 _RATE_HEADERS = {h: {"description": d, "schema": {"type": "integer"}} for h, d in (
     ("X-RateLimit-Limit", "Requests allowed in the window."),
@@ -130,6 +135,15 @@ _RATE_HEADERS = {h: {"description": d, "schema": {"type": "integer"}} for h, d i
 def _error(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _unavailable() -> dict[str, Any]:
+    """503: the warehouse is unavailable (missing, being replaced, database down); the
+    service recovers by itself — retry after ``Retry-After`` seconds."""
+    out = _error(_ERRORS["503"])
+    out["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                      "schema": {"type": "integer"}}}
+    return out
 
 
 def _param(name: str, endpoint: str) -> dict[str, Any]:
@@ -202,6 +216,9 @@ def _op(endpoint: str, summary: str, schema: str | dict[str, Any] | None, *,
     if cacheable:
         responses["304"] = {"description": "Not modified (If-None-Match matched the ETag)."}
     for code in sorted({*_ERRORS, *errors}):
+        if code == "503":
+            responses[code] = _unavailable()
+            continue
         responses[code] = _error(_ERRORS.get(code) or {
             "403": "Forbidden: a disclosure-control rule refuses the query, or record-level "
                    "data was asked for.",
@@ -285,6 +302,23 @@ def document(version: str) -> dict[str, Any]:
                                  "text/html": {"schema": {"type": "string"}}}},
                                  **{c: _error(_ERRORS[c]) for c in ("400", "401", "429")
                                     if c in _ERRORS}}}},
+            "/health/live": {"get": {
+                "operationId": "health_live",
+                "summary": "Liveness: 200 whenever the server process answers (touches no "
+                           "warehouse)",
+                "parameters": [],
+                "responses": {"200": {"description": "Alive", "content": {
+                    "application/json": {"schema": _ref("Health")}}},
+                    "400": _error(_ERRORS["400"])}}},
+            "/health/ready": {"get": {
+                "operationId": "health_ready",
+                "summary": "Readiness: 200 when every warehouse is open and answers, else "
+                           "503 engine_unavailable with Retry-After",
+                "parameters": [],
+                "responses": {"200": {"description": "Ready", "content": {
+                    "application/json": {"schema": _ref("Health")}}},
+                    "400": _error(_ERRORS["400"]),
+                    "503": _unavailable()}}},
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                       "responses": {"200": {"description": "OK", "content": {
                                           "application/json": {"schema": _OBJ}}}}}},

@@ -94,6 +94,8 @@ ENDPOINT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "map": (),
     "exports": ("prettyprint",),
     "export_file": (),
+    "health_live": (),
+    "health_ready": (),
 }
 #: Formats per endpoint; the others answer JSON only (``format=json`` is accepted there).
 ENDPOINT_FORMATS: Mapping[str, tuple[str, ...]] = {"aggregate": AGGREGATE_FORMATS,

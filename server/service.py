@@ -70,6 +70,9 @@ class Service:
 
     def call(self, req: Request, endpoint: str) -> Call:
         principal, args = self.identify(req, endpoint)
+        for name in ("cut", "split"):  # bounded work: refused before any SQL
+            if args.many(name):
+                limits.check_cut(args.joined_cut(name), name)
         now = self.clock()
         release = self.calendar.select(args.one("release"), now,
                                        embargo_exempt=principal.role.embargo_exempt)
