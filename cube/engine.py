@@ -91,6 +91,8 @@ class Engine:
         self.target = text
         self.statement_timeout_ms = statement_timeout_ms if statement_timeout_ms else None
         self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []  # per-thread, closed with it
+        self._cursors_lock = threading.Lock()
         self._duck: duckdb.DuckDBPyConnection | None = None
         self._sa: sa.Engine | None = None
         if "://" not in text or text.startswith("duckdb:///"):
@@ -98,7 +100,7 @@ class Engine:
             if not path.exists():
                 raise ConfigError(f"warehouse not found: {path}")
             try:
-                self._duck = duckdb.connect(str(path), read_only=True)
+                self._duck = _attach(path)
             except duckdb.Error as exc:
                 raise EngineUnavailableError(f"cannot open warehouse {path}: {exc}") from None
             self.dialect: sa.engine.Dialect = DuckDBDialect(paramstyle="numeric_dollar")
@@ -157,13 +159,19 @@ class Engine:
     def name(self) -> str:
         return "duckdb" if self._duck is not None else self.dialect.name
 
+    def _new_cursor(self) -> duckdb.DuckDBPyConnection:
+        assert self._duck is not None
+        cur = self._duck.cursor()
+        cur.execute("SET enable_progress_bar = false")
+        cur.execute(f"USE {_ATTACHED}")
+        return cur
+
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cursor", None)
         if cur is None:
-            assert self._duck is not None
-            cur = self._duck.cursor()
-            cur.execute("SET enable_progress_bar = false")
-            self._local.cursor = cur
+            cur = self._local.cursor = self._new_cursor()
+            with self._cursors_lock:  # one per thread: a bounded list
+                self._cursors.append(cur)
         return cur
 
     def compile(self, stmt: ClauseElement) -> Compiled:
@@ -234,9 +242,8 @@ class Engine:
         if self._duck is None:
             return self.execute(stmt).to_reader(max_chunksize=batch_rows)
         sql, params = self.compile(stmt)
-        cursor = self._duck.cursor()
+        cursor = self._new_cursor()
         try:
-            cursor.execute("SET enable_progress_bar = false")
             reader = cursor.execute(sql, params).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             cursor.close()
@@ -262,10 +269,40 @@ class Engine:
         yield self._cursor()
 
     def close(self) -> None:
+        """Close the connection and every cursor made from it (per-thread cursors of server
+        threads included: a DuckDB instance left to interpreter shutdown crashed the
+        exiting process)."""
         if self._duck is not None:
+            with self._cursors_lock:
+                cursors, self._cursors = self._cursors, []
+            for cur in cursors:
+                cur.close()
             self._duck.close()
         if self._sa is not None:
             self._sa.dispose()
+
+
+#: The name a DuckDB warehouse file is attached under.
+_ATTACHED = "warehouse"
+
+
+def _attach(path: Path) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB instance with the warehouse file attached read-only.
+
+    Why not ``duckdb.connect(path, read_only=True)``: DuckDB caches database instances by
+    path within a process, so reconnecting to a path whose file was replaced (a rebuild
+    renamed into place) silently returned the *old* file's instance (duckdb/duckdb#15912) —
+    a server could never pick up a new build. An in-memory instance is never cached, and
+    the file is opened afresh by its ``ATTACH``."""
+    con = duckdb.connect(":memory:")
+    try:
+        quoted = str(path).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS {_ATTACHED} (READ_ONLY)")
+        con.execute(f"USE {_ATTACHED}")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 # PostgreSQL type OIDs (pg_type.dat) → canonical Arrow types. numeric (1700) is decided per

@@ -80,7 +80,27 @@ def create_app(settings: Settings | None = None, *,
     _install_build_pinning(app, svc)
     health.register(app, svc)
     routes.register(app, svc, openapi.document(version))
+    app.wsgi_app = RetryAfterOnlyWhenRetrying(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+class RetryAfterOnlyWhenRetrying:
+    """WSGI middleware: ``Retry-After`` only on 429 and 503 (RFC 9110 §10.2.3).
+
+    flask-limiter adds it to every response it counts — 200, 403, 404 — from its own
+    after-request hook, which runs after the app's; a client honouring it would wait for
+    nothing. Filtering at the WSGI boundary catches every source."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if not status.startswith(("429", "503")):
+                headers = [(k, v) for k, v in headers if k.lower() != "retry-after"]
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
 
 
 def _install_build_pinning(app: Flask, svc: Service) -> None:

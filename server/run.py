@@ -49,6 +49,16 @@ def check(settings: Settings) -> None:
         releases.close()
 
 
+def close_worker(_server: Any, worker: Any) -> None:
+    """gunicorn ``worker_exit``: close the worker's warehouses (and their per-thread
+    cursors) before the interpreter exits, rather than leaving them to its shutdown."""
+    from server.app import service
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions") and "statcube" in app.extensions:
+        service(app).releases.close()
+
+
 class StatcubeServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings, on_ready: Callable[[str], None] | None = None
                  ) -> None:
@@ -73,6 +83,7 @@ class StatcubeServer(BaseApplication):  # type: ignore[misc]
             "loglevel": "info",
             "proc_name": "statcube",
         }
+        options["worker_exit"] = close_worker
         if self.on_ready is not None:
             ready = self.on_ready
 

@@ -909,11 +909,12 @@ def test_openapi_describes_every_route_and_parameter(app: Flask, client: FlaskCl
 
 # --- the README documents the server -----------------------------------------------------
 
-SERVER_SETTINGS = ("statement_timeout_ms", "releases", "api_keys", "api_key_pepper", "max_cells_guest",
+SERVER_SETTINGS = ("releases", "api_keys", "api_key_pepper", "max_cells_guest",
                    "max_cells_registered", "max_cells_prerelease", "max_cells_admin",
                    "rate_limit_guest", "rate_limit_registered", "rate_limit_prerelease",
                    "rate_limit_admin", "rate_limit_storage", "cache_bytes", "cache_max_age",
-                   "cors_origins", "host", "port", "workers", "threads", "proxy_hops")
+                   "cors_origins", "host", "port", "workers", "threads", "proxy_hops",
+                   "statement_timeout_ms")
 
 
 @pytest.mark.unit
