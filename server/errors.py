@@ -16,7 +16,7 @@ import logging
 import uuid
 from typing import Any
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from cube.errors import StatcubeError
@@ -99,7 +99,9 @@ def from_http(exc: HTTPException) -> Response:
         message = f"rate limit exceeded: {exc.description}"
         hint = "wait for the window in X-RateLimit-Reset / Retry-After to pass, or use an API key"
     elif status == 413:
-        message = "the request body is too large"
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        message = "the request body is too large" + (
+            f": the limit is {limit:,} bytes" if limit else "")
     else:
         message = exc.description or kind.replace("_", " ")
     resp = response(status, body(kind, message, hint=hint), headers)
