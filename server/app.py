@@ -64,6 +64,8 @@ def create_app(settings: Settings | None = None, *,
     app = Flask("statcube", static_folder=str(Path(__file__).parent / "static"),
                 static_url_path="/static")
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
+    # "//" in a path is a 404, not a 308 whose Location werkzeug builds from the Host header
+    app.url_map.merge_slashes = False
     app.extensions["statcube"] = svc
     if settings.proxy_hops > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,  # type: ignore[method-assign]

@@ -132,6 +132,14 @@ _RATE_HEADERS = {h: {"description": d, "schema": {"type": "integer"}} for h, d i
     ("X-RateLimit-Reset", "When the window resets (Unix time)."))}
 
 
+#: What a download may be: datapackage.json, Parquet parts, SHA256SUMS (server/downloads.py).
+_FILES = {"application/json": {"schema": _OBJ},
+          "application/vnd.apache.parquet": {"schema": {
+              "type": "string", "contentMediaType": "application/vnd.apache.parquet"}},
+          "text/plain": {"schema": _STR},
+          "application/octet-stream": {"schema": {"type": "string"}}}
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": _ref("Error")}}}
@@ -292,10 +300,13 @@ def document(version: str) -> dict[str, Any]:
                                _path_param("grain", "Export grain.", "la_all"),
                                _path_param("name", "File path within the export.",
                                            "datapackage.json")],
-                "responses": {"200": {"description": "The file", "content": {
-                    "application/octet-stream": {"schema": {"type": "string"}}}},
-                    "206": {"description": "Part of the file (Range)"},
+                "responses": {"200": {"description": "The file", "content": _FILES},
+                    "206": {"description": "One range of the file (a single satisfiable "
+                                           "byte range; an invalid Range or several ranges "
+                                           "get the whole file)", "content": _FILES},
                     "304": {"description": "Not modified"},
+                    "416": _error("The one requested range is outside the file "
+                                  "(Content-Range: bytes */size)."),
                     **{c: _error(_ERRORS[c]) for c in ("400", "401", "404", "429")}}}},
             "/map": {"get": {"operationId": "map", "summary": "Choropleth map page (HTML)",
                              "responses": {"200": {"description": "OK", "content": {

@@ -73,7 +73,8 @@ class StatcubeServer(BaseApplication):  # type: ignore[misc]
             "bind": f"{s.host}:{s.port}",
             "workers": worker_count(s),
             "threads": threads,
-            "worker_class": "gthread" if threads > 1 else "sync",
+            "worker_class": "server.workers.StatcubeThreadWorker" if threads > 1
+            else "server.workers.StatcubeSyncWorker",  # gunicorn's, with JSON errors
             "preload_app": False,
             "timeout": 120,
             "graceful_timeout": 10,

@@ -106,7 +106,8 @@ class Service:
         entry = self.cache.get(tag)
         if entry is not None:
             limits.check_size(entry.size, call.max_cells, what, call.principal)
-        if not call.if_none_match.star_tag and call.if_none_match.contains_weak(tag[1:-1]):
+        # "*" matches any current representation (RFC 9110 §13.1.2), as on downloads
+        if call.if_none_match.star_tag or call.if_none_match.contains_weak(tag[1:-1]):
             return Response(status=304, headers=headers)
         if entry is not None:
             return Response(entry.body, content_type=entry.media_type, headers=headers)

@@ -145,3 +145,27 @@ def test_a_slow_statement_answers_504_query_timeout(client: FlaskClient, app: Fl
     body = orjson.loads(resp.get_data())
     check_error(body, "query_timeout")
     assert "0.3 s" in body["message"] and body["hint"]
+
+
+@pytest.mark.parametrize(("url", "parameter"), [
+    (f"{HB}/aggregate?drilldown=geography:region&format=", "format"),
+    (f"{HB}/aggregate?drilldown=geography:region&prettyprint=", "prettyprint"),
+    ("/version?prettyprint=", "prettyprint"),
+    (f"{HB}/members/geography?pagesize=1000001", "pagesize"),
+    (f"{HB}/aggregate?drilldown=geography:region&pagesize=1000001", "pagesize"),
+    (f"{HB}/members/geography?page=-1&pagesize=5", "page"),
+])
+def test_empty_and_out_of_range_values_are_400(client: FlaskClient, url: str,
+                                               parameter: str) -> None:
+    resp = client.get(url)
+    body = orjson.loads(resp.get_data())
+    assert resp.status_code == 400, (url, body)
+    check_error(body)
+    assert body["parameter"] == parameter
+
+
+def test_retry_after_only_on_429_and_503(client: FlaskClient) -> None:
+    for url, status in (("/version", 200), (f"{HB}/facts", 403), ("/nope", 404),
+                        (f"{HB}/aggregate?drilldown=nope", 404)):
+        resp = client.get(url)
+        assert resp.status_code == status and "Retry-After" not in resp.headers, url

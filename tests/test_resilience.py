@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -172,3 +173,46 @@ def test_the_access_log_cannot_be_forged_and_holds_no_key(live: Server) -> None:
 def urllib_host(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("http://").split(":")
     return host, int(port)
+
+
+def raw_request(server: Server, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client library would send these) and read the answer."""
+    with socket.create_connection(urllib_host(server.url), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks):
+                head, _, rest = b"".join(chunks).partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if length and len(rest) >= int(length.group(1)):
+                    break
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),       # request line
+    (b"GET /version HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+    (b"GET /version HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", 431),          # too many headers
+    (b"GET /cu\x01bes HTTP/1.1\r\nHost: x\r\n\r\n", 400),                 # control byte
+    (b"GET /cubes HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400),     # bad header name
+    (b"POST /cube/housing_benefit/report HTTP/1.1\r\nHost: x\r\nContent-Type: "
+     b"application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n", 400),
+])
+def test_errors_before_flask_use_the_one_shape(live: Server, request_bytes: bytes,
+                                               status: int) -> None:
+    code, headers, body = raw_request(live, request_bytes)
+    assert code == status, body[:300]
+    assert headers["Content-Type"] == "application/json"
+    doc = json.loads(body)
+    check_error(doc)
+    assert "<html" not in body.decode("latin-1") and "bbbb" not in doc["message"]
+
+
+def test_no_traceback_in_the_server_log(live: Server) -> None:
+    assert live.get("/health/live")[0] == 200
+    assert "Traceback" not in live.log.read_text(encoding="utf-8")

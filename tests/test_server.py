@@ -831,7 +831,8 @@ def test_etag_304_and_cache_control(client: FlaskClient) -> None:
     assert again.status_code == 304 and again.get_data() == b""
     assert again.headers["ETag"] == tag
     assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
-    assert client.get(url, headers={"If-None-Match": "*"}).status_code == 200
+    # "*" matches any current representation (RFC 9110 §13.1.2): 304, as on downloads
+    assert client.get(url, headers={"If-None-Match": "*"}).status_code == 304
     explicit = client.get(url + "&release=2026-11")
     assert explicit.headers["Cache-Control"] == "public, max-age=86400"
     assert explicit.get_data() == first.get_data()
@@ -993,5 +994,7 @@ def test_gunicorn_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     assert worker_count(Settings(workers=3)) == 3
     cfg = StatcubeServer(Settings(host="127.0.0.1", port=0, workers=2, threads=4)).cfg
     assert cfg.bind == ["127.0.0.1:0"] and cfg.workers == 2 and cfg.threads == 4
-    assert cfg.worker_class_str == "gthread" and cfg.preload_app is False  # app per worker
-    assert StatcubeServer(Settings(threads=1)).cfg.worker_class_str == "sync"
+    assert cfg.worker_class_str == "server.workers.StatcubeThreadWorker"  # gthread, JSON errors
+    assert cfg.preload_app is False  # app per worker
+    assert StatcubeServer(Settings(threads=1)).cfg.worker_class_str == \
+        "server.workers.StatcubeSyncWorker"
