@@ -546,12 +546,7 @@ class ReleaseSet:
         return self._opened(target)
 
     def workspace(self, release: Release) -> Workspace:
-        opened = self._of(release)
-        view = opened.views.get(release.id)
-        if view is None:
-            view = opened.views.setdefault(release.id,
-                                           opened.workspace.view(release.last_period))
-        return view
+        return _view(self._of(release), release)
 
     def fingerprint(self, release: Release) -> str:
         """Identifies the bytes a release serves: changes if its warehouse is rebuilt (the
@@ -573,7 +568,7 @@ class ReleaseSet:
         found = opened.browsers.get(key)
         if found is not None:
             return found
-        view = self.workspace(release)
+        view = _view(opened, release)
         names = view.cube_names
         if cube not in names:
             raise unknown(NoSuchCubeError, "cube", cube, names, parameter="cube")
@@ -594,6 +589,14 @@ class ReleaseSet:
         for _, opened in self._retired:
             opened.workspace.close()
         self._retired.clear()
+
+
+def _view(opened: _Opened, release: Release) -> Workspace:
+    """The release's embargo-limited view of an open build (made once per build)."""
+    view = opened.views.get(release.id)
+    if view is None:
+        view = opened.views.setdefault(release.id, opened.workspace.view(release.last_period))
+    return view
 
 
 def _monotonic() -> float:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from pg import _free_port, _server_bin, _wait, with_search_path
 from test_resilience import until, workers
 from test_server_support import PEPPER, ROOT, Server, check_error, start_server, write_config
 
@@ -30,6 +29,8 @@ from cube.model import Model
 from cube.pg_load import load_pg
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+#: tests/pg.py, registered as the plugin it is (imported here only inside fixtures).
+pytest_plugins = ["pg"]
 
 AGG = "/cube/housing_benefit/aggregate?drilldown=geography:region&aggregates=claimants"
 _fresh = itertools.count(1)
@@ -67,6 +68,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
+    from pg import _free_port, _server_bin, _wait
+
     bindir = _server_bin()
     assert bindir is not None, "PostgreSQL server binaries are needed (apt-get install postgresql)"
     base = Path(tempfile.mkdtemp(prefix="statcube-pg-"))
@@ -100,6 +103,8 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def live(cluster: Cluster, model: Model, warehouse: Path,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    from pg import with_search_path
+
     load_pg(model, warehouse, cluster.url, schema="wh")
     directory = tmp_path_factory.mktemp("resilience-pg")
     cal, keys = write_config(directory, relative=True)
