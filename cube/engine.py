@@ -14,6 +14,11 @@ same query gives equal tables on every engine (DuckDB's TINYINT/SMALLINT and Pos
 ``smallint`` both arrive as ``int64``; PostgreSQL ``numeric`` sums as ``int64``; the fact
 tables' ENUM code columns, which DuckDB returns dictionary-encoded, as ``string``).
 
+Every statement may run under a time limit (``statement_timeout_ms``): DuckDB statements are
+interrupted from a timer thread (``DuckDBPyConnection.interrupt``), PostgreSQL sessions set
+``statement_timeout``; either way the caller gets a :class:`QueryTimeoutError`, so one request
+cannot hold a server worker for minutes.
+
 This is the only module that talks to a database at query time. It knows nothing of cubes,
 queries or disclosure control.
 """
@@ -33,11 +38,16 @@ import sqlalchemy as sa
 from duckdb_engine import Dialect as DuckDBDialect
 from sqlalchemy.sql import ClauseElement
 
-from cube.errors import ConfigError, EngineUnavailableError
+from cube.errors import ConfigError, EngineUnavailableError, QueryTimeoutError
 
 BATCH_ROWS = 50_000
 #: What to install for PostgreSQL support (the ``postgres`` extra declares psycopg 3).
 POSTGRES_EXTRA = "pip install 'statcube[postgres]'"
+#: PostgreSQL's SQLSTATE for a statement cancelled by ``statement_timeout``.
+_PG_QUERY_CANCELED = "57014"
+#: Seconds a PostgreSQL connection attempt may take (a server that is down must answer 503
+#: quickly, not after the operating system's TCP timeout).
+PG_CONNECT_TIMEOUT = 3
 
 
 def database_url(text: str | sa.URL) -> sa.URL:
@@ -72,12 +82,17 @@ class Compiled(NamedTuple):
 
 
 class Engine:
-    """A warehouse connection. ``execute`` is safe to call from several threads."""
+    """A warehouse connection. ``execute`` is safe to call from several threads.
 
-    def __init__(self, target: str | Path) -> None:
+    ``statement_timeout_ms``: cancel any statement running longer (None: no limit)."""
+
+    def __init__(self, target: str | Path, *, statement_timeout_ms: int | None = None) -> None:
         text = str(target)
         self.target = text
+        self.statement_timeout_ms = statement_timeout_ms if statement_timeout_ms else None
         self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []  # per-thread, closed with it
+        self._cursors_lock = threading.Lock()
         self._duck: duckdb.DuckDBPyConnection | None = None
         self._sa: sa.Engine | None = None
         if "://" not in text or text.startswith("duckdb:///"):
@@ -85,29 +100,78 @@ class Engine:
             if not path.exists():
                 raise ConfigError(f"warehouse not found: {path}")
             try:
-                self._duck = duckdb.connect(str(path), read_only=True)
+                self._duck = _attach(path)
             except duckdb.Error as exc:
                 raise EngineUnavailableError(f"cannot open warehouse {path}: {exc}") from None
             self.dialect: sa.engine.Dialect = DuckDBDialect(paramstyle="numeric_dollar")
         else:
             url = database_url(text)
+            connect_args: dict[str, Any] = {}
+            if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+                connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT
             try:
-                self._sa = sa.create_engine(url, pool_pre_ping=True)
+                self._sa = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
             except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
                 raise ConfigError(f"bad warehouse URL: {exc}") from None
             self.dialect = self._sa.dialect
+            if self.statement_timeout_ms and self.dialect.name == "postgresql":
+                sa.event.listen(self._sa, "connect", self._set_pg_timeout)
+
+    def _set_pg_timeout(self, dbapi_connection: Any, _record: Any) -> None:
+        """Every pooled PostgreSQL connection gets the statement time limit (a session
+        setting, so it holds for every statement on that connection)."""
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            with dbapi_connection.cursor() as cur:
+                cur.execute(f"SET statement_timeout = {int(self.statement_timeout_ms or 0)}")
+        finally:
+            dbapi_connection.autocommit = autocommit
+
+    def _timeout(self) -> QueryTimeoutError:
+        limit = (self.statement_timeout_ms or 0) / 1000
+        return QueryTimeoutError(
+            f"the query ran longer than the time limit of {limit:g} s and was cancelled",
+            hint="cut to fewer members, drill less deeply, or page (pagesize=…)")
+
+    @contextmanager
+    def _deadline(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[threading.Event]:
+        """Interrupt ``cursor`` if the block runs longer than the time limit; the event is
+        set when it did (DuckDB reports an interruption like any other error)."""
+        fired = threading.Event()
+        if self.statement_timeout_ms is None:
+            yield fired
+            return
+
+        def interrupt() -> None:
+            fired.set()
+            cursor.interrupt()
+
+        timer = threading.Timer(self.statement_timeout_ms / 1000, interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield fired
+        finally:
+            timer.cancel()
 
     @property
     def name(self) -> str:
         return "duckdb" if self._duck is not None else self.dialect.name
 
+    def _new_cursor(self) -> duckdb.DuckDBPyConnection:
+        assert self._duck is not None
+        cur = self._duck.cursor()
+        cur.execute("SET enable_progress_bar = false")
+        cur.execute(f"USE {_ATTACHED}")
+        return cur
+
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cursor", None)
         if cur is None:
-            assert self._duck is not None
-            cur = self._duck.cursor()
-            cur.execute("SET enable_progress_bar = false")
-            self._local.cursor = cur
+            cur = self._local.cursor = self._new_cursor()
+            with self._cursors_lock:  # one per thread: a bounded list
+                self._cursors.append(cur)
         return cur
 
     def compile(self, stmt: ClauseElement) -> Compiled:
@@ -129,10 +193,14 @@ class Engine:
         """Execute compiled SQL; the result as a pyarrow Table with canonical types."""
         sql, params = compiled
         if self._duck is not None:
-            try:
-                table = self._cursor().execute(sql, params).to_arrow_table()
-            except duckdb.Error as exc:
-                raise EngineUnavailableError(f"query failed: {exc}") from exc
+            cursor = self._cursor()
+            with self._deadline(cursor) as fired:
+                try:
+                    table = cursor.execute(sql, params).to_arrow_table()
+                except duckdb.Error as exc:
+                    if fired.is_set() or isinstance(exc, duckdb.InterruptException):
+                        raise self._timeout() from None
+                    raise EngineUnavailableError(f"query failed: {exc}") from exc
             return canonical(table)
         assert self._sa is not None
         try:
@@ -149,6 +217,8 @@ class Engine:
                         [_column(values, oids[i]) for i, values in enumerate(columns)],
                         names=names))
         except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _PG_QUERY_CANCELED:
+                raise self._timeout() from None
             raise EngineUnavailableError(f"engine unavailable: {exc.orig}") from exc
         except sa.exc.DBAPIError as exc:
             raise EngineUnavailableError(f"query failed: {exc.orig}") from exc
@@ -172,9 +242,8 @@ class Engine:
         if self._duck is None:
             return self.execute(stmt).to_reader(max_chunksize=batch_rows)
         sql, params = self.compile(stmt)
-        cursor = self._duck.cursor()
+        cursor = self._new_cursor()
         try:
-            cursor.execute("SET enable_progress_bar = false")
             reader = cursor.execute(sql, params).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             cursor.close()
@@ -200,10 +269,40 @@ class Engine:
         yield self._cursor()
 
     def close(self) -> None:
+        """Close the connection and every cursor made from it (per-thread cursors of server
+        threads included: a DuckDB instance left to interpreter shutdown crashed the
+        exiting process)."""
         if self._duck is not None:
+            with self._cursors_lock:
+                cursors, self._cursors = self._cursors, []
+            for cur in cursors:
+                cur.close()
             self._duck.close()
         if self._sa is not None:
             self._sa.dispose()
+
+
+#: The name a DuckDB warehouse file is attached under.
+_ATTACHED = "warehouse"
+
+
+def _attach(path: Path) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB instance with the warehouse file attached read-only.
+
+    Why not ``duckdb.connect(path, read_only=True)``: DuckDB caches database instances by
+    path within a process, so reconnecting to a path whose file was replaced (a rebuild
+    renamed into place) silently returned the *old* file's instance (duckdb/duckdb#15912) —
+    a server could never pick up a new build. An in-memory instance is never cached, and
+    the file is opened afresh by its ``ATTACH``."""
+    con = duckdb.connect(":memory:")
+    try:
+        quoted = str(path).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS {_ATTACHED} (READ_ONLY)")
+        con.execute(f"USE {_ATTACHED}")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 # PostgreSQL type OIDs (pg_type.dat) → canonical Arrow types. numeric (1700) is decided per

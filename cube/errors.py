@@ -223,6 +223,18 @@ class EngineUnavailableError(StatcubeError):
     type = "engine_unavailable"
 
 
+class QueryTimeoutError(StatcubeError):
+    """One SQL statement ran longer than the statement time limit and was cancelled.
+
+    Public: the message names only the limit, and tells the client what to change (a
+    narrower cut, less drilling, paging) — retrying the same query would time out again,
+    so the HTTP status is 504 and no ``Retry-After`` is sent."""
+
+    status = 504
+    type = "query_timeout"
+    public = True
+
+
 def suggest(name: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean' hint for an unknown name, or None."""
     matches = get_close_matches(name, list(choices), n=3, cutoff=0.6)

@@ -28,22 +28,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
+import time as time_module
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cube.errors import ConfigError, NoSuchCubeError, NotFoundError, unknown
+import sqlalchemy as sa
+
+from cube.engine import database_url
+from cube.errors import (
+    ConfigError,
+    EngineUnavailableError,
+    NoSuchCubeError,
+    NotFoundError,
+    StatcubeError,
+    unknown,
+)
 from cube.grammar import PointCut, format_cut
 from cube.model import Model
 from cube.settings import Settings
 from cube.workspace import CubeBrowser, Workspace, resolve_warehouse
 
+log = logging.getLogger("statcube.releases")
 LONDON = ZoneInfo("Europe/London")
 #: Publication time of the demo calendar's releases (London wall-clock).
 PUBLICATION_TIME = time(9, 30)
@@ -260,105 +273,353 @@ def build_id(meta: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+#: Seconds between attempts to open a warehouse that could not be opened (per process).
+RETRY_SECONDS = 1.0
+#: Seconds between checks of a database warehouse's build (a file is checked per request).
+DATABASE_CHECK_SECONDS = 2.0
+#: Seconds a replaced build stays open for requests still reading it, then it is closed.
+RETIRE_SECONDS = 120.0
+
+Identity = tuple[int, int, int, int]
+
+
+def warehouse_file(target: str) -> Path | None:
+    """The DuckDB file a warehouse target names, or None for a database URL."""
+    if target.startswith("duckdb:///"):
+        return Path(target.removeprefix("duckdb:///"))
+    return None if "://" in target else Path(target)
+
+
+def file_identity(path: Path) -> Identity | None:
+    """(device, inode, size, mtime) of a file — changes when it is replaced or rewritten —
+    or None if it is not there. One ``stat``: cheap enough for every request."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class _Opened:
+    """One open build of one warehouse, with its views and browsers (cached per build, so a
+    new build never reuses a browser of the old one)."""
+
+    workspace: Workspace
+    identity: Identity | None
+    build: str
+    calendar: Calendar | None  # the warehouse's own calendar (when none is configured)
+    checked: float
+    views: dict[str, Workspace] = field(default_factory=dict)
+    browsers: dict[tuple[str, str], CubeBrowser] = field(default_factory=dict)
+
+
+@dataclass
+class _Slot:
+    """A warehouse target and what is open of it (None while it is unavailable)."""
+
+    target: str
+    file: Path | None
+    opened: _Opened | None = None
+    failed: Identity | None = None  # the file identity the last failed attempt saw
+    next_try: float = 0.0
+    problem: str = "not opened yet"
+
+
+@dataclass(frozen=True)
+class _State:
+    """What one request sees: the open build of every warehouse, fixed for the request."""
+
+    opened: Mapping[str, _Opened | None]
+    problems: Mapping[str, str]
+
+
 class ReleaseSet:
-    """The calendar over open warehouses: one read-only engine per warehouse file, one
+    """The calendar over its warehouses: one read-only engine per warehouse build, one
     embargo-limited :class:`Workspace` view per release, one :class:`CubeBrowser` per
     (release, cube) so each browser's latest period is looked up once.
 
-    Build it in each server process (after a fork), never at import time.
+    *Lazy* (the server, ``lazy=True``): nothing is opened at construction, so a worker always
+    boots. :meth:`pin` (once per request) opens what is missing — at most once per
+    :data:`RETRY_SECONDS` per failing target — and notices a replaced build: a DuckDB file
+    whose identity (device, inode, size, mtime) changed is reopened and its build id
+    (:func:`build_id`) read again; a database's build is re-read every
+    :data:`DATABASE_CHECK_SECONDS`. A warehouse that is missing, unreadable or unreachable
+    makes every data call raise :class:`EngineUnavailableError` (HTTP 503) until it returns,
+    and then the service recovers by itself. Every process of a server checks the same file
+    on each request, so all of them serve the new build from the first request after it is
+    in place — never half of them (measured before: after a rebuild and one worker restart,
+    two workers served two builds and one URL had two ETags).
+
+    *Eager* (the CLI, the default): everything is opened at construction and a problem is
+    raised at once (``ConfigError`` for a missing file, as before).
+
+    A request sees one consistent build: :meth:`pin` fixes the state for the calling thread
+    until :meth:`unpin`, so a swap in the middle of a request (between its ETag and its
+    query) cannot mix two builds. Build it in each server process (after a fork), never at
+    import time.
     """
 
-    def __init__(self, model: Model, calendar: Calendar, default_warehouse: str | Path | None
-                 ) -> None:
+    def __init__(self, model: Model, calendar: Calendar | None,
+                 default_warehouse: str | Path | None, *, lazy: bool = False,
+                 statement_timeout_ms: int | None = None) -> None:
         self.model = model
-        self.calendar = calendar
-        self._bases: dict[str, Workspace] = {}
-        self._views: dict[str, Workspace] = {}
-        self._browsers: dict[tuple[str, str], CubeBrowser] = {}
+        self._calendar = calendar
+        self._lazy = lazy
+        self._timeout = statement_timeout_ms
         self._lock = threading.Lock()
-        try:
+        self._local = threading.local()
+        self._retired: list[tuple[float, _Opened]] = []
+        default = str(default_warehouse) if default_warehouse is not None else None
+        self._target: dict[str, str] = {}
+        if calendar is not None:
             for r in calendar.releases:
-                target = r.warehouse or default_warehouse
+                target = r.warehouse or default
                 if target is None:
                     raise ConfigError(f"release {r.id} names no warehouse and no default "
                                       "warehouse is configured")
-                key = str(target)
-                if key not in self._bases:
-                    self._bases[key] = Workspace.open(model, target)
-                self._views[r.id] = self._bases[key].view(r.last_period)
-        except BaseException:
-            self.close()
-            raise
+                self._target[r.id] = str(target)
+        elif default is None:
+            raise ConfigError("no warehouse configured")
+        targets = dict.fromkeys([*self._target.values(), *([default] if calendar is None
+                                                           else [])])
+        self._default = default
+        self._slots = {t: _Slot(t, warehouse_file(t)) for t in targets if t is not None}
+        for slot in self._slots.values():
+            if slot.file is None:
+                database_url(slot.target)  # a bad URL is configuration: fail at once
+        if not lazy:
+            try:
+                for slot in self._slots.values():
+                    self._open(slot, strict=True)
+            except BaseException:
+                self.close()
+                raise
 
     @classmethod
-    def open(cls, model: Model, warehouse: str | Path, calendar: Calendar | None = None
-             ) -> ReleaseSet:
+    def open(cls, model: Model, warehouse: str | Path, calendar: Calendar | None = None, *,
+             lazy: bool = False, statement_timeout_ms: int | None = None) -> ReleaseSet:
         """With no calendar, the warehouse is one release, published and complete."""
-        if calendar is None:
-            ws = Workspace.open(model, warehouse)
+        return cls(model, calendar, warehouse, lazy=lazy,
+                   statement_timeout_ms=statement_timeout_ms)
+
+    # --- opening, checking, reopening ------------------------------------------------------
+
+    def _open(self, slot: _Slot, *, strict: bool) -> None:
+        """Open the slot's warehouse now; on failure raise (strict) or record why."""
+        identity = file_identity(slot.file) if slot.file is not None else None
+        try:
+            if slot.file is not None and identity is None:
+                raise ConfigError(f"warehouse not found: {slot.file}")
+            ws = Workspace.open(self.model, slot.target, statement_timeout_ms=self._timeout)
             try:
-                calendar = warehouse_calendar(ws)
-            finally:
+                own = warehouse_calendar(ws) if self._calendar is None else None
+            except BaseException:
                 ws.close()
-        return cls(model, calendar, warehouse)
+                raise
+        except StatcubeError as exc:
+            if strict:
+                raise
+            self._drop(slot, f"{type(exc).__name__}: {exc}")
+            slot.failed, slot.next_try = identity, _monotonic() + RETRY_SECONDS
+            return
+        old = slot.opened
+        slot.opened = _Opened(ws, identity, build_id(ws.meta), own, _monotonic())
+        slot.failed, slot.problem = None, ""
+        if old is not None:
+            self._retire(old)
+            log.warning("warehouse %s replaced: serving build %s (was %s)", slot.target,
+                        slot.opened.build[:12], old.build[:12])
+        elif self._lazy:
+            log.info("warehouse %s open: build %s", slot.target, slot.opened.build[:12])
+
+    def _drop(self, slot: _Slot, problem: str) -> None:
+        if slot.opened is not None:
+            self._retire(slot.opened)
+            slot.opened = None
+        if problem != slot.problem:
+            log.warning("warehouse %s unavailable: %s", slot.target, problem)
+        slot.problem = problem
+
+    def _retire(self, opened: _Opened) -> None:
+        """Close a replaced build later: requests that began on it may still be reading."""
+        now = _monotonic()
+        self._retired.append((now, opened))
+        while self._retired and now - self._retired[0][0] > RETIRE_SECONDS:
+            self._retired.pop(0)[1].workspace.close()
+
+    def _stale(self, slot: _Slot, now: float) -> bool:
+        """Whether the slot must be (re)opened or dropped. Lock-free: one ``stat``."""
+        if slot.file is not None:
+            identity = file_identity(slot.file)
+            if slot.opened is not None:
+                return identity != slot.opened.identity
+            return identity is not None and (identity != slot.failed or now >= slot.next_try)
+        if slot.opened is None:
+            return now >= slot.next_try
+        return now - slot.opened.checked >= DATABASE_CHECK_SECONDS
+
+    def _check(self, slot: _Slot, now: float) -> None:
+        """Under the lock: reopen a replaced or returned warehouse, drop a vanished one."""
+        if slot.file is not None:
+            identity = file_identity(slot.file)
+            if identity is None:
+                self._drop(slot, f"warehouse not found: {slot.file}")
+            elif slot.opened is None or identity != slot.opened.identity:
+                self._open(slot, strict=False)
+            return
+        if slot.opened is None:
+            self._open(slot, strict=False)
+            return
+        opened = slot.opened
+        opened.checked = now
+        try:
+            meta = opened.workspace._read_meta()
+        except StatcubeError:
+            return  # unreachable now: its queries answer 503 by themselves
+        if build_id(meta) != opened.build:
+            self._open(slot, strict=False)
+
+    def refresh(self) -> None:
+        """Bring every warehouse up to date (see the class docstring). Never raises."""
+        now = _monotonic()
+        for slot in self._slots.values():
+            if self._stale(slot, now):
+                with self._lock:
+                    if self._stale(slot, now):
+                        self._check(slot, now)
+
+    def _snapshot(self) -> _State:
+        return _State({t: s.opened for t, s in self._slots.items()},
+                      {t: s.problem for t, s in self._slots.items()})
+
+    def pin(self) -> None:
+        """Refresh (lazy sets), then fix this thread's view of every build until
+        :meth:`unpin`: one request, one build."""
+        if self._lazy:
+            self.refresh()
+        self._local.state = self._snapshot()
+
+    def unpin(self) -> None:
+        self._local.state = None
+
+    def _state(self) -> _State:
+        state = getattr(self._local, "state", None)
+        if state is None:
+            if self._lazy:
+                self.refresh()
+            state = self._snapshot()
+        return state
+
+    def _opened(self, target: str, state: _State | None = None) -> _Opened:
+        st = state or self._state()
+        opened = st.opened.get(target)
+        if opened is None:
+            raise EngineUnavailableError(f"warehouse {target} is unavailable: "
+                                         f"{st.problems.get(target, 'unknown')}")
+        return opened
+
+    def ready(self) -> None:
+        """Raise :class:`EngineUnavailableError` unless every warehouse is open and answers
+        a trivial statement (a database that went away after opening is not ready)."""
+        state = self._state()
+        for target in self._slots:
+            engine = self._opened(target, state).workspace.engine
+            engine.execute(sa.select(sa.literal(1)))
+
+    # --- what requests ask ---------------------------------------------------------------------
+
+    @property
+    def calendar(self) -> Calendar:
+        if self._calendar is not None:
+            return self._calendar
+        assert self._default is not None
+        own = self._opened(self._default).calendar
+        assert own is not None
+        return own
+
+    def _of(self, release: Release) -> _Opened:
+        target = self._target.get(release.id) if self._calendar is not None else self._default
+        if target is None:
+            raise unknown(NotFoundError, "release", release.id, list(self._target),
+                          parameter="release")
+        return self._opened(target)
 
     def workspace(self, release: Release) -> Workspace:
-        return self._views[release.id]
+        return _view(self._of(release), release)
 
     def fingerprint(self, release: Release) -> str:
-        """Identifies the bytes a release serves: changes if its warehouse is rebuilt."""
-        meta = self._views[release.id].meta
-        return f"{release.id}|{format_period(release.last_period)}|{meta.get('built_at')}|" \
-               f"{meta.get('ptable_digest')}"
+        """Identifies the bytes a release serves: changes if its warehouse is rebuilt (the
+        build id covers ``built_at`` and the p-table digest)."""
+        return f"{release.id}|{format_period(release.last_period)}|{self.build(release)}"
 
     def build(self, release: Release) -> str:
         """:func:`build_id` of the warehouse the release is served from."""
-        return build_id(self._views[release.id].meta)
+        return self._of(release).build
 
     def cube_names(self, release: Release) -> list[str]:
-        return self._views[release.id].cube_names
+        return self.workspace(release).cube_names
 
     def browser(self, release: Release, cube: str) -> CubeBrowser:
         """A browser over the release's view; unknown cubes and cubes the release's warehouse
         does not hold are both 404 ``unknown_cube``."""
+        opened = self._of(release)
         key = (release.id, cube)
-        found = self._browsers.get(key)
+        found = opened.browsers.get(key)
         if found is not None:
             return found
-        names = self.cube_names(release)
+        view = _view(opened, release)
+        names = view.cube_names
         if cube not in names:
             raise unknown(NoSuchCubeError, "cube", cube, names, parameter="cube")
         with self._lock:
-            return self._browsers.setdefault(key, self._views[release.id].cube(cube))
+            return opened.browsers.setdefault(key, view.cube(cube))
 
     def map_levels(self, release: Release) -> list[str]:
         """Geography levels that have boundaries in the release's warehouse (for /map)."""
         from cube.geojson import levels_with_geometry
 
-        return sorted(levels_with_geometry(self._views[release.id].engine))
+        return sorted(levels_with_geometry(self.workspace(release).engine))
 
     def close(self) -> None:
-        for ws in self._bases.values():
-            ws.close()
-        self._bases.clear()
+        for slot in self._slots.values():
+            if slot.opened is not None:
+                slot.opened.workspace.close()
+                slot.opened = None
+        for _, opened in self._retired:
+            opened.workspace.close()
+        self._retired.clear()
 
 
-def open_releases(settings: Settings, model: Model) -> ReleaseSet:
+def _view(opened: _Opened, release: Release) -> Workspace:
+    """The release's embargo-limited view of an open build (made once per build)."""
+    view = opened.views.get(release.id)
+    if view is None:
+        view = opened.views.setdefault(release.id, opened.workspace.view(release.last_period))
+    return view
+
+
+def _monotonic() -> float:
+    return time_module.monotonic()
+
+
+def open_releases(settings: Settings, model: Model, *, lazy: bool = False) -> ReleaseSet:
     """The release calendar in force (:meth:`Settings.release_calendar`) over its warehouses.
 
     One function for the server and the command line, so they cannot disagree about which
     releases exist and which period is the latest published one (they did: the CLI read the
     newest warehouse whole while the server applied the demo's calendar). Releases that name
-    no warehouse use the configured one, else the newest in ``DATA_DIR/warehouse``."""
+    no warehouse use the configured one, else the newest in ``DATA_DIR/warehouse``.
+
+    ``lazy`` (the server): open nothing now, retry what is unavailable (see
+    :class:`ReleaseSet`), and apply ``settings.statement_timeout_ms`` to every statement."""
     path = settings.release_calendar()
     calendar = Calendar.load(path) if path else None
     warehouse = None
     if calendar is None or any(r.warehouse is None for r in calendar.releases):
         warehouse = resolve_warehouse(settings.warehouse, settings.data_dir)
-    if calendar is None:
-        assert warehouse is not None
-        return ReleaseSet.open(model, warehouse)
-    return ReleaseSet(model, calendar, warehouse)
+    timeout = settings.statement_timeout_ms if lazy else None
+    return ReleaseSet(model, calendar, warehouse, lazy=lazy, statement_timeout_ms=timeout)
 
 
 # --- Embargo-safe cell details -----------------------------------------------------------------

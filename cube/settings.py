@@ -75,6 +75,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", "STATCUBE_WORKERS", 0,
             "Server worker processes (0: one per CPU core); each opens the warehouse read-only."),
     Setting("threads", "STATCUBE_THREADS", 4, "Threads per worker process."),
+    Setting("statement_timeout_ms", "STATCUBE_STATEMENT_TIMEOUT_MS", 20000,
+            "Longest time (milliseconds) one SQL statement of the server may run before it is "
+            "cancelled and the request answers 504 query_timeout (0: no limit)."),
     Setting("proxy_hops", "STATCUBE_PROXY_HOPS", 0,
             "Reverse proxies in front of the server whose X-Forwarded-For is trusted (for IPs)."),
     # --- SQL API (wire/) ---
@@ -122,6 +125,7 @@ class Settings:
     port: int = 8000
     workers: int = 0
     threads: int = 4
+    statement_timeout_ms: int = 20000
     proxy_hops: int = 0
     sql_host: str = "127.0.0.1"
     sql_port: int = 5433

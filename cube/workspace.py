@@ -71,8 +71,15 @@ class Workspace:
 
     @classmethod
     def open(cls, model: Model, target: str | Path,
-             visible_until: tuple[int, int] | None = None) -> Workspace:
-        return cls(model, Engine(target), visible_until)
+             visible_until: tuple[int, int] | None = None, *,
+             statement_timeout_ms: int | None = None) -> Workspace:
+        """``statement_timeout_ms``: cancel any statement running longer (servers set it)."""
+        engine = Engine(target, statement_timeout_ms=statement_timeout_ms)
+        try:
+            return cls(model, engine, visible_until)
+        except BaseException:
+            engine.close()  # a file that is not a warehouse must not stay open
+            raise
 
     def view(self, visible_until: tuple[int, int] | None) -> Workspace:
         """The same warehouse seen up to another period (no new connection)."""

@@ -14,7 +14,10 @@ Map, in the order a request flows:
 - ``cache.py``    — strong ETags from (release, normalised query) and the LRU of bytes
 - ``errors.py``   — the one error body for every failure
 - ``openapi.py``  — the OpenAPI 3.1 document
-- ``run.py``      — ``statcube serve``: gunicorn, one read-only warehouse connection per worker
+- ``health.py``   — ``/health/live`` and ``/health/ready`` for orchestrators
+- ``run.py``      — ``statcube serve``: gunicorn, one read-only warehouse connection per worker,
+                    opened lazily and retried (workers boot without their warehouse)
+- ``workers.py``  — gunicorn workers whose own errors (414, 431, 400) use the one JSON shape
 
 Releases and embargo live in the core (cube/releases.py), not here: the server only asks for
 the release a caller may see. Disclosure control lives in the core too (cube/disclosure/):

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from flask import Request, Response, send_file
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import NotFound, RequestedRangeNotSatisfiable
+from werkzeug.http import parse_range_header
 
 from cube.export import CHECKSUMS, DATAPACKAGE, record_matches
 from cube.releases import Release, ReleaseSet
@@ -233,12 +234,47 @@ def send(root: Path, releases: list[Servable], release: str, cube: str, grain: s
     raise NotFound()
 
 
+#: Media types of the files an export holds (the OpenAPI document lists the same).
+MEDIA_TYPES = {".json": "application/json", ".parquet": "application/vnd.apache.parquet"}
+#: SHA256SUMS and anything without a known suffix.
+TEXT_FILES = {CHECKSUMS: "text/plain; charset=utf-8"}
+OCTETS = "application/octet-stream"
+
+
+def media_type(name: str) -> str:
+    leaf = name.rsplit("/", 1)[-1]
+    if leaf in TEXT_FILES:
+        return TEXT_FILES[leaf]
+    return MEDIA_TYPES.get(Path(leaf).suffix.lower(), OCTETS)
+
+
+def usable_range(req: Request, size: int) -> bool:
+    """Whether to honour the request's ``Range`` (RFC 9110 §14.2): a header that does not
+    parse, names another unit or asks for several ranges is ignored — the whole file, 200 —
+    rather than refused (werkzeug answered all of these 416). One satisfiable range is served
+    206; one unsatisfiable range raises 416 with ``Content-Range: bytes */size``."""
+    header = req.headers.get("Range")
+    if header is None:
+        return False
+    parsed = parse_range_header(header)
+    if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+        return False
+    if parsed.range_for_length(size) is None:
+        raise RequestedRangeNotSatisfiable(length=size, units="bytes")
+    return True
+
+
 def _response(f: IO[bytes], name: str, st: os.stat_result, req: Request,
               max_age: int | None) -> Response:
     """``send_file`` of an open file, made conditional (ETag, Last-Modified, Range) with the
     size the descriptor has — the path is never opened again."""
     try:
-        resp = send_file(f, mimetype=None, download_name=name.rsplit("/", 1)[-1],
+        ranged = usable_range(req, st.st_size)
+        if not ranged and "Range" in req.headers:  # ignored: make_conditional must not see it
+            environ = dict(req.environ)
+            environ.pop("HTTP_RANGE", None)
+            req = Request(environ)
+        resp = send_file(f, mimetype=media_type(name), download_name=name.rsplit("/", 1)[-1],
                          conditional=False, etag=f"{st.st_ino:x}-{st.st_mtime_ns:x}-"
                                                  f"{st.st_size:x}",
                          last_modified=st.st_mtime, max_age=max_age)

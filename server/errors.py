@@ -16,7 +16,8 @@ import logging
 import uuid
 from typing import Any
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, current_app, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
 from cube.errors import StatcubeError
@@ -31,8 +32,11 @@ GENERIC = {
 }
 _HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 413: "too_large",
-               415: "unsupported_media_type", 429: "rate_limited"}
+               415: "unsupported_media_type", 416: "range_not_satisfiable",
+               429: "rate_limited"}
 REQUEST_ID = "statcube.request_id"
+#: Seconds a client should wait after a 503 (a worker retries its warehouse every second).
+RETRY_AFTER = 2
 
 
 def request_id(req: Request | None = None) -> str:
@@ -62,12 +66,15 @@ def response(status: int, payload: dict[str, Any], headers: dict[str, str] | Non
 
 
 def from_statcube(exc: StatcubeError) -> Response:
-    if exc.public and exc.status < 500:
+    if exc.public:  # 4xx, and 504 query_timeout (its message names only the limit)
+        if exc.status >= 500:
+            log.warning("request %s failed: %s: %s", request_id(), type(exc).__name__, exc)
         return response(exc.status, body(**_split(exc.to_dict())))
     log.error("request %s failed: %s: %s", request_id(), type(exc).__name__, exc)
     status = exc.status if exc.status >= 500 else 500
+    headers = {"Retry-After": str(RETRY_AFTER)} if status == 503 else None
     return response(status, body(exc.type if status == 503 else "internal_error",
-                                 GENERIC.get(status, GENERIC[500])))
+                                 GENERIC.get(status, GENERIC[500])), headers)
 
 
 def _split(d: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +100,16 @@ def from_http(exc: HTTPException) -> Response:
     elif status == 429:
         message = f"rate limit exceeded: {exc.description}"
         hint = "wait for the window in X-RateLimit-Reset / Retry-After to pass, or use an API key"
+    elif status == 416:
+        length = getattr(exc, "length", None)
+        message = "the requested range is not within the file"
+        if length is not None:
+            headers["Content-Range"] = f"bytes */{length}"
+            hint = f"the file has {length:,} bytes"
     elif status == 413:
-        message = "the request body is too large"
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        message = "the request body is too large" + (
+            f": the limit is {limit:,} bytes" if limit else "")
     else:
         message = exc.description or kind.replace("_", " ")
     resp = response(status, body(kind, message, hint=hint), headers)
@@ -105,6 +120,14 @@ def from_http(exc: HTTPException) -> Response:
     return resp
 
 
+def malformed_body(exc: Exception) -> Response:
+    """A request body gunicorn could not parse while the app read it (a malformed chunked
+    body: ``InvalidChunkSize`` was a 500 with a traceback in the log)."""
+    log.warning("request %s: malformed request body: %s", request_id(), type(exc).__name__)
+    return response(400, body("bad_request", "the request body is malformed (chunked "
+                                             "encoding)"))
+
+
 def unexpected(exc: Exception) -> Response:
     log.exception("request %s failed with an unexpected error", request_id())
     return response(500, body("internal_error", GENERIC[500]))
@@ -113,4 +136,5 @@ def unexpected(exc: Exception) -> Response:
 def install(app: Flask) -> None:
     app.register_error_handler(StatcubeError, from_statcube)
     app.register_error_handler(HTTPException, from_http)
+    app.register_error_handler(ParseException, malformed_body)
     app.register_error_handler(Exception, unexpected)

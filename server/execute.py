@@ -53,6 +53,9 @@ def plan_report(browser: CubeBrowser, queries: list[ReportQuery]) -> list[Planne
     out = []
     for q in queries:
         try:
+            for name in ("cut", "split"):  # bounded work: refused before any SQL
+                if q.args.many(name):
+                    limits.check_cut(q.args.joined_cut(name), name)
             if q.type == "aggregate":
                 query = browser.query(aggregate_request(browser.cube.name, q.args))
                 check_query(query)

@@ -21,11 +21,19 @@ from flask import Flask, request
 from flask_limiter import Limiter
 
 from cube.disclosure.gate import ProtectedResult
-from cube.errors import TooLargeError
+from cube.errors import ArgumentError, TooLargeError
+from cube.grammar import PointCut, RangeCut, parse_cuts
 from cube.query import Query
 from cube.settings import Settings
 from cube.workspace import CubeBrowser
 from server.auth import KeyStore, Principal, Role
+
+#: Characters of one request's cut (every cut parameter joined), or of one report query's.
+MAX_CUT_CHARS = 20_000
+#: Members one cut may name (points, elements of sets, ends of ranges). A set of 125,000
+#: members took 17 s (500,000 hit the worker timeout); 2,000 LSOA or LA codes take well
+#: under a second. Wider selections are drilldowns under a parent cut.
+MAX_CUT_MEMBERS = 2_000
 
 
 def max_cells(settings: Settings, role: Role) -> int:
@@ -72,6 +80,26 @@ def aggregate_within(browser: CubeBrowser, query: Query, limit: int, principal: 
     return dataclasses.replace(result, query=query)
 
 
+def check_cut(text: str, parameter: str = "cut") -> None:
+    """Refuse an over-long cut before it is parsed into SQL (400 naming the parameter and
+    the limit). Cheap: a length, then a parse of at most :data:`MAX_CUT_CHARS` characters."""
+    if len(text) > MAX_CUT_CHARS:
+        raise ArgumentError(
+            f"{parameter} is {len(text):,} characters long, more than the limit of "
+            f"{MAX_CUT_CHARS:,}", parameter=parameter, value=text[:100] + "…",
+            hint="cut by a parent member and drill down instead of listing members")
+    members = 0
+    for cut in parse_cuts(text, parameter=parameter):
+        members += 1 if isinstance(cut, PointCut) else 2 if isinstance(cut, RangeCut) \
+            else len(cut.paths)
+    if members > MAX_CUT_MEMBERS:
+        raise ArgumentError(
+            f"{parameter} names {members:,} members, more than the limit of "
+            f"{MAX_CUT_MEMBERS:,}", parameter=parameter,
+            value=text[:100] + ("…" if len(text) > 100 else ""),
+            hint="cut by a parent member and drill down instead of listing members")
+
+
 def client_ip() -> str:
     return request.remote_addr or "unknown"
 
@@ -92,7 +120,9 @@ def make_limiter(app: Flask, settings: Settings, keys: KeyStore) -> Limiter:
         key_func,
         app=app,
         application_limits=[limit_for()],  # one budget across all endpoints
-        application_limits_exempt_when=lambda: request.method == "OPTIONS",
+        # probes of orchestrators are never limited (a 429 would read as "not ready")
+        application_limits_exempt_when=lambda: request.method == "OPTIONS"
+        or request.path in ("/health/live", "/health/ready"),
         headers_enabled=True,
         storage_uri=settings.rate_limit_storage,
         strategy="fixed-window",

@@ -40,6 +40,8 @@ SCHEMAS: dict[str, Any] = {
                        "position": {"type": "integer", "minimum": 0}},
         "additionalProperties": False,
     },
+    "Health": {"type": "object", "required": ["status"],
+               "properties": {"status": {"enum": ["live", "ready"]}}},
     "Version": {"type": "object", "required": ["version", "server_version", "api_version"],
                 "properties": {"version": _STR, "server_version": _STR, "api_version": _INT,
                                "product": _STR}},
@@ -120,7 +122,10 @@ _ERRORS = {
     "404": "Unknown cube, dimension or release.",
     "429": "Rate limit exceeded (see X-RateLimit-* and Retry-After).",
     "500": "Internal error (generic message and a request id).",
-    "503": "The warehouse is unavailable.",
+    "503": "The warehouse is unavailable (engine_unavailable); retry after Retry-After "
+           "seconds: the service recovers by itself.",
+    "504": "A statement ran longer than the statement time limit (query_timeout): cut, "
+           "drill or page less.",
 }
 _RATE_HEADERS = {h: {"description": d, "schema": {"type": "integer"}} for h, d in (
     ("X-RateLimit-Limit", "Requests allowed in the window."),
@@ -128,9 +133,26 @@ _RATE_HEADERS = {h: {"description": d, "schema": {"type": "integer"}} for h, d i
     ("X-RateLimit-Reset", "When the window resets (Unix time)."))}
 
 
+#: What a download may be: datapackage.json, Parquet parts, SHA256SUMS (server/downloads.py).
+_FILES = {"application/json": {"schema": _OBJ},
+          "application/vnd.apache.parquet": {"schema": {
+              "type": "string", "contentMediaType": "application/vnd.apache.parquet"}},
+          "text/plain": {"schema": _STR},
+          "application/octet-stream": {"schema": {"type": "string"}}}
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _unavailable() -> dict[str, Any]:
+    """503: the warehouse is unavailable (missing, being replaced, database down); the
+    service recovers by itself — retry after ``Retry-After`` seconds."""
+    out = _error(_ERRORS["503"])
+    out["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                      "schema": {"type": "integer"}}}
+    return out
 
 
 def _param(name: str, endpoint: str) -> dict[str, Any]:
@@ -203,6 +225,9 @@ def _op(endpoint: str, summary: str, schema: str | dict[str, Any] | None, *,
     if cacheable:
         responses["304"] = {"description": "Not modified (If-None-Match matched the ETag)."}
     for code in sorted({*_ERRORS, *errors}):
+        if code == "503":
+            responses[code] = _unavailable()
+            continue
         responses[code] = _error(_ERRORS.get(code) or {
             "403": "Forbidden: a disclosure-control rule refuses the query, or record-level "
                    "data was asked for.",
@@ -276,16 +301,36 @@ def document(version: str) -> dict[str, Any]:
                                _path_param("grain", "Export grain.", "la_all"),
                                _path_param("name", "File path within the export.",
                                            "datapackage.json")],
-                "responses": {"200": {"description": "The file", "content": {
-                    "application/octet-stream": {"schema": {"type": "string"}}}},
-                    "206": {"description": "Part of the file (Range)"},
+                "responses": {"200": {"description": "The file", "content": _FILES},
+                    "206": {"description": "One range of the file (a single satisfiable "
+                                           "byte range; an invalid Range or several ranges "
+                                           "get the whole file)", "content": _FILES},
                     "304": {"description": "Not modified"},
+                    "416": _error("The one requested range is outside the file "
+                                  "(Content-Range: bytes */size)."),
                     **{c: _error(_ERRORS[c]) for c in ("400", "401", "404", "429")}}}},
             "/map": {"get": {"operationId": "map", "summary": "Choropleth map page (HTML)",
                              "responses": {"200": {"description": "OK", "content": {
                                  "text/html": {"schema": {"type": "string"}}}},
                                  **{c: _error(_ERRORS[c]) for c in ("400", "401", "429")
                                     if c in _ERRORS}}}},
+            "/health/live": {"get": {
+                "operationId": "health_live",
+                "summary": "Liveness: 200 whenever the server process answers (touches no "
+                           "warehouse)",
+                "parameters": [],
+                "responses": {"200": {"description": "Alive", "content": {
+                    "application/json": {"schema": _ref("Health")}}},
+                    "400": _error(_ERRORS["400"])}}},
+            "/health/ready": {"get": {
+                "operationId": "health_ready",
+                "summary": "Readiness: 200 when every warehouse is open and answers, else "
+                           "503 engine_unavailable with Retry-After",
+                "parameters": [],
+                "responses": {"200": {"description": "Ready", "content": {
+                    "application/json": {"schema": _ref("Health")}}},
+                    "400": _error(_ERRORS["400"]),
+                    "503": _unavailable()}}},
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                       "responses": {"200": {"description": "OK", "content": {
                                           "application/json": {"schema": _OBJ}}}}}},

@@ -3,8 +3,13 @@
 Workers default to one per CPU core, each with ``threads`` threads (gthread). The app is not
 preloaded: every worker builds its own app after the fork, so each holds its own read-only
 DuckDB connection (DuckDB allows many read-only processes on one file). Before starting, the
-master builds the app once and closes it, so a bad setting, calendar, keys file or warehouse
-fails at once with a clear message instead of in every worker.
+master builds the app once and closes it, so a bad setting, calendar or keys file fails at
+once with a clear message instead of in every worker.
+
+Workers always boot: the warehouse is opened lazily and retried (cube/releases.py), so a
+worker that dies (OOM, kill, timeout) while the warehouse is missing or the database is down
+is replaced by one that starts and answers 503 — before, the replacement failed to boot,
+gunicorn stopped the master, and an outage of the data became an outage of the service.
 """
 
 from __future__ import annotations
@@ -25,11 +30,33 @@ def worker_count(settings: Settings) -> int:
 
 
 def check(settings: Settings) -> None:
-    """Build the app once in the master (then close it) to fail fast on bad configuration."""
+    """Build the app once in the master (then close it) to fail fast on bad configuration
+    (model, calendar, keys, settings, a bad database URL). A warehouse that is missing or a
+    database that is down is not configuration: the server starts anyway, answers 503 until
+    it is there, and says so here once."""
+    from cube.errors import EngineUnavailableError
     from server.app import create_app, service
 
     app = create_app(settings)
-    service(app).releases.close()
+    releases = service(app).releases
+    try:
+        releases.ready()
+    except EngineUnavailableError as exc:
+        logging.getLogger("statcube.server").warning(
+            "starting without the warehouse (data requests answer 503 until it is "
+            "available): %s", exc)
+    finally:
+        releases.close()
+
+
+def close_worker(_server: Any, worker: Any) -> None:
+    """gunicorn ``worker_exit``: close the worker's warehouses (and their per-thread
+    cursors) before the interpreter exits, rather than leaving them to its shutdown."""
+    from server.app import service
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions") and "statcube" in app.extensions:
+        service(app).releases.close()
 
 
 class StatcubeServer(BaseApplication):  # type: ignore[misc]
@@ -46,7 +73,8 @@ class StatcubeServer(BaseApplication):  # type: ignore[misc]
             "bind": f"{s.host}:{s.port}",
             "workers": worker_count(s),
             "threads": threads,
-            "worker_class": "gthread" if threads > 1 else "sync",
+            "worker_class": "server.workers.StatcubeThreadWorker" if threads > 1
+            else "server.workers.StatcubeSyncWorker",  # gunicorn's, with JSON errors
             "preload_app": False,
             "timeout": 120,
             "graceful_timeout": 10,
@@ -56,6 +84,7 @@ class StatcubeServer(BaseApplication):  # type: ignore[misc]
             "loglevel": "info",
             "proc_name": "statcube",
         }
+        options["worker_exit"] = close_worker
         if self.on_ready is not None:
             ready = self.on_ready
 

@@ -70,6 +70,9 @@ class Service:
 
     def call(self, req: Request, endpoint: str) -> Call:
         principal, args = self.identify(req, endpoint)
+        for name in ("cut", "split"):  # bounded work: refused before any SQL
+            if args.many(name):
+                limits.check_cut(args.joined_cut(name), name)
         now = self.clock()
         release = self.calendar.select(args.one("release"), now,
                                        embargo_exempt=principal.role.embargo_exempt)
@@ -103,7 +106,8 @@ class Service:
         entry = self.cache.get(tag)
         if entry is not None:
             limits.check_size(entry.size, call.max_cells, what, call.principal)
-        if not call.if_none_match.star_tag and call.if_none_match.contains_weak(tag[1:-1]):
+        # "*" matches any current representation (RFC 9110 §13.1.2), as on downloads
+        if call.if_none_match.star_tag or call.if_none_match.contains_weak(tag[1:-1]):
             return Response(status=304, headers=headers)
         if entry is not None:
             return Response(entry.body, content_type=entry.media_type, headers=headers)

@@ -380,3 +380,54 @@ def test_hidden_and_partial_directories_are_not_served(setup: Setup, tree: Path)
     assert not any(".oa" in u or ".sanctions" in u for u in listed(client, PRE))
     assert_not_found(client, "/exports/2026-11/sanctions/.oa.partial/datapackage.json", PRE)
     assert_not_found(client, "/exports/2026-11/.sanctions/la_all/datapackage.json", PRE)
+
+
+@pytest.mark.parametrize(("range_", "status"), [
+    ("bytes=abc", 200),            # invalid: ignored (RFC 9110 §14.2), the whole file
+    ("bytes=5-2", 200),            # invalid (last < first): ignored
+    ("items=0-3", 200),            # a unit the server does not know: ignored
+    ("bytes=0-3,8-11", 200),       # several ranges: the whole file (never a 416)
+    ("bytes=0-3", 206),
+    ("bytes=-4", 206),             # the last 4 bytes
+    ("bytes=999999999-", 416),     # unsatisfiable: 416 with Content-Range: bytes */size
+])
+def test_range_follows_rfc_9110(client: FlaskClient, range_: str, status: int) -> None:
+    url = partition(LA_ALL, "2026-08")
+    _, whole, _ = get(client, url)
+    code, body, headers = get(client, url, Range=range_)
+    assert code == status, (range_, code, headers)
+    if status == 200:
+        assert body == whole and headers["Content-Length"] == str(len(whole))
+    elif status == 206:
+        assert len(body) == 4 and body in (whole[:4], whole[-4:])
+        assert headers["Content-Range"].endswith(f"/{len(whole)}")
+    else:
+        assert headers["Content-Range"] == f"bytes */{len(whole)}"
+        check_error(json.loads(body), "range_not_satisfiable")
+
+
+def test_if_none_match_star_is_304_on_downloads_and_the_api(client: FlaskClient) -> None:
+    """``If-None-Match: *`` matches any current representation (RFC 9110 §13.1.2): 304 on a
+    download and on an API response alike (the API used to ignore it and answer 200)."""
+    assert get(client, partition(LA_ALL, "2026-08"), **{"If-None-Match": "*"})[0] == 304
+    assert get(client, "/cube/sanctions/aggregate?drilldown=geography:region",
+               **{"If-None-Match": "*"})[0] == 304
+    assert get(client, "/no/such/thing", **{"If-None-Match": "*"})[0] == 404
+
+
+def test_double_slash_paths_are_not_redirected_from_the_host_header(client: FlaskClient
+                                                                    ) -> None:
+    code, _, headers = get(client, f"{LA_ALL}//etc/passwd", Host="evil.example")
+    assert code == 404 and "Location" not in headers
+    code, _, headers = get(client, "//cubes", Host="evil.example")
+    assert code == 404 and "Location" not in headers
+
+
+def test_datapackage_content_type_matches_the_openapi_document(client: FlaskClient) -> None:
+    _, _, headers = get(client, f"{LA_ALL}/datapackage.json")
+    doc = client.get("/openapi.json").get_json()
+    op = doc["paths"]["/exports/{release}/{cube}/{grain}/{name}"]["get"]
+    declared = set(op["responses"]["200"]["content"])
+    assert headers["Content-Type"].split(";")[0] in declared
+    _, _, headers = get(client, partition(LA_ALL, "2026-08"))
+    assert headers["Content-Type"].split(";")[0] in declared

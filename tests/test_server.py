@@ -831,7 +831,8 @@ def test_etag_304_and_cache_control(client: FlaskClient) -> None:
     assert again.status_code == 304 and again.get_data() == b""
     assert again.headers["ETag"] == tag
     assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
-    assert client.get(url, headers={"If-None-Match": "*"}).status_code == 200
+    # "*" matches any current representation (RFC 9110 §13.1.2): 304, as on downloads
+    assert client.get(url, headers={"If-None-Match": "*"}).status_code == 304
     explicit = client.get(url + "&release=2026-11")
     assert explicit.headers["Cache-Control"] == "public, max-age=86400"
     assert explicit.get_data() == first.get_data()
@@ -916,7 +917,8 @@ SERVER_SETTINGS = ("releases", "api_keys", "api_key_pepper", "max_cells_guest",
                    "max_cells_registered", "max_cells_prerelease", "max_cells_admin",
                    "rate_limit_guest", "rate_limit_registered", "rate_limit_prerelease",
                    "rate_limit_admin", "rate_limit_storage", "cache_bytes", "cache_max_age",
-                   "cors_origins", "host", "port", "workers", "threads", "proxy_hops")
+                   "cors_origins", "host", "port", "workers", "threads", "proxy_hops",
+                   "statement_timeout_ms")
 
 
 @pytest.mark.unit
@@ -995,5 +997,7 @@ def test_gunicorn_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     assert worker_count(Settings(workers=3)) == 3
     cfg = StatcubeServer(Settings(host="127.0.0.1", port=0, workers=2, threads=4)).cfg
     assert cfg.bind == ["127.0.0.1:0"] and cfg.workers == 2 and cfg.threads == 4
-    assert cfg.worker_class_str == "gthread" and cfg.preload_app is False  # app per worker
-    assert StatcubeServer(Settings(threads=1)).cfg.worker_class_str == "sync"
+    assert cfg.worker_class_str == "server.workers.StatcubeThreadWorker"  # gthread, JSON errors
+    assert cfg.preload_app is False  # app per worker
+    assert StatcubeServer(Settings(threads=1)).cfg.worker_class_str == \
+        "server.workers.StatcubeSyncWorker"
