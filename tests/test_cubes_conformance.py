@@ -20,7 +20,6 @@ own SQL store over the same model.json.
 from __future__ import annotations
 
 import fcntl
-import glob
 import hashlib
 import json
 import os
@@ -56,8 +55,8 @@ REFUSED = {"facts", "fact"}
 
 def _python37() -> str | None:
     candidates = [os.environ.get("STATCUBE_PY37", ""),
-                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.7*/bin/python3.7")),
-                          reverse=True), shutil.which("python3.7") or ""]
+                  *sorted((str(p) for p in (Path.home() / ".pyenv" / "versions").glob(
+                      "3.7*/bin/python3.7")), reverse=True), shutil.which("python3.7") or ""]
     # a pyenv shim is not an interpreter: it fails unless 3.7 is the selected version
     return next((c for c in candidates if c and "/shims/" not in c and os.access(c, os.X_OK)),
                 None)
@@ -65,9 +64,8 @@ def _python37() -> str | None:
 
 def _venv_dir() -> Path:
     key = hashlib.sha256("\n".join(PINS).encode()).hexdigest()[:12]
-    base = os.environ.get("STATCUBE_CUBES_VENV_DIR") or os.path.expanduser(
-        "~/.cache/statcube")
-    return Path(base) / f"cubes11-{key}"
+    base = os.environ.get("STATCUBE_CUBES_VENV_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "statcube") / f"cubes11-{key}"
 
 
 def _build_venv(target: Path) -> tuple[Path, float]:
@@ -82,7 +80,7 @@ def _build_venv(target: Path) -> tuple[Path, float]:
                     "~/.pyenv/versions/3.7*/bin/python3.7", pytrace=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
+    with (target.parent / f".{target.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs build it once
         if (target / "ready").exists():
             return python, 0.0

@@ -19,12 +19,10 @@ import sys
 import traceback
 
 import cubes
-import cubes.ext
 import cubes.server.browser as remote_browser
 import cubes.server.store as remote_store
 from cubes import Cell, PointCut, RangeCut, SetCut, Workspace
 from cubes.cells import string_from_cuts
-from cubes.errors import NoSuchCubeError
 
 PATCHES = []
 
@@ -111,8 +109,8 @@ def main(url):
             result = fn()
             steps.append({"step": name, "ok": True, "result": result})
         except Exception as exc:  # the pytest side reports which step failed and why
-            steps.append({"step": name, "ok": False, "error": "%s: %s" % (
-                type(exc).__name__, str(exc)[:500]),
+            error = type(exc).__name__ + ": " + str(exc)[:500]
+            steps.append({"step": name, "ok": False, "error": error,
                 "traceback": traceback.format_exc()[-1500:]})
 
     ws = connect(url)
@@ -123,9 +121,10 @@ def main(url):
 
     names = [c["name"] for c in store.request("cubes")]
     for name in names:
-        step("cube:" + name, lambda: sorted(ws.cube(name).to_dict()))
+        step("cube:" + name, lambda name=name: sorted(ws.cube(name).to_dict()))
     for name in names:
-        def localized():
+        def localized(name=name):
+            # a workspace with a locale sends lang= with every model request
             cy = connect(url).cube(name, locale="cy")
             return [d.name for d in cy.dimensions]
         step("cube_lang_cy:" + name, localized)
