@@ -378,6 +378,57 @@ def test_arrow_and_parquet(client: FlaskClient, fmt: str) -> None:
 
 # --- members, cell, report, facts ----------------------------------------------------------------
 
+def test_members_fields_order_json_lines(client: FlaskClient) -> None:
+    """What Cubes' remote client sends for members: format=json_lines, fields=, order=."""
+    full = get_json(client, f"{HB}/members/geography?depth=2")["data"]
+    picked = get_json(client, f"{HB}/members/geography?depth=2"
+                              "&fields=geography.region_code,region_name")["data"]
+    assert picked == [{"geography.region_code": m["geography.region_code"],
+                       "geography.region_name": m["geography.region_name"]} for m in full]
+    desc = get_json(client, f"{HB}/members/geography?depth=2&order=region_name:desc")["data"]
+    assert [m["geography.region_name"] for m in desc] == sorted(
+        (m["geography.region_name"] for m in full), reverse=True)
+    paged = get_json(client, f"{HB}/members/geography?depth=2&order=geography.region_name:desc"
+                             "&pagesize=3&page=1")["data"]
+    assert paged == desc[3:6]  # ordered in SQL, before paging
+    resp = client.get(f"{HB}/members/geography?depth=2&format=json_lines")
+    assert resp.status_code == 200 and resp.mimetype == "application/x-json-lines"
+    assert [orjson.loads(line) for line in resp.get_data().splitlines()] == full
+    for bad, parameter in (("fields=geography.la_name", "fields"), ("order=nope", "order"),
+                           ("order=region_name:sideways", "order")):
+        err = get_json(client, f"{HB}/members/geography?depth=2&{bad}", status=400)
+        assert err["parameter"] == parameter
+    facts = client.get(f"{HB}/facts?format=json_lines")
+    assert facts.status_code == 403  # JSON Lines or not, records are never served
+    agg = get_json(client, f"{HB}/aggregate?format=json_lines", status=400)
+    assert agg["parameter"] == "format"
+
+
+@pytest.mark.parametrize("path", ["/version", "/info", "/cubes", f"{HB}/model",
+                                  f"{HB}/aggregate?aggregates=claimants",
+                                  f"{HB}/members/tenure", f"{HB}/cell?cut=tenure:private",
+                                  f"{HB}/report?queries=%7B%22queries%22%3A%7B%22a%22%3A%7B%7D%7D%7D"])
+def test_lang_on_every_endpoint(client: FlaskClient, path: str) -> None:
+    """A Cubes workspace with a locale sends lang= everywhere; the warehouse holds English
+    labels only, so every language gets them (as Cubes falls back to the default)."""
+    sep = "&" if "?" in path else "?"
+    english = client.get(path)
+    for lang in ("cy", "en-GB"):
+        resp = client.get(f"{path}{sep}lang={lang}")
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        if path not in ("/info",):
+            assert resp.get_data() == english.get_data()
+    err = get_json(client, f"{path}{sep}lang=cy%3Cscript%3E", status=400)
+    assert (err["parameter"], err["value"]) == ("lang", "cy<script>")
+
+
+def test_levels_name_the_hierarchy_and_the_split(client: FlaskClient) -> None:
+    body = get_json(client, f"{HB}/aggregate?drilldown=geography@constituency:region|tenure"
+                            "&split=geography:E92000001&aggregates=claimants")
+    assert body["levels"] == {"geography@constituency": ["country", "region"],
+                              "tenure": ["tenure"], "__within_split__": ["__within_split__"]}
+
+
 def test_members(client: FlaskClient, published_view: Workspace) -> None:
     body = get_json(client, f"{HB}/members/geography?depth=2")
     assert set(body) == {"dimension", "hierarchy", "depth", "level", "data", "release"}
