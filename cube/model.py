@@ -16,7 +16,7 @@ or HTTP.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -181,6 +181,8 @@ class Aggregate:
     label: str
     measure: Measure
     function: AggregateFunction
+    #: For a mean, Cubes' way of saying it: ``"<sum aggregate> / <count aggregate>"``.
+    expression: str | None = None
 
     @property
     def nonadditive(self) -> NonAdditive:
@@ -422,7 +424,7 @@ _MEASURE = {
 }
 _AGGREGATE = {
     "type": "object",
-    "required": ["name", "label", "measure", "function"],
+    "required": ["name", "label"],
     "additionalProperties": False,
     "properties": {
         "name": _NAME,
@@ -432,7 +434,12 @@ _AGGREGATE = {
         "info": {"type": "object"},
         "measure": _NAME,
         "function": {"enum": ["sum", "avg"]},
+        "expression": _TEXT,
     },
+    # A sum of a measure, or a mean written as Cubes computes it: one sum over another.
+    "oneOf": [{"required": ["measure", "function"], "not": {"required": ["expression"]}},
+              {"required": ["expression"], "not": {"anyOf": [{"required": ["measure"]},
+                                                             {"required": ["function"]}]}}],
 }
 _CUBE = {
     "type": "object",
@@ -484,6 +491,17 @@ _CUBE = {
             "properties": {
                 "kind": {"enum": ["stock", "flow"]},
                 "unit": _TEXT,
+                "dimension_links": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "hierarchies": {"type": "array", "minItems": 1, "items": _NAME},
+                            "default_hierarchy_name": _NAME,
+                        },
+                    },
+                },
                 "grain": {"enum": ["month", "quarter"]},
                 "keys": {
                     "type": "object",
@@ -654,16 +672,55 @@ def _restrict(dim: Dimension, link: Mapping[str, Any], path: str) -> Dimension:
     )
 
 
+def _mean(raw: Mapping[str, Any], earlier: Sequence[Aggregate], path: str) -> Aggregate:
+    """A mean aggregate, written as Cubes 1.1 computes it: ``"<sum> / <count>"``, the sum
+    aggregate of an amount measure over the count aggregate, both listed before it.
+
+    statcube's mean is the amount's total over the count (sum/count), never an average of
+    fact rows — the expression says exactly that, so Cubes' own SQL store and statcube mean
+    the same number. (Cubes' ``avg`` function would average the fact rows' pre-summed
+    amounts.)"""
+    parts = [p.strip() for p in str(raw["expression"]).split("/")]
+    by_name = {a.name: a for a in earlier}
+    if len(parts) != 2 or not all(p in by_name for p in parts):
+        raise ModelError("a mean is written '<sum aggregate> / <count aggregate>', naming "
+                         "aggregates listed before it", path=path)
+    total, count = by_name[parts[0]], by_name[parts[1]]
+    if total.function != "sum" or total.measure.kind != "amount" \
+            or count.function != "sum" or count.measure.kind != "count":
+        raise ModelError("a mean divides the sum of an amount by the sum of the count",
+                         path=path)
+    return Aggregate(raw["name"], raw["label"], total.measure, "avg",
+                     f"{total.name} / {count.name}")
+
+
 def _parse_cube(raw: Mapping[str, Any], dims: Mapping[str, Dimension], path: str) -> Cube:
     name = raw["name"]
     fact = raw["fact"]
     cube_dims = []
+    # Links may also sit in info.dimension_links: Cubes 1.1 cannot copy a restricted
+    # dimension under Python 3 (Hierarchy.__deepcopy__ deep-copies an odict_values view,
+    # "can't pickle odict_values"), so the shipped model keeps its links where Cubes does
+    # not look and lists plain dimension names.
+    info_links = raw.get("info", {}).get("dimension_links", {})
+    names = [link if isinstance(link, str) else link["name"] for link in raw["dimensions"]]
+    for dname in info_links:
+        if dname not in names:
+            raise ModelError(f"link for dimension {dname!r}, which the cube does not list",
+                             path=f"{path}.info.dimension_links.{dname}")
     for i, link in enumerate(raw["dimensions"]):
         link_d = {"name": link} if isinstance(link, str) else link
         dname = link_d["name"]
+        where = f"{path}.dimensions[{i}]"
+        if dname in info_links:
+            if not isinstance(link, str):
+                raise ModelError("link the dimension here or in info.dimension_links, not "
+                                 "both", path=where)
+            link_d = {"name": dname, **info_links[dname]}
+            where = f"{path}.info.dimension_links.{dname}"
         if dname not in dims:
             raise ModelError(f"unknown dimension {dname!r}", path=f"{path}.dimensions[{i}]")
-        cube_dims.append(_restrict(dims[dname], link_d, f"{path}.dimensions[{i}]"))
+        cube_dims.append(_restrict(dims[dname], link_d, where))
     if len({d.name for d in cube_dims}) != len(cube_dims):
         raise ModelError("a dimension is listed twice", path=f"{path}.dimensions")
     if sum(1 for d in cube_dims if d.is_time) != 1:
@@ -690,8 +747,11 @@ def _parse_cube(raw: Mapping[str, Any], dims: Mapping[str, Dimension], path: str
     if sum(1 for m in measures if m.kind == "count") != 1:
         raise ModelError("a cube needs exactly one count measure", path=f"{path}.measures")
     by_measure = {m.name: m for m in measures}
-    aggregates = []
+    aggregates: list[Aggregate] = []
     for i, a in enumerate(raw["aggregates"]):
+        if "expression" in a:
+            aggregates.append(_mean(a, aggregates, f"{path}.aggregates[{i}].expression"))
+            continue
         if a["measure"] not in by_measure:
             raise ModelError(
                 f"unknown measure {a['measure']!r}", path=f"{path}.aggregates[{i}].measure"
@@ -707,6 +767,10 @@ def _parse_cube(raw: Mapping[str, Any], dims: Mapping[str, Dimension], path: str
         raise ModelError("duplicate aggregate names", path=f"{path}.aggregates")
     if len(by_measure) != len(measures):
         raise ModelError("duplicate measure names", path=f"{path}.measures")
+    clash = sorted({a.name for a in aggregates} & set(by_measure))
+    if clash:  # Cubes' SQL browser fails on these ("Duplicate key …"): one namespace there
+        raise ModelError(f"aggregate and measure share the name {clash[0]!r}; Cubes keeps "
+                         "them in one namespace", path=f"{path}.aggregates")
 
     mappings = {
         ref: Column.parse(col, path=f"{path}.mappings.{ref}", default_table=fact)

@@ -667,7 +667,7 @@ def describe_cuts(cuts: Sequence[CutPart]) -> list[dict[str, Any]]:
     for c in cuts:
         d: dict[str, Any] = {"type": c.kind, "dimension": c.dimension.name,
                              "hierarchy": c.hierarchy.name, "invert": c.invert,
-                             "level_depth": c.depth}
+                             "hidden": False, "level_depth": c.depth}
         if c.kind == "point":
             d["path"] = [str(k) for k in c.paths[0]]
         elif c.kind == "set":
@@ -680,4 +680,15 @@ def describe_cuts(cuts: Sequence[CutPart]) -> list[dict[str, Any]]:
 
 
 def drilldown_levels(query: Query) -> Mapping[str, list[str]]:
-    return {d.dimension.name: [lv.name for lv in d.levels] for d in query.drilldown}
+    """The ``levels`` of a response as Cubes 1.1 gives them: keyed ``dim`` for the default
+    hierarchy, ``dim@hier`` for another, and ``__within_split__`` when the query splits."""
+    out = {(d.dimension.name if d.hierarchy.name == d.dimension.default_hierarchy_name
+            else f"{d.dimension.name}@{d.hierarchy.name}"): [lv.name for lv in d.levels]
+           for d in query.drilldown}
+    if query.split:
+        out[SPLIT_LEVEL] = [SPLIT_LEVEL]
+    return out
+
+
+#: Cubes' name for the split pseudo-dimension (and its one level) in ``levels``.
+SPLIT_LEVEL = "__within_split__"

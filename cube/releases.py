@@ -626,8 +626,8 @@ def open_releases(settings: Settings, model: Model, *, lazy: bool = False) -> Re
 
 def cell_details(browser: CubeBrowser, cut: str) -> list[dict[str, Any]]:
     """``browser.cell_details`` with time paths after the visible period shown exactly as paths
-    that do not exist (keys only, no labels): the time dimension table can hold months a view
-    may not see, and their labels must not confirm that they exist."""
+    that do not exist (None): the time dimension table can hold months a view may not see,
+    and their labels must not confirm that they exist."""
     details = browser.cell_details(cut)
     tdim = browser.cube.time_dimension
     if tdim is None or browser.period_limit is None:
@@ -635,18 +635,16 @@ def cell_details(browser: CubeBrowser, cut: str) -> list[dict[str, Any]]:
     for d in details:
         if d["dimension"] != tdim.name:
             continue
-        d["details"] = [path if _visible_path(browser, d["hierarchy"], path)
-                        else [{"_key": e["_key"]} for e in path] for path in d["details"]]
+        d["paths"] = [path if path is not None and _visible_path(browser, d["hierarchy"], path)
+                      else None for path in d["paths"]]
     return details
 
 
-def _visible_path(browser: CubeBrowser, hierarchy: str, path: Sequence[Mapping[str, str]]
+def _visible_path(browser: CubeBrowser, hierarchy: str, path: Sequence[Mapping[str, Any]]
                   ) -> bool:
-    if not path or "_label" not in path[-1]:
-        return False
     tdim = browser.cube.time_dimension
     assert tdim is not None
-    keys = tuple(e["_key"] for e in path)
+    keys = tuple(str(e["_key"]) for e in path)
     cut = format_cut(PointCut(tdim.name, keys, hierarchy))
     found = browser.members(tdim.name, hierarchy=hierarchy, depth=len(keys), cut=cut)
     return bool(found.members.num_rows > 0)

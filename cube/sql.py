@@ -442,6 +442,8 @@ class MembersQuery:
     page: int | None = None
     pagesize: int | None = None
     period_limit: int | None = None
+    #: Attribute refs to sort by first (descending flag), before the hierarchy's own order.
+    order: tuple[tuple[str, bool], ...] = ()
 
     @property
     def levels(self) -> tuple[Level, ...]:
@@ -463,13 +465,15 @@ def members(mq: MembersQuery) -> Select[Any]:
         conds.append(t.col(table, fact_period_column(mq.cube)) <= mq.period_limit)
     if conds:
         stmt = stmt.where(*conds)
-    order = []
-    for lvl in mq.levels:
-        for a in (lvl.order_attribute, lvl.key):
-            if a.ref not in order:
-                order.append(a.ref)
     inner = stmt.subquery("members")
-    out = sa.select(*inner.c).order_by(*(inner.c[r] for r in order))
+    keys: list[Any] = [inner.c[r].desc() if desc else inner.c[r] for r, desc in mq.order]
+    seen = {r for r, _ in mq.order}
+    for lvl in mq.levels:  # then the hierarchy's order, so paging is stable
+        for a in (lvl.order_attribute, lvl.key):
+            if a.ref not in seen:
+                seen.add(a.ref)
+                keys.append(inner.c[a.ref])
+    out = sa.select(*inner.c).order_by(*keys)
     if mq.pagesize is not None:
         out = out.add_columns(sa.func.count().over().label(TOTAL))
         out = out.limit(mq.pagesize).offset((mq.page or 0) * mq.pagesize)
@@ -534,14 +538,10 @@ def tiles(cube: Cube, dimension: Dimension, hierarchy: Hierarchy, outer: Sequenc
 
 def path_details(cube: Cube, cut: CutPart, path: Sequence[Any],
                  period_limit: int | None = None) -> Select[Any]:
-    """Key and label of each element of a cut path (for /cell), from the dimension table."""
+    """The attributes of each level of a cut path (for /cell), from the dimension table."""
     t = _Tables(cube, fact_keys=False)
     levels = cut.hierarchy.levels[: len(path)]
-    cols = []
-    for lvl in levels:
-        cols.append(t.attr(lvl.key).label(lvl.key.ref))
-        if lvl.label_attribute != lvl.key:
-            cols.append(t.attr(lvl.label_attribute).label(lvl.label_attribute.ref))
+    cols = [t.attr(a).label(a.ref) for lvl in levels for a in lvl.attributes]
     stmt = sa.select(*cols).where(_path_condition(t, levels, path))
     if period_limit is not None and cut.dimension.is_time:
         table = cube.physical.column(cut.dimension.levels[0].key.ref).table

@@ -25,7 +25,8 @@ import sqlalchemy as sa
 from cube import sql as compiler
 from cube.disclosure.gate import Gate, ProtectedResult
 from cube.engine import Engine
-from cube.errors import ArgumentError, ConfigError, NoSuchCubeError
+from cube.errors import ArgumentError, ConfigError, NoSuchAttributeError, NoSuchCubeError, unknown
+from cube.grammar import parse_order
 from cube.model import Cube, Model
 from cube.query import (
     Query,
@@ -159,12 +160,17 @@ class CubeBrowser:
 
     def members(self, dimension: str, *, hierarchy: str | None = None,
                 level: str | None = None, depth: int | None = None, cut: str | None = None,
-                page: int | None = None, pagesize: int | None = None) -> Members:
+                page: int | None = None, pagesize: int | None = None,
+                fields: Sequence[str] = (), order: Sequence[str] = ()) -> Members:
         """Members of a level with the keys and labels of their ancestors (no values, so
         nothing to protect). ``level`` or ``depth`` (1-based) pick the level, default the
         deepest; ``cut`` (on this dimension only) narrows them; high-cardinality levels need
         ``pagesize`` or a cut naming members of that level. Paged results report
-        ``total_member_count``; a page past the end is empty, never an error."""
+        ``total_member_count``; a page past the end is empty, never an error.
+
+        ``fields`` keeps only those attributes, ``order`` (``attr[:desc]``) sorts before the
+        hierarchy's own order — both as Cubes' Slicer takes them, by reference
+        (``geography.la_name``) or bare name, and only attributes of the listed levels."""
         dim = resolve_dimension(self.cube, dimension, "dimension")
         hier = resolve_hierarchy(dim, hierarchy, "hierarchy")
         if level is not None and depth is not None:
@@ -195,14 +201,30 @@ class CubeBrowser:
                 f"level {target.ref} has high cardinality: give pagesize (and page) or a cut "
                 f"naming {target.name} members", parameter="pagesize",
                 hint="e.g. pagesize=1000&page=0")
+        listed = {a.ref: a.ref for lvl in hier.levels[:d] for a in lvl.attributes}
+        listed.update({ref.split(".", 1)[1]: ref for ref in list(listed)})
+
+        def attribute(name: str, parameter: str) -> str:
+            if name not in listed:
+                raise unknown(NoSuchAttributeError, "attribute", name,
+                              [r for r in listed if "." in r], parameter=parameter,
+                              where=f"the levels of {dim.name}@{hier.name} listed")
+            return listed[name]
+
+        picked = [attribute(f.strip(), "fields") for v in fields for f in v.split(",")
+                  if f.strip()]
+        sort = tuple((attribute(o.attribute, "order"), o.descending)
+                     for o in parse_order(order)) if order else ()
         mq = compiler.MembersQuery(self.cube, dim, hier, d, cuts, page, pagesize,
-                                   self.period_limit)
+                                   self.period_limit, sort)
         table = self.ws.engine.execute(compiler.members(mq))
         total = None
         if compiler.TOTAL in table.column_names:
             total = table.column(compiler.TOTAL)[0].as_py() if table.num_rows else \
                 self._count_members(mq)
             table = table.drop_columns([compiler.TOTAL])
+        if picked:
+            table = table.select(list(dict.fromkeys(picked)))
         return Members(dim.name, hier.name, d, table, total)
 
     def _count_members(self, mq: compiler.MembersQuery) -> int:
@@ -211,27 +233,28 @@ class CubeBrowser:
         return int(self.ws.engine.scalar(sa.select(sa.func.count()).select_from(sub)) or 0)
 
     def cell_details(self, cut: str) -> list[dict[str, Any]]:
-        """Keys and labels of each path element of each cut (for /cell): one list per path
-        (both bounds of a range). A key with no member (or an embargoed period) gets only
-        ``_key``."""
+        """The members a cut's paths name (for /cell), one entry per cut with ``paths``: a
+        point's one path, a set's paths, a range's ``from`` and ``to`` (None when open). A
+        path is a list with one dict per level — every attribute of the level by reference,
+        with ``_key`` and ``_label`` as Cubes gives them, typed as stored (an integer year is
+        an integer) — or None when no member has that path (or it is embargoed)."""
         out = []
         for c in resolve_cuts(self.cube, cut):
-            paths = c.paths if c.kind != "range" else tuple(
-                p for p in (c.from_path, c.to_path) if p is not None)
-            details = []
+            paths = c.paths if c.kind != "range" else (c.from_path, c.to_path)
+            found: list[list[dict[str, Any]] | None] = []
             for path in paths:
-                row = self.ws.engine.execute(
+                row = None if path is None else self.ws.engine.execute(
                     compiler.path_details(self.cube, c, path, self.period_limit))
-                if row.num_rows == 0:
-                    details.append([{"_key": str(k)} for k in path])
+                if row is None or row.num_rows == 0:
+                    found.append(None)
                     continue
                 r = row.to_pylist()[0]
-                details.append([
-                    {"_key": str(r[lvl.key.ref]), "_label": str(r[lvl.label_attribute.ref])}
-                    for lvl in c.hierarchy.levels[: len(path)]
-                ])
+                assert path is not None
+                found.append([{**{a.ref: r[a.ref] for a in lvl.attributes},
+                               "_key": r[lvl.key.ref], "_label": r[lvl.label_attribute.ref]}
+                              for lvl in c.hierarchy.levels[: len(path)]])
             out.append({"dimension": c.dimension.name, "hierarchy": c.hierarchy.name,
-                        "type": c.kind, "invert": c.invert, "details": details})
+                        "type": c.kind, "invert": c.invert, "paths": found})
         return out
 
     # --- internal, raw -------------------------------------------------------------------------

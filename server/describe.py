@@ -17,11 +17,12 @@ from typing import Any
 from cube import csvfile
 from cube import releases as rel
 from cube.grammar import PointCut, RangeCut, SetCut, parse_cuts
-from cube.model import Cube, Dimension, Level, Model
+from cube.model import Aggregate, Cube, Dimension, Level, Model
 from cube.workspace import CubeBrowser, Members
 from server.auth import Principal
 
 API_VERSION = 2  # the Slicer API generation statcube speaks (Cubes 1.x)
+CUBES_VERSION = "1.1"  # the Cubes release whose Slicer protocol statcube follows
 
 
 def statcube_version() -> str:
@@ -49,7 +50,11 @@ def info(model: Model, v: str, principal: Principal, calendar: rel.Calendar, now
         "description": model.description,
         "api_version": API_VERSION,
         "statcube_version": v,
+        "cubes_version": CUBES_VERSION,
+        # Cubes' row cap, here the size above which a table is refused (413), never cut
+        "json_record_limit": limits["max_cells"],
         "timezone": "Europe/London",
+        "first_weekday": 0,  # Monday, as Cubes numbers weekdays (ISO weeks)
         "authentication": {"type": "api_key", "headers": ["APIKey", "Authorization: Bearer"],
                            "role": principal.role.value, "key_id": principal.key_id},
         "limits": dict(limits),
@@ -92,6 +97,21 @@ def _dimension(dim: Dimension) -> dict[str, Any]:
             "info": {"geographic": dim.geographic}}
 
 
+def _aggregate(a: Aggregate) -> dict[str, Any]:
+    """An aggregate as model.json (and so Cubes) states it: a mean is the expression
+    ``"<sum> / <count>"`` with no function of its own. ``ref`` is what CubesViewer keys its
+    columns by."""
+    out: dict[str, Any] = {"name": a.name, "ref": a.name, "label": a.label,
+                           "nonadditive": a.nonadditive,
+                           "info": {"statistic": "mean" if a.function == "avg" else "sum",
+                                    "measure": a.measure.name}}
+    if a.expression is not None:
+        out.update(function=None, measure=None, expression=a.expression)
+    else:
+        out.update(function=a.function, measure=a.measure.name)
+    return out
+
+
 def latest_period(browser: CubeBrowser) -> str | None:
     p = browser.latest_period
     if p is None:
@@ -107,13 +127,16 @@ def cube_model(browser: CubeBrowser, release: rel.Release) -> dict[str, Any]:
         "name": cube.name, "label": cube.label, "description": cube.description,
         "info": _cube_info(cube),
         "dimensions": [_dimension(d) for d in cube.dimensions],
-        "measures": [{"name": m.name, "label": m.label, "nonadditive": m.nonadditive,
-                      "info": {"kind": m.kind, "unit": m.unit}} for m in cube.measures],
-        "aggregates": [{"name": a.name, "label": a.label, "function": a.function,
-                        "measure": a.measure.name, "nonadditive": a.nonadditive}
-                       for a in cube.aggregates],
+        "measures": [{"name": m.name, "ref": m.name, "label": m.label,
+                      "nonadditive": m.nonadditive, "info": {"kind": m.kind, "unit": m.unit}}
+                     for m in cube.measures],
+        "aggregates": [_aggregate(a) for a in cube.aggregates],
+        "details": [],  # Cubes' detail attributes: statcube publishes no record attributes
+        "key": None,
+        "category": cube.info.get("category"),
         "features": {"actions": ["aggregate", "members", "cell", "report"],
-                     "aggregate_functions": sorted({a.function for a in cube.aggregates}),
+                     "aggregate_functions": sorted({a.function for a in cube.aggregates
+                                                    if a.expression is None}),
                      "post_aggregate_functions": ["having", "top"]},
         "release": release.id,
         "latest_period": latest_period(browser),
@@ -136,23 +159,33 @@ def member_labels(browser: CubeBrowser, dimension: str) -> dict[str, str]:
     return csvfile.member_labels(browser.cube.dimension(dimension))
 
 
-def cell(browser: CubeBrowser, cut: str, release: rel.Release) -> dict[str, Any]:
-    """The Cubes /cell shape: each cut as a dict with the keys and labels of its path(s)."""
+def cell(browser: CubeBrowser, cut: str, release: rel.Release, dimension: str | None = None
+         ) -> dict[str, Any]:
+    """The Cubes 1.1 /cell shape: each cut as a dict with the members of its path(s) in
+    ``details`` — a point's path (a list, one dict per level), a set's list of paths, a
+    range's ``{"from", "to"}``; a path no member has (or an embargoed one) is null.
+    ``dimension`` keeps only the cuts on that dimension, as Cubes' ``cell_details`` does."""
+    if dimension is not None:
+        browser.cube.dimension(dimension)  # unknown: 404 with close matches
     details = rel.cell_details(browser, cut) if cut else []
     out = []
     for c, d in zip(parse_cuts(cut), details, strict=True):
+        if dimension is not None and c.dimension != dimension:
+            continue
         item: dict[str, Any] = {"type": d["type"], "dimension": d["dimension"],
-                                "hierarchy": d["hierarchy"], "invert": d["invert"]}
+                                "hierarchy": d["hierarchy"], "invert": d["invert"],
+                                "hidden": False}
+        paths = d["paths"]
         if isinstance(c, PointCut):
-            item.update(path=list(c.path), level_depth=len(c.path))
+            item.update(path=list(c.path), level_depth=len(c.path), details=paths[0])
         elif isinstance(c, SetCut):
             item.update(paths=[list(p) for p in c.paths],
-                        level_depth=max(len(p) for p in c.paths))
+                        level_depth=max(len(p) for p in c.paths), details=paths)
         elif isinstance(c, RangeCut):
             item.update(**{"from": None if c.from_path is None else list(c.from_path),
                            "to": None if c.to_path is None else list(c.to_path)},
-                        level_depth=max(len(c.from_path or ()), len(c.to_path or ())))
-        item["details"] = d["details"]
+                        level_depth=max(len(c.from_path or ()), len(c.to_path or ())),
+                        details={"from": paths[0], "to": paths[1]})
         out.append(item)
     return {"cube": browser.cube.name, "cuts": out, "release": release.id}
 

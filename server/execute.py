@@ -30,7 +30,8 @@ def members_within(browser: CubeBrowser, dimension: str, args: Args, limit: int,
     result = browser.members(dimension, hierarchy=args.one("hierarchy"),
                              level=args.one("level"), depth=args.integer("depth"),
                              cut=args.joined_cut() or None, page=args.integer("page"),
-                             pagesize=pagesize)
+                             pagesize=pagesize, fields=args.many("fields"),
+                             order=args.many("order"))
     limits.check_size(result.members.num_rows, limit, "members", principal)
     return result
 
@@ -91,6 +92,7 @@ def run_report(browser: CubeBrowser, plan: list[Planned], release: Release, limi
             out[p.name] = {**describe.members(m, browser, release, p.args.one("pagesize")
                                               is not None), "data": m.members.to_pylist()}
         else:
-            out[p.name] = describe.cell(browser, p.args.joined_cut(), release)
+            out[p.name] = describe.cell(browser, p.args.joined_cut(), release,
+                                        p.args.one("dimension"))
         limits.check_size(total, limit, "cells", principal)
     return out, total

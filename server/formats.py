@@ -41,6 +41,7 @@ MEDIA_TYPES: Mapping[str, str] = {
     "arrow": "application/vnd.apache.arrow.stream",
     "parquet": "application/vnd.apache.parquet",
     "geojson": "application/geo+json",
+    "json_lines": "application/x-json-lines",
 }
 _ACCEPT: Mapping[str, str] = {
     "application/json": "json", "text/csv": "csv",
@@ -132,6 +133,9 @@ def members_output(payload: Mapping[str, Any], table: pa.Table, labels: Mapping[
     size = table.num_rows
     if fmt == "json":
         return json_output({**payload, "data": table.to_pylist()}, size, pretty=pretty)
+    if fmt == "json_lines":  # Cubes' Slicer: one member per line, nothing else
+        return Output(b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+                               for row in table.to_pylist()), MEDIA_TYPES[fmt], size)
     if fmt == "csv":
         return Output(members_csv(table, labels, header), MEDIA_TYPES["csv"], size)
     return binary_output(table, {b"statcube": orjson.dumps(dict(payload))}, fmt, size)

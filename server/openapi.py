@@ -13,7 +13,7 @@ from typing import Any
 
 from server import statxplore
 from server.formats import MEDIA_TYPES
-from server.params import ENDPOINT_PARAMS, FORMATS, PARAMS, formats_for
+from server.params import AGGREGATE_FORMATS, ENDPOINT_PARAMS, MEMBERS_FORMATS, PARAMS, formats_for
 
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
@@ -55,6 +55,8 @@ SCHEMAS: dict[str, Any] = {
                           "default_release", "formats"],
              "properties": {"label": _STR, "description": _STR, "api_version": _INT,
                             "statcube_version": _STR, "timezone": _STR,
+                            "cubes_version": _STR, "json_record_limit": _INT,
+                            "first_weekday": _INT,
                             "authentication": _OBJ, "limits": _OBJ,
                             "formats": _arr(_STR), "releases": _arr(_ref("Release")),
                             "default_release": _NSTR, "disclosure": _STR}},
@@ -67,7 +69,8 @@ SCHEMAS: dict[str, Any] = {
                   "properties": {"name": _STR, "label": _STR, "description": _STR,
                                  "info": _OBJ, "dimensions": _arr(_OBJ),
                                  "measures": _arr(_OBJ), "aggregates": _arr(_OBJ),
-                                 "features": _OBJ, "release": _STR,
+                                 "features": _OBJ, "release": _STR, "details": _arr(_OBJ),
+                                 "key": {"type": "null"}, "category": _NSTR,
                                  "latest_period": _NSTR}},
     "Disclosure": {"type": "object",
                    "required": ["method", "ptable", "parameters", "withheld_values", "notes"],
@@ -245,7 +248,7 @@ def document(version: str) -> dict[str, Any]:
     dim = _path_param("dimension", "Dimension name (see the cube model).", "geography")
     fact = _path_param("fact_id", "Any id: record-level data is never served.", "1")
     aggregate = _op("aggregate", "Aggregate (protected cells)", "Aggregate",
-                    formats=tuple(MEDIA_TYPES), path_params=[_CUBE],
+                    formats=AGGREGATE_FORMATS, path_params=[_CUBE],
                     errors=("403", "413"),
                     description="Slice (cut) and break down (drilldown) a cube. Every value "
                                 "is protected by the cell key method; amount totals and means "
@@ -278,7 +281,7 @@ def document(version: str) -> dict[str, Any]:
                                               path_params=[_CUBE])},
             "/cube/{cube}/aggregate": {"get": aggregate},
             "/cube/{cube}/members/{dimension}": {"get": _op(
-                "members", "Members of a dimension level", "Members", formats=FORMATS,
+                "members", "Members of a dimension level", "Members", formats=MEMBERS_FORMATS,
                 path_params=[_CUBE, dim], errors=("413",))},
             "/cube/{cube}/cell": {"get": _op("cell", "Keys and labels of a cut", "Cell",
                                              path_params=[_CUBE])},

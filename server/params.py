@@ -13,6 +13,7 @@ business (cube/grammar.py via :meth:`cube.query.Query.from_request`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,10 @@ from cube.query import MAX_PAGESIZE, Request
 #: Parameters any endpoint tolerates and ignores: the classic cache-buster of browsers.
 IGNORED = frozenset({"_"})
 FORMATS = ("json", "csv", "arrow", "parquet")
+#: /members also answers Cubes' JSON Lines (one member per line), as Cubes' Slicer does.
+MEMBERS_FORMATS = (*FORMATS, "json_lines")
+#: Every format any endpoint offers (format= is checked against this before the endpoint).
+ALL_FORMATS = (*FORMATS, "geojson", "json_lines")
 #: /aggregate also answers GeoJSON when drilled by a geography level with boundaries.
 AGGREGATE_FORMATS = (*FORMATS, "geojson")
 HEADERS = ("names", "labels", "none")
@@ -62,7 +67,7 @@ PARAMS: Mapping[str, Param] = {p.name: p for p in (
           "`N:aggregate:dimension` for the top N within each parent member.",
           example="5:claimants"),
     Param("format", "Response format (default: from the Accept header, else json).",
-          {"type": "string", "enum": list(AGGREGATE_FORMATS)}, example="json"),
+          {"type": "string", "enum": list(ALL_FORMATS)}, example="json"),
     Param("header", "CSV header row: attribute names, labels, or none.",
           {"type": "string", "enum": list(HEADERS)}, example="names"),
     Param("prettyprint", "Indent JSON output.", {"type": "boolean"}, example="true"),
@@ -75,9 +80,17 @@ PARAMS: Mapping[str, Param] = {p.name: p for p in (
     Param("level", "List members of this level (instead of depth).", example=None),
     Param("queries", "The named queries of a report, as JSON (GET; POST sends a JSON body).",
           example=None),
+    Param("lang", "Language of labels (a language tag such as `en` or `cy`). Labels come in "
+          "that language where the warehouse holds it, else in English.",
+          {"type": "string", "pattern": "^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})*$"},
+          example="en"),
+    Param("fields", "Attributes to list, by reference or name, separated by `,` "
+          "(default: all attributes of the listed levels).",
+          example="geography.region_code,geography.region_name", repeatable=True),
+    Param("dimension", "Only the cuts on this dimension.", example="geography"),
 )}
 
-_COMMON = ("format", "prettyprint")
+_COMMON = ("format", "prettyprint", "lang")
 ENDPOINT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "version": _COMMON,
     "info": _COMMON,
@@ -86,8 +99,8 @@ ENDPOINT_PARAMS: Mapping[str, tuple[str, ...]] = {
     "aggregate": ("cut", "drilldown", "aggregates", "order", "page", "pagesize", "split",
                   "having", "top", "header", "release", *_COMMON),
     "members": ("cut", "hierarchy", "depth", "level", "page", "pagesize", "header",
-                "release", *_COMMON),
-    "cell": ("cut", "release", *_COMMON),
+                "fields", "order", "release", *_COMMON),
+    "cell": ("cut", "dimension", "release", *_COMMON),
     "report": ("cut", "queries", "release", *_COMMON),
     "facts": (),
     "openapi": (),
@@ -99,7 +112,7 @@ ENDPOINT_PARAMS: Mapping[str, tuple[str, ...]] = {
 }
 #: Formats per endpoint; the others answer JSON only (``format=json`` is accepted there).
 ENDPOINT_FORMATS: Mapping[str, tuple[str, ...]] = {"aggregate": AGGREGATE_FORMATS,
-                                                   "members": FORMATS}
+                                                   "members": MEMBERS_FORMATS}
 
 
 def formats_for(endpoint: str) -> tuple[str, ...]:
@@ -108,7 +121,6 @@ def formats_for(endpoint: str) -> tuple[str, ...]:
 _HINTS = {
     "measures": "statcube publishes protected aggregates, not raw measures: use aggregates= "
                 "(see /cube/<cube>/model for their names)",
-    "lang": "labels are published in English only",
 }
 
 
@@ -188,6 +200,18 @@ def read(endpoint: str, multi: Any) -> Args:
     return Args({k: tuple(v) for k, v in out.items()})
 
 
+_LANG = re.compile(str(PARAMS["lang"].schema["pattern"]))
+
+
+def check_lang(value: str | None) -> None:
+    """``lang`` as Cubes takes it (every endpoint): a language tag. Labels come in that
+    language where the warehouse holds it; this warehouse holds English labels only, so any
+    well-formed tag gets them (Cubes too falls back to the model's default language)."""
+    if value is not None and value != "" and not _LANG.fullmatch(value):
+        raise ArgumentError("lang must be a language tag such as 'en' or 'cy'",
+                            parameter="lang", value=value[:40])
+
+
 def unknown_parameter(name: str, allowed: Sequence[str]) -> UserError:
     valid = sorted({*allowed, *(a for p in allowed for a in PARAMS[p].aliases)})
     return ArgumentError(f"unknown parameter {name!r}", parameter=name,
@@ -209,8 +233,8 @@ _REPORT_KEYS = {
     "aggregate": ("cut", "drilldown", "aggregates", "order", "page", "pagesize", "page_size",
                   "split", "having", "top"),
     "members": ("cut", "dimension", "hierarchy", "depth", "level", "page", "pagesize",
-                "page_size"),
-    "cell": ("cut",),
+                "page_size", "fields", "order"),
+    "cell": ("cut", "dimension"),
 }
 MAX_REPORT_QUERIES = 20
 

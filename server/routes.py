@@ -99,8 +99,9 @@ def register(app: Flask, svc: Service, openapi: dict[str, Any]) -> None:
         call = svc.call(request, "cell")
         browser = svc.browser(call, cube)
         cut = call.args.joined_cut()
-        return svc.respond(call, ["cell", cube, cut], lambda: formats.json_output(
-            describe.cell(browser, cut, call.release), pretty=call.pretty))
+        dimension = call.args.one("dimension")
+        return svc.respond(call, ["cell", cube, cut, dimension], lambda: formats.json_output(
+            describe.cell(browser, cut, call.release, dimension), pretty=call.pretty))
 
     @app.route("/cube/<cube>/report", methods=["GET", "POST"])
     def report(cube: str) -> Response:

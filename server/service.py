@@ -26,7 +26,7 @@ from server import limits
 from server.auth import KeyStore, Principal
 from server.cache import Entry, ResultCache, etag
 from server.formats import Output, json_bytes, negotiate
-from server.params import AGGREGATE_FORMATS, Args, formats_for, read
+from server.params import ALL_FORMATS, Args, check_lang, formats_for, read
 
 VARY = "Accept, APIKey, Authorization"
 
@@ -65,7 +65,8 @@ class Service:
     def identify(self, req: Request, endpoint: str) -> tuple[Principal, Args]:
         """The caller and the request's validated parameters (no release needed)."""
         principal, args = self.keys.authenticate(req.headers), read(endpoint, req.args)
-        negotiate(args.choice("format", AGGREGATE_FORMATS, None), None, formats_for(endpoint))
+        negotiate(args.choice("format", ALL_FORMATS, None), None, formats_for(endpoint))
+        check_lang(args.one("lang"))
         return principal, args
 
     def call(self, req: Request, endpoint: str) -> Call:
@@ -76,7 +77,7 @@ class Service:
         now = self.clock()
         release = self.calendar.select(args.one("release"), now,
                                        embargo_exempt=principal.role.embargo_exempt)
-        fmt = negotiate(args.choice("format", AGGREGATE_FORMATS, None), req.accept_mimetypes
+        fmt = negotiate(args.choice("format", ALL_FORMATS, None), req.accept_mimetypes
                         if "Accept" in req.headers else None, formats_for(endpoint))
         return Call(principal, args, release, bool(args.one("release")), now, fmt,
                     args.choice("header", ("names", "labels", "none"), "names") or "names",

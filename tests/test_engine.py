@@ -358,9 +358,10 @@ def test_embargo_hides_later_months_everywhere(any_workspace: Workspace,
     assert raw(ws, "pip", cut="time@ym:2026,10").summary.column("__n")[0].as_py() == 0
     months = pip.members("time", level="month").members.column("time.month").to_pylist()
     assert months == [6, 7, 8, 9]
-    details = pip.cell_details("time@ym:2026,10;2026,9")[0]["details"]
-    assert details[0] == [{"_key": "2026"}, {"_key": "10"}]  # no label for a hidden month
-    assert details[1][1] == {"_key": "9", "_label": "Sep 2026"}
+    details = pip.cell_details("time@ym:2026,10;2026,9")[0]["paths"]
+    assert details[0] is None  # a hidden month: no member, exactly like one that never was
+    assert details[1][1] == {"time.month": 9, "time.month_label": "Sep 2026", "_key": 9,
+                             "_label": "Sep 2026"}
     # quarterly flows: Q3 2026 ends in September, Q4 is hidden
     nino = raw(ws, "nino_registrations", drilldown="time:quarter")
     assert nino.cells.column("time.quarter").to_pylist() == [2, 3]
@@ -417,12 +418,17 @@ def test_members_errors(workspace: Workspace, kw: dict[str, Any],
 def test_cell_details(any_workspace: Workspace) -> None:
     hb = any_workspace.cube("housing_benefit")
     (geo, tenure) = hb.cell_details("geography:E92000001,E12000007|tenure:private")
-    assert geo["details"] == [[{"_key": "E92000001", "_label": "England"},
-                               {"_key": "E12000007", "_label": "London"}]]
-    assert tenure["details"][0][0]["_label"].startswith("Private")
+    assert geo["paths"] == [[
+        {"geography.country_code": "E92000001", "geography.country_name": "England",
+         "_key": "E92000001", "_label": "England"},
+        {"geography.region_code": "E12000007", "geography.region_name": "London",
+         "_key": "E12000007", "_label": "London"}]]
+    assert tenure["paths"][0][0]["_label"].startswith("Private")
     (rng,) = hb.cell_details("geography:E92000001,E12000001-E92000001,E12000002")
     assert rng["type"] == "range"
-    assert [d[1]["_label"] for d in rng["details"]] == ["North East", "North West"]
+    assert [d[1]["_label"] for d in rng["paths"]] == ["North East", "North West"]
+    (open_range,) = hb.cell_details("geography:E92000001,E12000001-")
+    assert open_range["paths"][1] is None
 
 
 # --- fuzz: only the engine's own 4xx errors ----------------------------------------------------

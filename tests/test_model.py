@@ -236,3 +236,73 @@ def test_mappings_and_joins_describe_the_warehouse_schema(model: Model, warehous
             f"{table}: columns not described by model.json: "
             f"{sorted(columns[table] - described[table])}")
     assert set(columns) - model_tables == {"sdc_ptable", "statcube_meta", "boundaries"}
+
+
+# --- what Cubes 1.1 needs of the same file ------------------------------------------------
+
+
+def test_means_are_total_over_count_as_cubes_computes_them(model: Model) -> None:
+    """A mean is Cubes' expression '<sum> / <count>': the published mean (total over count),
+    never Cubes' avg (an average of fact rows). Public aggregate names are unchanged."""
+    hb = model.cubes["housing_benefit"]
+    mean = hb.aggregate("weekly_award_mean")
+    assert (mean.function, mean.measure.name, mean.expression) == (
+        "avg", "weekly_award", "weekly_award_sum / claimants")
+    assert [a.name for a in hb.aggregates] == ["claimants", "weekly_award_sum",
+                                               "weekly_award_mean"]
+    for cube in model.cubes.values():  # Cubes' SQL browser: "Duplicate key …" otherwise
+        assert not {a.name for a in cube.aggregates} & {m.name for m in cube.measures}
+
+
+@pytest.mark.parametrize("expression", ["weekly_award_sum", "weekly_award_sum / nope",
+                                        "claimants / weekly_award_sum",
+                                        "weekly_award_sum / weekly_award_sum"])
+def test_a_mean_divides_an_amount_total_by_the_count(raw: dict[str, Any], expression: str
+                                                     ) -> None:
+    hb = _cube_index(raw, "housing_benefit")
+
+    def change(m: dict[str, Any]) -> None:
+        m["cubes"][hb]["aggregates"][2]["expression"] = expression
+    assert _broken(raw, change).path == f"$.cubes[{hb}].aggregates[2].expression"
+
+
+def test_an_aggregate_is_a_function_or_an_expression_not_both(raw: dict[str, Any]) -> None:
+    hb = _cube_index(raw, "housing_benefit")
+
+    def change(m: dict[str, Any]) -> None:
+        m["cubes"][hb]["aggregates"][2]["function"] = "avg"
+    assert _broken(raw, change).path == f"$.cubes[{hb}].aggregates[2]"
+
+
+def test_a_measure_named_like_an_aggregate_is_refused(raw: dict[str, Any]) -> None:
+    hb = _cube_index(raw, "housing_benefit")
+
+    def change(m: dict[str, Any]) -> None:
+        cube = m["cubes"][hb]
+        cube["measures"][0]["name"] = "claimants"
+        cube["aggregates"][0]["measure"] = "claimants"
+        cube["mappings"]["claimants"] = cube["mappings"].pop("claimants_count")
+    err = _broken(raw, change)
+    assert "share the name 'claimants'" in str(err)
+
+
+def test_dimension_links_in_info_restrict_a_cube(model: Model, raw: dict[str, Any]) -> None:
+    """NINo's time is year → quarter only; the link sits in info.dimension_links because
+    Cubes 1.1 under Python 3 cannot copy a restricted dimension (odict_values)."""
+    nino = _cube_index(raw, "nino_registrations")
+    assert all(isinstance(d, str) for c in raw["cubes"] for d in c["dimensions"])
+    time = model.cubes["nino_registrations"].dimension("time")
+    assert [h.name for h in time.hierarchies] == ["yq"] and time.default_hierarchy_name == "yq"
+
+    def unknown(m: dict[str, Any]) -> None:
+        m["cubes"][nino]["info"]["dimension_links"]["time"]["hierarchies"] = ["weekly"]
+    assert _broken(raw, unknown).path == \
+        f"$.cubes[{nino}].info.dimension_links.time.hierarchies[0]"
+
+    def both(m: dict[str, Any]) -> None:
+        m["cubes"][nino]["dimensions"][1] = {"name": "time", "hierarchies": ["yq"]}
+    assert "not both" in str(_broken(raw, both))
+
+    def unlisted(m: dict[str, Any]) -> None:
+        m["cubes"][nino]["info"]["dimension_links"]["tenure"] = {"hierarchies": ["x"]}
+    assert _broken(raw, unlisted).path == f"$.cubes[{nino}].info.dimension_links.tenure"

@@ -127,7 +127,10 @@ def test_info_for_each_role(client: FlaskClient) -> None:
     guest = get_json(client, "/info")
     assert set(guest) == {"label", "description", "api_version", "statcube_version", "timezone",
                           "authentication", "limits", "formats", "releases", "default_release",
-                          "disclosure"}
+                          "disclosure", "cubes_version", "json_record_limit", "first_weekday"}
+    # Cubes' keys: its version, its row cap (here: refused above it, never cut), Monday
+    assert (guest["cubes_version"], guest["json_record_limit"], guest["first_weekday"]) == (
+        "1.1", 5000, 0)
     assert guest["authentication"] == {"type": "api_key",
                                        "headers": ["APIKey", "Authorization: Bearer"],
                                        "role": "guest", "key_id": None}
@@ -144,7 +147,7 @@ def test_info_for_each_role(client: FlaskClient) -> None:
     reg = get_json(client, "/info", REGISTERED)
     assert reg["authentication"]["role"] == "registered"
     assert reg["authentication"]["key_id"] == "registered-user"
-    assert reg["limits"]["max_cells"] == 100000
+    assert reg["limits"]["max_cells"] == 100000 == reg["json_record_limit"]
     assert [r["id"] for r in reg["releases"]] == ["2026-11", "2026-08"]
     pre = get_json(client, "/info", PRERELEASE)
     assert pre["releases"][0] == {"id": "2027-02", "published": "2027-02-09T09:30:00+00:00",
@@ -168,7 +171,9 @@ def test_cube_model(client: FlaskClient, model: Model) -> None:
     body = get_json(client, f"{HB}/model")
     cube = model.cubes["housing_benefit"]
     assert set(body) == {"name", "label", "description", "info", "dimensions", "measures",
-                         "aggregates", "features", "release", "latest_period"}
+                         "aggregates", "features", "release", "latest_period", "details",
+                         "key", "category"}
+    assert body["details"] == [] and body["key"] is None
     assert body["release"] == "2026-11"
     assert body["latest_period"] == "2026-08"  # not 2026-11: embargo
     assert [d["name"] for d in body["dimensions"]] == [d.name for d in cube.dimensions]
@@ -183,9 +188,21 @@ def test_cube_model(client: FlaskClient, model: Model) -> None:
     assert region["key"] == "region_code" and region["label_attribute"] == "region_name"
     assert region["attributes"][0] == {"name": "region_code", "label": region["attributes"][0][
         "label"], "ref": "geography.region_code"}
+    # CubesViewer keys its columns by ref; a mean is stated as Cubes computes it
     assert body["aggregates"] == [
-        {"name": a.name, "label": a.label, "function": a.function, "measure": a.measure.name,
-         "nonadditive": a.nonadditive} for a in cube.aggregates]
+        {"name": "claimants", "ref": "claimants", "label": "Claimants", "function": "sum",
+         "measure": "claimants_count", "nonadditive": "time",
+         "info": {"statistic": "sum", "measure": "claimants_count"}},
+        {"name": "weekly_award_sum", "ref": "weekly_award_sum",
+         "label": cube.aggregate("weekly_award_sum").label, "function": "sum",
+         "measure": "weekly_award", "nonadditive": "time",
+         "info": {"statistic": "sum", "measure": "weekly_award"}},
+        {"name": "weekly_award_mean", "ref": "weekly_award_mean",
+         "label": cube.aggregate("weekly_award_mean").label, "function": None,
+         "measure": None, "expression": "weekly_award_sum / claimants", "nonadditive": "time",
+         "info": {"statistic": "mean", "measure": "weekly_award"}}]
+    assert [(m["name"], m["ref"]) for m in body["measures"]] == [
+        ("claimants_count", "claimants_count"), ("weekly_award", "weekly_award")]
     assert body["features"]["actions"] == ["aggregate", "members", "cell", "report"]
     # the model describes the logical model only: no tables, columns or key columns
     text = orjson.dumps(body).decode()
@@ -213,7 +230,8 @@ def test_aggregate_shape_field_by_field(client: FlaskClient, published_view: Wor
                                   "geography.region_code", "geography.region_name"]
     assert body["levels"] == {"geography": ["country", "region"]}
     assert body["cell"] == [{"type": "point", "dimension": "geography", "hierarchy": "ons",
-                             "invert": False, "level_depth": 1, "path": ["E92000001"]}]
+                             "invert": False, "hidden": False, "level_depth": 1,
+                             "path": ["E92000001"]}]
     assert body["has_split"] is False and body["remainder"] == {}
     assert body["total_cell_count"] == 9 == len(body["cells"])
     assert body["cells"] == core["cells"] and body["summary"] == core["summary"]
@@ -360,6 +378,57 @@ def test_arrow_and_parquet(client: FlaskClient, fmt: str) -> None:
 
 # --- members, cell, report, facts ----------------------------------------------------------------
 
+def test_members_fields_order_json_lines(client: FlaskClient) -> None:
+    """What Cubes' remote client sends for members: format=json_lines, fields=, order=."""
+    full = get_json(client, f"{HB}/members/geography?depth=2")["data"]
+    picked = get_json(client, f"{HB}/members/geography?depth=2"
+                              "&fields=geography.region_code,region_name")["data"]
+    assert picked == [{"geography.region_code": m["geography.region_code"],
+                       "geography.region_name": m["geography.region_name"]} for m in full]
+    desc = get_json(client, f"{HB}/members/geography?depth=2&order=region_name:desc")["data"]
+    assert [m["geography.region_name"] for m in desc] == sorted(
+        (m["geography.region_name"] for m in full), reverse=True)
+    paged = get_json(client, f"{HB}/members/geography?depth=2&order=geography.region_name:desc"
+                             "&pagesize=3&page=1")["data"]
+    assert paged == desc[3:6]  # ordered in SQL, before paging
+    resp = client.get(f"{HB}/members/geography?depth=2&format=json_lines")
+    assert resp.status_code == 200 and resp.mimetype == "application/x-json-lines"
+    assert [orjson.loads(line) for line in resp.get_data().splitlines()] == full
+    for bad, parameter in (("fields=geography.la_name", "fields"), ("order=nope", "order"),
+                           ("order=region_name:sideways", "order")):
+        err = get_json(client, f"{HB}/members/geography?depth=2&{bad}", status=400)
+        assert err["parameter"] == parameter
+    facts = client.get(f"{HB}/facts?format=json_lines")
+    assert facts.status_code == 403  # JSON Lines or not, records are never served
+    agg = get_json(client, f"{HB}/aggregate?format=json_lines", status=400)
+    assert agg["parameter"] == "format"
+
+
+@pytest.mark.parametrize("path", ["/version", "/info", "/cubes", f"{HB}/model",
+                                  f"{HB}/aggregate?aggregates=claimants",
+                                  f"{HB}/members/tenure", f"{HB}/cell?cut=tenure:private",
+                                  f"{HB}/report?queries=%7B%22queries%22%3A%7B%22a%22%3A%7B%7D%7D%7D"])
+def test_lang_on_every_endpoint(client: FlaskClient, path: str) -> None:
+    """A Cubes workspace with a locale sends lang= everywhere; the warehouse holds English
+    labels only, so every language gets them (as Cubes falls back to the default)."""
+    sep = "&" if "?" in path else "?"
+    english = client.get(path)
+    for lang in ("cy", "en-GB"):
+        resp = client.get(f"{path}{sep}lang={lang}")
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        if path not in ("/info",):
+            assert resp.get_data() == english.get_data()
+    err = get_json(client, f"{path}{sep}lang=cy%3Cscript%3E", status=400)
+    assert (err["parameter"], err["value"]) == ("lang", "cy<script>")
+
+
+def test_levels_name_the_hierarchy_and_the_split(client: FlaskClient) -> None:
+    body = get_json(client, f"{HB}/aggregate?drilldown=geography@constituency:region|tenure"
+                            "&split=geography:E92000001&aggregates=claimants")
+    assert body["levels"] == {"geography@constituency": ["country", "region"],
+                              "tenure": ["tenure"], "__within_split__": ["__within_split__"]}
+
+
 def test_members(client: FlaskClient, published_view: Workspace) -> None:
     body = get_json(client, f"{HB}/members/geography?depth=2")
     assert set(body) == {"dimension", "hierarchy", "depth", "level", "data", "release"}
@@ -396,14 +465,33 @@ def test_cell(client: FlaskClient) -> None:
                             "private|time:2026,2,6-2026,3,8")
     assert set(body) == {"cube", "cuts", "release"} and body["cube"] == "housing_benefit"
     geo, tenure, time = body["cuts"]
+    # Cubes' shapes: a point's details are its path, one dict per level with every attribute
     assert geo == {"type": "point", "dimension": "geography", "hierarchy": "ons",
-                   "invert": False, "path": ["E92000001", "E12000007"], "level_depth": 2,
-                   "details": [[{"_key": "E92000001", "_label": "England"},
-                                {"_key": "E12000007", "_label": "London"}]]}
+                   "invert": False, "hidden": False, "path": ["E92000001", "E12000007"],
+                   "level_depth": 2,
+                   "details": [{"geography.country_code": "E92000001",
+                                "geography.country_name": "England",
+                                "_key": "E92000001", "_label": "England"},
+                               {"geography.region_code": "E12000007",
+                                "geography.region_name": "London",
+                                "_key": "E12000007", "_label": "London"}]}
     assert tenure["type"] == "set" and tenure["paths"] == [["social"], ["private"]]
+    # a set's details: one path per member, null where no member has it ('social')
+    assert tenure["details"][0] is None
+    assert tenure["details"][1] == [{"tenure.tenure_code": "private",
+                                     "tenure.tenure_name": "Private rented",
+                                     "tenure.tenure_order": 3, "_key": "private",
+                                     "_label": "Private rented"}]
     assert time["type"] == "range" and time["from"] == ["2026", "2", "6"]
     assert time["to"] == ["2026", "3", "8"] and time["level_depth"] == 3
-    assert time["details"][1][2] == {"_key": "8", "_label": "Aug 2026"}
+    # a range's details are {from, to}; integer keys stay integers
+    assert set(time["details"]) == {"from", "to"}
+    assert time["details"]["to"][2] == {"time.month": 8, "time.month_label": "Aug 2026",
+                                        "_key": 8, "_label": "Aug 2026"}
+    assert time["details"]["from"][0] == {"time.year": 2026, "_key": 2026, "_label": 2026}
+    only = get_json(client, f"{HB}/cell?cut=geography:E92000001|tenure:social"
+                            "&dimension=tenure")
+    assert [c["dimension"] for c in only["cuts"]] == ["tenure"]
     empty = get_json(client, f"{HB}/cell")
     assert empty["cuts"] == []
 
@@ -428,7 +516,7 @@ def test_report_post_and_get(client: FlaskClient) -> None:
     assert body["tenure_in_london"]["cell"][0]["path"] == ["E92000001", "E12000007"]
     assert set(body["months"]) == {"dimension", "hierarchy", "depth", "level", "data",
                                    "release"}
-    assert body["where"]["cuts"][0]["details"][0][0]["_label"] == "England"
+    assert body["where"]["cuts"][0]["details"][0]["_label"] == "England"
     via_get = client.get(f"{HB}/report", query_string={"queries": orjson.dumps(
         REPORT).decode()})
     assert orjson.loads(via_get.get_data()) == body
@@ -776,8 +864,9 @@ def test_embargoed_month_looks_like_a_missing_month(client: FlaskClient) -> None
         body = get_json(client, f"{HB}/aggregate?cut=time:{month}&drilldown=tenure")
         assert body["cells"] == [] and body["total_cell_count"] == 0
         assert body["summary"]["claimants"] == 0
-    cell = get_json(client, f"{HB}/cell?cut=time:2026,4,11")
-    assert cell["cuts"][0]["details"] == [[{"_key": "2026"}, {"_key": "4"}, {"_key": "11"}]]
+    for month in ("2026,4,11", "2026,4,12"):  # both: no such member (Cubes: null)
+        cell = get_json(client, f"{HB}/cell?cut=time:{month}")
+        assert cell["cuts"][0]["details"] is None
 
 
 def test_prerelease_sees_the_future_release(client: FlaskClient) -> None:
@@ -787,7 +876,8 @@ def test_prerelease_sees_the_future_release(client: FlaskClient) -> None:
         agg = get_json(client, f"{HB}/aggregate?drilldown=time:month&release=2027-02", headers)
         assert agg["release"] == "2027-02" and len(agg["cells"]) == 6
         cell = get_json(client, f"{HB}/cell?cut=time:2026,4,11&release=2027-02", headers)
-        assert cell["cuts"][0]["details"][0][2] == {"_key": "11", "_label": "Nov 2026"}
+        assert cell["cuts"][0]["details"][2] == {"time.month": 11, "time.month_label": "Nov 2026",
+                                                 "_key": 11, "_label": "Nov 2026"}
         model = get_json(client, f"{HB}/model?release=2027-02", headers)
         assert model["latest_period"] == "2026-11"
     default = get_json(client, f"{HB}/aggregate?drilldown=time:month", PRERELEASE)

@@ -105,7 +105,9 @@ def test_slicer_endpoints_over_http(live: Server, workspace: Workspace) -> None:
     members = get_json(live, f"{HB}/members/geography?depth=2")
     assert (members["level"], len(members["data"])) == ("region", 11)
     cell = get_json(live, f"{HB}/cell?cut=geography:E92000001")
-    assert cell["cuts"][0]["details"] == [[{"_key": "E92000001", "_label": "England"}]]
+    assert cell["cuts"][0]["details"] == [{"geography.country_code": "E92000001",
+                                           "geography.country_name": "England",
+                                           "_key": "E92000001", "_label": "England"}]
     code, _, raw = live.get(f"{HB}/report", {"Content-Type": "application/json"},
                             data=json.dumps({"queries": {"r": {"drilldown": "geography:region",
                                                                "aggregates": "claimants"}}})

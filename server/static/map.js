@@ -155,7 +155,10 @@
   function format(value, aggregate) {
     if (value === null || value === undefined) return "withheld (..)";
     const fn = state.model.aggregates.find((a) => a.name === aggregate);
-    const money = fn && state.model.measures.some((m) => m.name === fn.measure && m.info.kind === "amount");
+    // a mean states no measure of its own (it is Cubes' expression "<sum> / <count>"):
+    // info.measure names the measure of every aggregate
+    const measure = fn && fn.info && fn.info.measure;
+    const money = measure && state.model.measures.some((m) => m.name === measure && m.info.kind === "amount");
     return money ? "£" + Number(value).toLocaleString("en-GB", { minimumFractionDigits: 2, maximumFractionDigits: 2 })
       : Number(value).toLocaleString("en-GB");
   }
