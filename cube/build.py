@@ -79,7 +79,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cube.disclosure.ptable import PTableParams, build_ptable
+from cube.disclosure.ptable import PTable, PTableParams, build_ptable
 from cube.errors import ArgumentError, InputDataError
 from cube.geography import find_lookups, load_geography
 from cube.keys import K_DEFAULT, RecordKeyer
@@ -861,19 +861,8 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
                          for months in fm.values() for m in months if _MONTH_RE.fullmatch(m)})
     if not all_months:
         raise InputDataError("no valid month values (YYYY-MM) in the microdata")
-    release = options.release or f"{all_months[-1] // 100:04d}-{all_months[-1] % 100:02d}"
-    if not release.replace("-", "").replace("_", "").isalnum():
-        raise ArgumentError("release ids may hold letters, digits, '-' and '_'",
-                            parameter="release", value=release)
-    jcp_path = lookups.get("jcp_offices")
-    if jcp_path is None and (input_dir / "geography" / "JCP_OFFICES.csv").exists():
-        jcp_path = input_dir / "geography" / "JCP_OFFICES.csv"
-    jcp = None
-    if any(_has_jcp(c) for c in cubes):
-        if jcp_path is None:
-            raise InputDataError("a cube uses Jobcentre Plus geography but no "
-                                 "JCP_OFFICES.csv was found under geography/")
-        jcp = _read_jcp(jcp_path)
+    release = release_id(options, all_months)
+    jcp = read_jcp_lookup(input_dir, lookups, cubes)
     warehouse_dir.mkdir(parents=True, exist_ok=True)
     final = warehouse_dir / f"{release}.duckdb"
     tmp = warehouse_dir / f".{release}.duckdb.tmp-{os.getpid()}"
@@ -890,31 +879,9 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         if options.threads:
             con.execute(f"SET threads = {int(options.threads)}")
         t = time.perf_counter()
-        con.register("geo_arrow", geo.table)
-        con.execute("CREATE TABLE dim_geography AS SELECT * FROM geo_arrow ORDER BY oa_code")
-        con.unregister("geo_arrow")
+        ptable, month_text, attribution = write_dimensions(
+            con, model, cubes, geo.table, jcp, all_months, input_dir, report)
         del geo
-        if jcp is not None:
-            con.register("jcp_arrow", jcp)
-            con.execute("CREATE TABLE dim_jcp AS SELECT * FROM jcp_arrow ORDER BY office_code")
-            con.unregister("jcp_arrow")
-        con.register("m_arrow", _dim_month(all_months))
-        con.execute("CREATE TABLE dim_month AS SELECT * FROM m_arrow")
-        con.unregister("m_arrow")
-        con.register("q_arrow", _dim_quarter(all_months))
-        con.execute("CREATE TABLE dim_quarter AS SELECT * FROM q_arrow")
-        con.unregister("q_arrow")
-        for name in sorted({d for c in cubes for d in _category_dims(c)}):
-            con.register("c_arrow", _dim_category(model, name))
-            con.execute(f"CREATE TABLE dim_{name} AS SELECT * FROM c_arrow")
-            con.unregister("c_arrow")
-        ptable = build_ptable(PTableParams.from_mapping(model.disclosure.get("ptable", {})))
-        con.register("p_arrow", ptable.to_arrow())
-        con.execute("CREATE TABLE sdc_ptable AS SELECT * FROM p_arrow ORDER BY pcv, ckey")
-        con.unregister("p_arrow")
-        month_text = [f"{m // 100:04d}-{m % 100:02d}" for m in all_months]
-        attribution = _load_boundaries(con, input_dir, report)
-        _create_enums(con, model, cubes, month_text)
         timings["dimensions"] = time.perf_counter() - t
         tick("dimensions")
         k = ptable.params.K if ptable.params.K else K_DEFAULT
@@ -936,21 +903,7 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         built = _run_concurrently(con, [(c.name, partial(one, c)) for c in by_size])
         report.cubes.update((c.name, built[c.name]) for c in cubes)
         _drop_enums(con)
-        meta = {
-            "format": WAREHOUSE_FORMAT,
-            "release": release,
-            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": model.name,
-            "ptable_digest": ptable.digest,
-            "ptable_params": {"D": ptable.params.D, "V": ptable.params.V,
-                              "js": ptable.params.js, "K": ptable.params.K},
-            "months": month_text,
-            "cubes": sorted(report.cubes),
-            "boundaries_attribution": list(attribution),
-        }
-        con.execute("CREATE TABLE statcube_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        con.executemany("INSERT INTO statcube_meta VALUES (?, ?)",
-                        [(key, json.dumps(v)) for key, v in meta.items()])
+        write_meta(con, model, release, ptable, month_text, sorted(report.cubes), attribution)
         t = time.perf_counter()
         con.execute("CHECKPOINT")
         con.close()
@@ -970,6 +923,88 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
     else:
         report.report_path.unlink(missing_ok=True)  # a stale report from an earlier build
     return report
+
+
+def release_id(options: BuildOptions, all_months: Sequence[int]) -> str:
+    """The release being built: the caller's, else the latest month in the data."""
+    release = options.release or f"{all_months[-1] // 100:04d}-{all_months[-1] % 100:02d}"
+    if not release.replace("-", "").replace("_", "").isalnum():
+        raise ArgumentError("release ids may hold letters, digits, '-' and '_'",
+                            parameter="release", value=release)
+    return release
+
+
+def read_jcp_lookup(input_dir: Path, lookups: dict[str, Path], cubes: Sequence[Cube]
+                    ) -> pa.Table | None:
+    """The Jobcentre Plus office lookup when a cube being built needs it (else None)."""
+    jcp_path = lookups.get("jcp_offices")
+    if jcp_path is None and (input_dir / "geography" / "JCP_OFFICES.csv").exists():
+        jcp_path = input_dir / "geography" / "JCP_OFFICES.csv"
+    if not any(_has_jcp(c) for c in cubes):
+        return None
+    if jcp_path is None:
+        raise InputDataError("a cube uses Jobcentre Plus geography but no "
+                             "JCP_OFFICES.csv was found under geography/")
+    return _read_jcp(jcp_path)
+
+
+def write_dimensions(con: duckdb.DuckDBPyConnection, model: Model, cubes: Sequence[Cube],
+                     geography: pa.Table, jcp: pa.Table | None, all_months: Sequence[int],
+                     input_dir: Path, report: BuildReport
+                     ) -> tuple[PTable, list[str], tuple[str, ...]]:
+    """Every table of the warehouse but the facts, and the codelist types the facts use;
+    returns (p-table, months as YYYY-MM, boundary attribution).
+
+    One home for the dimension tables whichever engine aggregates the facts (DuckDB here,
+    Spark in cube/spark/build.py), so warehouses from both are the same.
+    """
+    con.register("geo_arrow", geography)
+    con.execute("CREATE TABLE dim_geography AS SELECT * FROM geo_arrow ORDER BY oa_code")
+    con.unregister("geo_arrow")
+    if jcp is not None:
+        con.register("jcp_arrow", jcp)
+        con.execute("CREATE TABLE dim_jcp AS SELECT * FROM jcp_arrow ORDER BY office_code")
+        con.unregister("jcp_arrow")
+    con.register("m_arrow", _dim_month(all_months))
+    con.execute("CREATE TABLE dim_month AS SELECT * FROM m_arrow")
+    con.unregister("m_arrow")
+    con.register("q_arrow", _dim_quarter(all_months))
+    con.execute("CREATE TABLE dim_quarter AS SELECT * FROM q_arrow")
+    con.unregister("q_arrow")
+    for name in sorted({d for c in cubes for d in _category_dims(c)}):
+        con.register("c_arrow", _dim_category(model, name))
+        con.execute(f"CREATE TABLE dim_{name} AS SELECT * FROM c_arrow")
+        con.unregister("c_arrow")
+    ptable = build_ptable(PTableParams.from_mapping(model.disclosure.get("ptable", {})))
+    con.register("p_arrow", ptable.to_arrow())
+    con.execute("CREATE TABLE sdc_ptable AS SELECT * FROM p_arrow ORDER BY pcv, ckey")
+    con.unregister("p_arrow")
+    month_text = [f"{m // 100:04d}-{m % 100:02d}" for m in all_months]
+    attribution = _load_boundaries(con, input_dir, report)
+    _create_enums(con, model, cubes, month_text)
+    return ptable, month_text, attribution
+
+
+def write_meta(con: duckdb.DuckDBPyConnection, model: Model, release: str, ptable: PTable,
+               month_text: Sequence[str], cubes: Sequence[str], attribution: Sequence[str],
+               **extra: Any) -> None:
+    """``statcube_meta``: what readers need to know about the release (one home for its keys)."""
+    meta: dict[str, Any] = {
+        "format": WAREHOUSE_FORMAT,
+        "release": release,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": model.name,
+        "ptable_digest": ptable.digest,
+        "ptable_params": {"D": ptable.params.D, "V": ptable.params.V,
+                          "js": ptable.params.js, "K": ptable.params.K},
+        "months": list(month_text),
+        "cubes": list(cubes),
+        "boundaries_attribution": list(attribution),
+        **extra,
+    }
+    con.execute("CREATE TABLE statcube_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.executemany("INSERT INTO statcube_meta VALUES (?, ?)",
+                    [(key, json.dumps(v)) for key, v in meta.items()])
 
 
 def _load_boundaries(con: duckdb.DuckDBPyConnection, input_dir: Path, report: BuildReport

@@ -1,0 +1,13 @@
+"""statcube on Apache Spark: the same build, past one machine.
+
+- :mod:`cube.spark.session` — a SparkSession for local runs and tests (``local[N]``, loopback
+  only, no UI); under ``spark-submit`` the cluster's own session is used instead.
+- :mod:`cube.spark.build` — validate, key and aggregate microdata on Spark; write the facts as
+  Parquet partitioned by period, then load them with the dimension tables into the same DuckDB
+  release warehouse :func:`cube.build.build` writes (so serving, ``load-pg`` and exports do not
+  know which engine built a release).
+- :mod:`cube.spark.submit` — the ``spark-submit`` entry point (``python -m cube.spark.submit``).
+
+pyspark is an optional dependency (``pip install 'statcube[spark]'``, Java 17): nothing else in
+statcube imports this package.
+"""
