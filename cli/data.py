@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.context import model_of, settings_of
 from cli.output import note, progress_bar
 from cli.parsing import command, nonempty
 from cube.errors import ConfigError
 from cube.settings import Settings
+
+if TYPE_CHECKING:
+    from cube.build import BuildOptions, BuildReport, ProgressFn
+    from cube.model import Model
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -58,11 +62,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     model = model_of(settings)
     check_input(model, inp)  # a wrong folder is a wrong folder, not a missing secret
     secret = _secret(settings, data_dir, create=False)
+    options = BuildOptions(release=args.release, skip_bad_rows=args.skip_bad_rows,
+                           threads=args.threads)
     with progress_bar("build") as report:
-        rep = build(model, inp, out, secret,
-                    BuildOptions(release=args.release, skip_bad_rows=args.skip_bad_rows,
-                                 threads=args.threads),
-                    report)
+        if args.engine == "spark":
+            rep = _build_on_spark(model, inp, out, secret, options, args.master, report)
+        else:
+            rep = build(model, inp, out, secret, options, report)
     for w in rep.warnings:
         note(f"warning: {w}")
     skipped = sum(c.skipped for c in rep.cubes.values())
@@ -70,6 +76,19 @@ def cmd_build(args: argparse.Namespace) -> int:
          f"in {rep.seconds:.1f}s" + (f"; skipped {skipped} bad rows, see build report"
                                      if skipped else ""))
     return 0
+
+
+def _build_on_spark(model: Model, inp: Path, out: Path, secret: bytes, options: BuildOptions,
+                    master: str, report: ProgressFn) -> BuildReport:
+    """The same build on Spark (cube/spark/): pyspark and Java are optional, so their
+    absence is a one-line configuration error, not a traceback."""
+    try:
+        from cube.spark.build import build_spark
+        from cube.spark.session import session
+    except ImportError:
+        raise ConfigError("--engine spark needs pyspark and Java 17: "
+                          "pip install 'statcube[spark]'") from None
+    return build_spark(model, inp, out, secret, session(master), options, progress=report)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -196,6 +215,12 @@ def register(sub: Any) -> None:
                    help="build without bad input rows and write a report, instead of refusing")
     b.add_argument("--threads", type=int,
                    help="DuckDB threads (default: one per core)")
+    b.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                   help="where records are validated, keyed and aggregated: duckdb (this "
+                        "machine) or spark (Apache Spark; the same warehouse, see README)")
+    b.add_argument("--master", type=nonempty, default="local[2]",
+                   help="Spark master URL with --engine spark (default local[2]; on a "
+                        "cluster use spark-submit and cube.spark.submit)")
     b.set_defaults(func=cmd_build)
 
     d = command(sub, "demo", help="generate small synthetic data, build it and serve it on "

@@ -31,8 +31,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,10 +50,10 @@ from cube.build import (
     BuildOptions,
     BuildReport,
     CubeBuildReport,
+    ProgressFn,
     _category_dims,
     _check_columns,
     _drop_enums,
-    _has_jcp,
     _literal,
     _Plan,
     _plan,
@@ -70,9 +72,13 @@ from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
-ProgressFn = Callable[[str, int, int], None]
+#: The build options used when none are given.
+_DEFAULT_OPTIONS = BuildOptions()
+#: Cubes aggregated at once (concurrent Spark jobs from driver threads). 1 on 2 cores:
+#: measured 65 s sequential, 81 s with 3 at once (scale 0.002); a cluster may raise it.
+_CONCURRENT_CUBES = 1
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,8 @@ class SparkBuildOptions:
 
 
 def build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
-                spark: SparkSession, options: BuildOptions = BuildOptions(),
-                spark_options: SparkBuildOptions = SparkBuildOptions(),
+                spark: SparkSession, options: BuildOptions = _DEFAULT_OPTIONS,
+                spark_options: SparkBuildOptions | None = None,
                 progress: ProgressFn | None = None) -> BuildReport:
     """Build ``<warehouse_dir>/<release>.duckdb`` (and ``<release>.parquet/``) on Spark.
 
@@ -94,16 +100,20 @@ def build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byte
     ``<release>.build-report.json``.
     """
     started = time.perf_counter()
+    spark_options = spark_options or SparkBuildOptions()
     lookups, cube_files = check_input(model, input_dir)
     cubes = [c for c in model.cubes.values() if cube_files[c.name]]
     steps = 3 + len(cubes)
     done = 0
 
+    lock = threading.Lock()  # cubes run in threads
+
     def tick(what: str) -> None:
         nonlocal done
-        done += 1
-        if progress:
-            progress(what, done, steps)
+        with lock:
+            done += 1
+            if progress:
+                progress(what, done, steps)
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -143,16 +153,23 @@ def build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byte
     secret_bc = spark.sparkContext.broadcast(secret)
     con: duckdb.DuckDBPyConnection | None = None
     try:
-        plans: dict[str, _Plan] = {}
-        for cube in cubes:
+        plans = {c.name: _plan(model, c, {m: "VARCHAR" for m in required_columns(c)},
+                               all_months) for c in cubes}
+
+        def one(cube: Cube) -> CubeBuildReport:
             t = time.perf_counter()
-            plan = _plan(model, cube, {m: "VARCHAR" for m in required_columns(cube)},
-                         all_months)
-            plans[cube.name] = plan
-            report.cubes[cube.name] = _build_cube(frames[cube.name], plan, codes, secret_bc,
-                                                  k, options, input_dir, parquet_tmp)
+            rep = _build_cube(frames[cube.name], plans[cube.name], codes, secret_bc, k,
+                              options, input_dir, parquet_tmp, len(cube_files[cube.name]))
             timings[cube.name] = time.perf_counter() - t
             tick(cube.name)
+            return rep
+
+        # Cubes run as concurrent Spark jobs: a small cube's job fills the cores a big one's
+        # scheduling gaps leave. The first failure (in model order) is raised.
+        with ThreadPoolExecutor(max_workers=_CONCURRENT_CUBES) as pool:
+            futures = [(c, pool.submit(one, c)) for c in cubes]
+            for c, future in futures:
+                report.cubes[c.name] = future.result()
         t = time.perf_counter()
         con = duckdb.connect(str(tmp))
         con.execute("SET enable_progress_bar = false")
@@ -163,6 +180,11 @@ def build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byte
             con, model, cubes, geo.table, jcp, all_months, input_dir, report)
         for cube in cubes:
             _load_fact(con, plans[cube.name], parquet_tmp)
+            count_col = cube.physical.column(cube.count_measure.name).column
+            row = con.execute(f"SELECT coalesce(sum({count_col}), 0), count(*) "
+                              f"FROM {cube.physical.fact}").fetchone()
+            rep = report.cubes[cube.name]
+            rep.records, rep.fact_rows = (int(row[0]), int(row[1])) if row else (0, 0)
         _drop_enums(con)
         write_meta(con, model, release, ptable, month_text, sorted(report.cubes), attribution,
                    engine="spark")
@@ -241,11 +263,14 @@ def _months(frames: Any) -> list[int]:
     build does, so both builds have the same dim_month)."""
     from pyspark.sql import functions as F
 
+    months: DataFrame | None = None
+    for df in frames:  # one job over every cube's input
+        m = df.select(F.col("month").cast("string").alias("m")).distinct()
+        months = m if months is None else months.union(m)
     found: set[int] = set()
-    for df in frames:
-        for (m,) in df.select(F.col("month").cast("string").alias("m")).distinct().collect():
-            if m is not None and _MONTH_RE.fullmatch(m):
-                found.add(int(m[:4]) * 100 + int(m[5:7]))
+    for (m,) in (months.distinct().collect() if months is not None else []):
+        if m is not None and _MONTH_RE.fullmatch(m):
+            found.add(int(m[:4]) * 100 + int(m[5:7]))
     return sorted(found)
 
 
@@ -308,13 +333,13 @@ def _with_code_checks(df: DataFrame, plan: _Plan, codes: dict[str, DataFrame]) -
 # --- One cube ----------------------------------------------------------------------------------
 
 def _build_cube(df: DataFrame, plan: _Plan, codes: dict[str, DataFrame], secret_bc: Any,
-                k: int, options: BuildOptions, input_dir: Path, stage_dir: Path
+                k: int, options: BuildOptions, input_dir: Path, stage_dir: Path, files: int
                 ) -> CubeBuildReport:
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
     cube = plan.cube
-    rep = CubeBuildReport(files=df.select("_file").distinct().count())
+    rep = CubeBuildReport(files=files)
     checked = _with_code_checks(df, plan, codes)
     bad = _bad_conditions(plan, df)
     any_bad = " OR ".join(f"({cond})" for cond in bad.values())

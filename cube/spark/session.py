@@ -45,3 +45,17 @@ def local_session(master: str = "local[2]", app: str = "statcube") -> SparkSessi
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def session(master: str | None = None, app: str = "statcube") -> SparkSession:
+    """The session a build runs on: ``local[N]`` gets :func:`local_session`'s loopback-only
+    settings; any other master URL (``spark://…``, ``yarn``, ``k8s://…``) only the master, the
+    rest coming from the cluster's configuration; None the session ``spark-submit`` made."""
+    from pyspark.sql import SparkSession
+
+    if master is not None and master.startswith("local"):
+        return local_session(master, app)
+    builder = SparkSession.builder.appName(app)
+    if master is not None:
+        builder = builder.master(master)
+    return builder.getOrCreate()
