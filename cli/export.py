@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.context import model_of, settings_of
 from cli.output import note, progress_bar
 from cli.parsing import command, nonempty
+from cube.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cube.engine import Engine
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -22,9 +26,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         prerelease=args.prerelease, now=settings.now())
     out = Path(args.out or settings.export_dir)
     try:
+        engine = _spark_engine(Path(ws.engine.target), args.master) \
+            if args.engine == "spark" else None
         with progress_bar(f"export {release}") as report:
             results = export_release(ws, out, cubes=args.cube, grains=args.grain,
-                                     release=release, published=published, progress=report)
+                                     release=release, published=published, progress=report,
+                                     engine=engine)
     finally:
         ws.close()
     rows = sum(r.rows for r in results)
@@ -37,6 +44,20 @@ def cmd_export(args: argparse.Namespace) -> int:
          + f", {rows:,} rows, {format_bytes(size)} of data"
          + (f"; published {published}" if published else ""))
     return 0
+
+
+def _spark_engine(warehouse: Path, master: str) -> Engine:
+    """The protected SQL run on Spark over the release's Parquet tables (cube/spark/)."""
+    if not warehouse.is_file():
+        raise ConfigError("--engine spark exports a release warehouse file (a DuckDB file), "
+                          f"not {warehouse}")
+    try:
+        from cube.spark.engine import SparkEngine, parquet_tree
+        from cube.spark.session import session
+    except ImportError:
+        raise ConfigError("--engine spark needs pyspark and Java 17: "
+                          "pip install 'statcube[spark]'") from None
+    return SparkEngine(session(master), parquet_tree(warehouse))
 
 
 def register(sub: Any) -> None:
@@ -62,4 +83,9 @@ def register(sub: Any) -> None:
     e.add_argument("--releases", type=nonempty,
                    help="release calendar file (env STATCUBE_RELEASES; default "
                         "DATA_DIR/releases.toml if it exists)")
+    e.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                   help="where protected cells are computed: duckdb (the warehouse) or spark "
+                        "(Apache Spark over the release's Parquet tables; the same files)")
+    e.add_argument("--master", type=nonempty, default="local[2]",
+                   help="Spark master URL with --engine spark (default local[2])")
     e.set_defaults(func=cmd_export)

@@ -63,6 +63,7 @@ import pyarrow.parquet as pq
 
 from cube.disclosure.protect import has_withheld_flag, withheld_column
 from cube.disclosure.rules import check_query
+from cube.engine import Engine
 from cube.errors import (
     ArgumentError,
     ConfigError,
@@ -73,6 +74,7 @@ from cube.errors import (
 )
 from cube.model import Cube, Dimension, Level, Model
 from cube.query import MAX_PAGESIZE, CutPart, Drill, Query
+from cube.raw import RawCube
 from cube.releases import LONDON, Calendar, Release, build_id, format_period, warehouse_calendar
 from cube.workspace import CubeBrowser, Workspace, resolve_warehouse
 
@@ -611,9 +613,13 @@ def _partition_ok(path: Path, entry: Mapping[str, Any]) -> bool:
 def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path, *,
                  release: str | None = None, published: str | None = None,
                  progress: ProgressFn | None = None, stop_after: int | None = None,
-                 row_group_rows: int = ROW_GROUP_ROWS, batch_rows: int = BATCH_ROWS
-                 ) -> ExportResult:
+                 row_group_rows: int = ROW_GROUP_ROWS, batch_rows: int = BATCH_ROWS,
+                 engine: Engine | None = None) -> ExportResult:
     """Write (or resume) one grain of one cube to ``out_root/<release>/<cube>/<grain>``.
+
+    ``engine`` runs the protected cells' SQL somewhere else than the workspace's own
+    warehouse connection (cube/spark/engine.py: on Spark, over the release's Parquet
+    tables); the gate, the SQL template, the p-table and every file written are the same.
 
     ``release`` names the export (default: the warehouse's release); ``published`` is the
     release's publication time (ISO 8601), recorded in the metadata. ``stop_after`` stops
@@ -647,8 +653,10 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
                     if rels[p] in parts and _partition_ok(partial / rels[p], parts[rels[p]])}
         todo = [p for p in periods if p not in finished][:stop_after]
 
+        raw = browser.raw if engine is None else RawCube(engine, cube, browser.raw.k)
+
         def open_stream(period: int) -> pa.RecordBatchReader:
-            return ws.gate.stream(browser.raw, grain_query(browser, g, period), batch_rows)
+            return ws.gate.stream(raw, grain_query(browser, g, period), batch_rows)
 
         written = rows = nbytes = 0
         with contextlib.closing(_one_ahead(open_stream, todo)) as streams:
@@ -912,10 +920,10 @@ def plan(ws: Workspace, cubes: Sequence[str] | None = None,
 
 def export_release(ws: Workspace, out_root: Path, *, cubes: Sequence[str] | None = None,
                    grains: Sequence[str] | None = None, release: str | None = None,
-                   published: str | None = None, progress: ProgressFn | None = None
-                   ) -> list[ExportResult]:
+                   published: str | None = None, progress: ProgressFn | None = None,
+                   engine: Engine | None = None) -> list[ExportResult]:
     """Export (or resume) every selected grain; ``progress`` counts partitions overall and
-    describes rows and bytes written."""
+    describes rows and bytes written. ``engine``: see :func:`export_grain`."""
     jobs = plan(ws, cubes, grains)
     total = sum(j.partitions for j in jobs)
     done = rows = nbytes = 0
@@ -926,7 +934,7 @@ def export_release(ws: Workspace, out_root: Path, *, cubes: Sequence[str] | None
                 progress(what, _base + i, total)
 
         result = export_grain(ws, job.cube, job.grain, out_root, release=release,
-                              published=published, progress=report)
+                              published=published, progress=report, engine=engine)
         results.append(result)
         done += job.partitions
         rows += result.rows
