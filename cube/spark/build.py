@@ -99,8 +99,21 @@ def build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byte
     writes nothing, unless ``options.skip_bad_rows``, which leaves bad rows out and writes
     ``<release>.build-report.json``.
     """
+    from pyspark.errors import PySparkException
+
+    try:
+        return _build_spark(model, input_dir, warehouse_dir, secret, spark, options,
+                            spark_options or SparkBuildOptions(), progress)
+    except PySparkException as exc:  # an unreadable or inconsistent input file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputDataError(f"cannot read microdata on Spark: {first}",
+                             parameter="microdata") from None
+
+
+def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
+                 spark: SparkSession, options: BuildOptions, spark_options: SparkBuildOptions,
+                 progress: ProgressFn | None) -> BuildReport:
     started = time.perf_counter()
-    spark_options = spark_options or SparkBuildOptions()
     lookups, cube_files = check_input(model, input_dir)
     cubes = [c for c in model.cubes.values() if cube_files[c.name]]
     steps = 3 + len(cubes)
@@ -168,8 +181,13 @@ def build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byte
         # scheduling gaps leave. The first failure (in model order) is raised.
         with ThreadPoolExecutor(max_workers=_CONCURRENT_CUBES) as pool:
             futures = [(c, pool.submit(one, c)) for c in cubes]
-            for c, future in futures:
-                report.cubes[c.name] = future.result()
+            try:
+                for c, future in futures:
+                    report.cubes[c.name] = future.result()
+            except BaseException:  # bad input in one cube: do not start the others
+                for _, future in futures:
+                    future.cancel()
+                raise
         t = time.perf_counter()
         con = duckdb.connect(str(tmp))
         con.execute("SET enable_progress_bar = false")
