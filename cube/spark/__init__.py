@@ -6,6 +6,8 @@
   Parquet partitioned by period, then load them with the dimension tables into the same DuckDB
   release warehouse :func:`cube.build.build` writes (so serving, ``load-pg`` and exports do not
   know which engine built a release).
+- :mod:`cube.spark.engine` — runs the disclosure gate's protected SQL on Spark, for
+  ``statcube export --engine spark`` (same template, same p-table, same files).
 - :mod:`cube.spark.submit` — the ``spark-submit`` entry point (``python -m cube.spark.submit``).
 
 pyspark is an optional dependency (``pip install 'statcube[spark]'``, Java 17): nothing else in
