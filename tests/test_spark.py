@@ -254,3 +254,34 @@ def test_a_duckdb_release_becomes_a_parquet_tree_for_spark(
     finally:
         ro.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2026-02.duckdb", "2026-02.parquet"]
+
+
+def test_csv_input_is_read_validated_and_located_by_line_as_on_duckdb(
+        model: Model, small: Path, spark: Any, tmp_path: Path) -> None:
+    """CSV microdata (text ids, amounts as text) gives the same cells as on DuckDB, and a
+    bad row is named by its line (the header is line 1)."""
+    import pyarrow.csv as pacsv
+
+    from cube.spark.build import build_spark
+
+    inp = tmp_path / "in"
+    shutil.copytree(small / "geography", inp / "geography")
+    for path in sorted((small / "microdata" / HB).glob("*.parquet")):
+        target = inp / "microdata" / HB / path.with_suffix(".csv").name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pacsv.write_csv(pq.read_table(path), target)
+    a = build(model, inp, tmp_path / "duck", TEST_SECRET)
+    b = build_spark(model, inp, tmp_path / "spark", TEST_SECRET, spark)
+    assert _tables(a.warehouse) == _tables(b.warehouse)
+
+    csv = inp / HB_JAN.with_suffix(".csv")
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    header = [h.strip('"') for h in lines[0].split(",")]
+    fields = lines[41].split(",")
+    fields[header.index("oa_code")] = '"W00000000"'
+    lines[41] = ",".join(fields)
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(InputDataError) as info:
+        build_spark(model, inp, tmp_path / "bad", TEST_SECRET, spark)
+    assert info.value.problems == (
+        f"{HB_JAN.with_suffix('.csv')} line 42: oa_code='W00000000': unknown output area code",)
