@@ -27,11 +27,11 @@ from test_server_support import (
     EMBARGOED_LABELS,
     EMBARGOED_MONTHS,
     KEYS,
-    NOW,
     PEPPER,
     ROOT,
     check_error,
     internal_keys,
+    make_app,
     write_config,
 )
 
@@ -51,17 +51,6 @@ REGISTERED = {"APIKey": KEYS["registered"]}
 PRERELEASE = {"APIKey": KEYS["prerelease"]}
 ADMIN = {"Authorization": f"Bearer {KEYS['admin']}"}
 HB = "/cube/housing_benefit"
-
-
-def make_app(warehouse: Path, config: Path, **overrides: Any) -> Flask:
-    cal, keys = write_config(config, relative=False)
-    values: dict[str, Any] = dict(
-        model=str(ROOT / "model.json"), warehouse=str(warehouse), releases=str(cal),
-        api_keys=str(keys), api_key_pepper=PEPPER, rate_limit_guest="100000/minute",
-        rate_limit_registered="100000/minute", rate_limit_prerelease="100000/minute",
-        rate_limit_admin="100000/minute")
-    values.update(overrides)
-    return create_app(Settings(**values), clock=lambda: NOW)
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,8 @@ import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from test_server_support import KEYS, NOW, PEPPER, ROOT, check_error, internal_keys, write_config
+from test_server_support import KEYS, check_error, internal_keys, make_app
 
-from cube.settings import Settings
-from server import create_app
 from server.app import service
 
 pytestmark = pytest.mark.integration
@@ -33,17 +31,6 @@ REGISTERED = {"APIKey": KEYS["registered"]}
 PRERELEASE = {"APIKey": KEYS["prerelease"]}
 HB = "housing_benefit:fact_housing_benefit"
 SAN = "sanctions:fact_sanctions"
-
-
-def make_app(warehouse: Path, config: Path, **overrides: Any) -> Flask:
-    cal, keys = write_config(config, relative=False)
-    values: dict[str, Any] = dict(
-        model=str(ROOT / "model.json"), warehouse=str(warehouse), releases=str(cal),
-        api_keys=str(keys), api_key_pepper=PEPPER, rate_limit_guest="100000/minute",
-        rate_limit_registered="100000/minute", rate_limit_prerelease="100000/minute",
-        rate_limit_admin="100000/minute")
-    values.update(overrides)
-    return create_app(Settings(**values), clock=lambda: NOW)
 
 
 @pytest.fixture(scope="module")
