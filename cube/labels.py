@@ -61,6 +61,21 @@ _cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str, str], Mapping[Any
 _lock = threading.Lock()
 
 
+def language(requested: str | None) -> str | None:
+    """The offered language a requested locale names, or None if it names none: ``cy``,
+    ``cy-GB``, ``cy_GB`` and ``CY`` all mean ``cy``. For parameters such as the Slicer API's
+    ``lang=`` (Cubes passes locales like ``en_GB``); whether None falls back to
+    :data:`DEFAULT_LANGUAGE` or is refused is the caller's choice.
+
+    >>> language("cy_GB"), language("EN"), language("fr"), language(None)
+    ('cy', 'en', None, None)
+    """
+    if not requested:
+        return None
+    primary = requested.strip().replace("_", "-").split("-", 1)[0].lower()
+    return primary if primary in LANGUAGES else None
+
+
 def translation_column(cube: Cube, level: Level, lang: str) -> Column | None:
     """Where ``level``'s labels in ``lang`` would be, by the convention above; None for the
     default language (the label column itself) or a language statcube does not offer."""

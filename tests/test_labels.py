@@ -130,3 +130,12 @@ def test_localising_never_invents_or_drops_a_label(workspace: Workspace, data: A
         assert after["geography.la_name"]
         changed = after["geography.la_name"] != before["geography.la_name"]
         assert changed == (lang == "cy" and before["geography.la_code"].startswith("W"))
+
+
+@given(st.sampled_from(["cy", "CY", "cy-GB", "cy_GB", " cy ", "en", "en-GB", "En_gb"]),
+       st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=3))
+def test_a_requested_locale_names_an_offered_language_or_none(offered: str, other: str) -> None:
+    assert labels.language(offered) == offered.strip()[:2].lower()
+    assert labels.language(other) == (other if other in labels.LANGUAGES else None)
+    assert labels.language(f"{other}-GB") == labels.language(other)
+    assert labels.language("") is None and labels.language(None) is None
