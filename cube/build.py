@@ -10,8 +10,10 @@ key sums ``rk``/``rk2`` mod K, and per amount measure the sum and the largest si
 Microdata itself is never copied into the warehouse.
 
 The tables and columns written here are exactly what model.json's mappings and joins
-describe (a test checks both directions). The warehouse is written to a temporary file and
-renamed into place, so a reader never opens a half-built release.
+describe (a test checks both directions), plus the translated labels cube/labels.py's
+convention describes: ``dim_geography``'s Welsh names (``la_name_cy`` …) from the lookups.
+The warehouse is written to a temporary file and renamed into place, so a reader never opens
+a half-built release.
 
 How it stays fast — two passes over a cube's microdata when the input is clean, nothing per
 record in Python, no sort of all the facts:
@@ -103,6 +105,9 @@ CODELIST = "codelist_"
 #: The warehouse layout this module writes, recorded in ``statcube_meta`` as ``format``.
 #: 2: category and office codes stored as ENUM codelists (1: every code as text). Readers
 #: accept both; tools that keep warehouses around (bench/common.py) rebuild older ones.
+#: The Welsh names in ``dim_geography`` (``*_name_cy``, cube/geography.py) are no format
+#: change: they are optional columns after the others, which readers look for
+#: (cube/labels.py), so a format-2 warehouse without them is served in English.
 WAREHOUSE_FORMAT = 2
 #: DuckDB errors that mean an unreadable or inconsistent input file (not a bug here).
 _READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)

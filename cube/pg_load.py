@@ -4,7 +4,9 @@
 
 What is copied is exactly the warehouse the model describes: for every cube of the release,
 its fact table and the dimension tables its joins name, plus ``sdc_ptable`` and
-``statcube_meta`` (and ``boundaries`` when present). Any other
+``statcube_meta`` (and ``boundaries`` when present), each with every column it has — so
+the optional translated labels (``dim_geography.la_name_cy`` …, cube/labels.py) come along
+when the warehouse has them, and a warehouse without them loads as before. Any other
 table a DuckDB file might hold is ignored — microdata never
 reaches a warehouse, and this loader would not carry it if it did.
 

@@ -18,6 +18,8 @@ import duckdb
 import pytest
 
 from cube.errors import ModelError
+from cube.geography import WELSH_NAME_COLUMNS
+from cube.labels import translation_columns
 from cube.model import Model, load_model, parse_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,6 +231,14 @@ def test_mappings_and_joins_describe_the_warehouse_schema(model: Model, warehous
         fact_extra = {phys.record_key, phys.magnitude_key, *phys.max_columns.values()}
         assert fact_extra <= columns[phys.fact], f"{cube.name}: key or max column missing"
         described.setdefault(phys.fact, set()).update(fact_extra)
+    # Translated labels (la_name_cy beside la_name) are described by cube/labels.py's
+    # convention, not by mappings: optional, so described if present.
+    translated = translation_columns(model)
+    for col in translated:
+        if col.column in columns.get(col.table, set()):
+            described.setdefault(col.table, set()).add(col.column)
+    assert {c.column for c in translated if c.table == "dim_geography"} >= set(
+        WELSH_NAME_COLUMNS.values()), "a Welsh name the labels convention does not find"
     model_tables = {t for t in columns if t.startswith(("fact_", "dim_"))}
     assert model_tables == set(described), "a fact or dimension table no cube describes"
     for table in model_tables:
