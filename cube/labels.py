@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 
 from cube.model import Column, Cube, Level, Model
@@ -145,6 +146,26 @@ def localise_rows(browser: CubeBrowser, levels: Iterable[Level],
             if label in row and key in row:
                 row[label] = names.get(row[key], row[label])
     return out
+
+
+def localise_table(browser: CubeBrowser, levels: Iterable[Level], table: pa.Table,
+                   lang: str) -> pa.Table:
+    """An Arrow table of cells or members (columns named by attribute ref) with each level's
+    label column in ``lang`` where the member has a translation, else unchanged: what the
+    Slicer API's ``lang=`` and any other Arrow consumer use. Same schema, same rows."""
+    for level in levels:
+        key, label = level.key.ref, level.label_attribute.ref
+        if key not in table.column_names or label not in table.column_names:
+            continue
+        names = translations(browser, level, lang)
+        if not names:
+            continue
+        keys = table.column(key).to_pylist()
+        old = table.column(label).to_pylist()
+        new = [names.get(k, v) for k, v in zip(keys, old, strict=True)]
+        i = table.column_names.index(label)
+        table = table.set_column(i, table.field(i), pa.array(new, table.field(i).type))
+    return table
 
 
 def _table_columns(engine: Engine, table: str) -> frozenset[str]:
