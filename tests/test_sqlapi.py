@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from cube.model import Model
 from cube.releases import Calendar, ReleaseSet
 from cube.sqlapi.session import SqlService
+from cube.sqlapi.surface import cube_table
 from server.auth import KeyStore, hash_key
 from wire.server import PgServer
 
@@ -183,6 +184,58 @@ def test_sqlalchemy_and_pandas_read_sql(live: Live) -> None:
         assert "pip" in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+@pytest.mark.integration
+def test_sqlalchemy_inspector_reflects_columns_with_types_and_descriptions(
+        live: Live, model: Model) -> None:
+    engine = sa.create_engine(live.url().replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        inspector = sa.inspect(engine)
+        columns = inspector.get_columns("housing_benefit")
+        table = cube_table(model.cubes["housing_benefit"])
+        assert [c["name"] for c in columns] == [c.name for c in table.columns]
+        types = {c["name"]: type(c["type"]) for c in columns}
+        assert types["region_code"] is sa.TEXT and types["year"] is sa.BIGINT
+        assert types["claimants"] is sa.BIGINT
+        assert types["weekly_award_mean"] is sa.DOUBLE_PRECISION
+        assert all(c["nullable"] and c["default"] is None for c in columns)  # withheld: NULL
+        assert "protected" in str(next(c for c in columns if c["name"] == "claimants")["comment"])
+        # a cube has no keys, indexes or sequences: empty answers, not errors
+        assert inspector.get_pk_constraint("housing_benefit")["constrained_columns"] == []
+        assert inspector.get_indexes("housing_benefit") == []
+        assert inspector.get_foreign_keys("housing_benefit") == []
+        # Table reflection (what notebooks and Superset do) builds the same columns
+        reflected = sa.Table("housing_benefit", sa.MetaData(), autoload_with=engine)
+        assert [c.name for c in reflected.columns] == [c.name for c in table.columns]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.integration
+def test_psql_describes_a_cube_table(live: Live) -> None:
+    def psql(command: str) -> str:
+        return subprocess.run(["psql", live.url(), "-X", "-A", "-t", "-c", command],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+
+    out = psql(r"\d pip")
+    assert "gender_name|text|||" in out.splitlines()
+    assert "claimants|bigint|||" in out.splitlines()
+    assert "cell key method" in psql(r'\d+ "2026-11".pip')
+    assert psql(r"\l").startswith("statcube|")
+
+
+@pytest.mark.integration
+def test_catalog_regular_expressions_match_anywhere_as_in_postgresql(live: Live) -> None:
+    """``!~ '^pg_'`` is how JDBC and psql tell system schemas from user schemas; DuckDB's own
+    ``~`` must match the whole string, which would list pg_catalog as a user schema."""
+    with psycopg.connect(live.url()) as conn:
+        user = {r[0] for r in conn.execute(
+            "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname !~ '^pg_' "
+            "AND nspname <> 'information_schema'")}
+        assert user == {"2026-11", "public"}
+        assert conn.execute("SELECT count(*) FROM pg_catalog.pg_class WHERE relname ~* 'HOUSING'"
+                            ).fetchone() == (1,)
 
 
 @pytest.mark.integration
