@@ -238,6 +238,40 @@ def test_catalog_regular_expressions_match_anywhere_as_in_postgresql(live: Live)
                             ).fetchone() == (1,)
 
 
+JDBC_JAR = Path("/usr/share/java/postgresql.jar")  # Debian libpostgresql-jdbc-java
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_jdbc_database_metadata_browses_and_queries(live: Live, tmp_path: Path) -> None:
+    """The PostgreSQL JDBC driver, as Tableau, Metabase and DBeaver use it: getSchemas,
+    getTables, getColumns, then a grouped, filtered prepared statement (extended protocol)."""
+    source = Path(__file__).parent / "fixtures" / "jdbc" / "Browse.java"
+    subprocess.run(["javac", "-cp", str(JDBC_JAR), "-d", str(tmp_path), str(source)],
+                   check=True, timeout=180, capture_output=True)
+    sql = ("SELECT region_code, MEASURE(claimants) FROM housing_benefit WHERE year = ? "
+           "AND month = ? AND tenure_code = ? GROUP BY region_code ORDER BY region_code")
+    r = subprocess.run(["java", "-cp", f"{JDBC_JAR}:{tmp_path}", "Browse",
+                        f"jdbc:postgresql://127.0.0.1:{live.port}/statcube", "guest", "",
+                        "housing_benefit", sql, "2026", "8", "private"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    lines = [line.split("\t") for line in r.stdout.splitlines()]
+    assert ["schema", "2026-11"] in lines and ["schema", "2027-02"] not in lines
+    tables = {(x[1], x[2]) for x in lines if x[0] == "table"}
+    assert tables == {("2026-11", t) for t in live.releases.cube_names(
+        next(r for r in live.releases.calendar.releases if r.id == "2026-11"))}
+    columns = {x[2]: (int(x[3]), x[4]) for x in lines if x[0] == "column"}
+    # java.sql.Types: VARCHAR 12, BIGINT -5, DOUBLE 8
+    assert columns["region_name"] == (12, "text") and columns["year"] == (-5, "int8")
+    assert columns["claimants"] == (-5, "int8") and columns["weekly_award_mean"] == (8, "float8")
+    got = {x[1]: int(x[2]) for x in lines if x[0] == "row"}
+    api = live.browser("housing_benefit").aggregate(drilldown="geography:region",
+                                                    cut="time:2026,3,8|tenure:private")
+    assert got == {c["geography.region_code"]: c["claimants"] for c in api.cells.to_pylist()}
+    assert len(got) > 5
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_fifty_connections_finish_with_no_error(live: Live) -> None:
