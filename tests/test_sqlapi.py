@@ -273,6 +273,36 @@ def test_jdbc_database_metadata_browses_and_queries(live: Live, tmp_path: Path) 
 
 
 @pytest.mark.integration
+def test_psqlodbc_through_unixodbc_lists_and_queries(live: Live) -> None:
+    """psqlODBC (Debian odbc-postgresql) through unixODBC, as Excel and Power BI use it:
+    a DSN-less connection string naming the driver file, SQLTables, SQLColumns and a grouped,
+    filtered query with parameters, whose values equal the Slicer API's."""
+    import pyodbc
+
+    driver = next(Path("/usr/lib").glob("*/odbc/psqlodbcw.so"))
+    conn = pyodbc.connect(f"DRIVER={driver};SERVER=127.0.0.1;PORT={live.port};"
+                          "DATABASE=statcube;UID=guest;PWD=;SSLMODE=disable", timeout=30)
+    try:
+        cur = conn.cursor()
+        tables = {(t.table_schem, t.table_name) for t in cur.tables(tableType="TABLE")}
+        assert ("2026-11", "pip") in tables and all(s == "2026-11" for s, _ in tables)
+        columns = {c.column_name: c.data_type for c in cur.columns(table="universal_credit")}
+        assert columns["people"] == pyodbc.SQL_BIGINT
+        assert columns["region_name"] in (pyodbc.SQL_WLONGVARCHAR, pyodbc.SQL_WVARCHAR)
+        rows = cur.execute(
+            "SELECT la_code, MEASURE(people) FROM universal_credit WHERE year = ? AND month = ? "
+            "AND region_code = ? GROUP BY la_code ORDER BY la_code", 2026, 8, "E12000007"
+        ).fetchall()
+        api = live.browser("universal_credit").aggregate(
+            drilldown="geography:la", cut="time:2026,3,8|geography:E92000001,E12000007")
+        assert [tuple(r) for r in rows] == sorted(
+            (c["geography.la_code"], c["people"]) for c in api.cells.to_pylist())
+        assert len(rows) > 1
+    finally:
+        conn.close()
+
+
+@pytest.mark.integration
 @pytest.mark.slow
 def test_fifty_connections_finish_with_no_error(live: Live) -> None:
     from bench.bench_sql import run
