@@ -5,8 +5,14 @@ Slicer API's code path (``CubeBrowser.aggregate``, the gate) gives for the same 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +29,7 @@ from cube.sqlapi.surface import cube_table
 from server.auth import KeyStore, hash_key
 from wire.server import PgServer
 
+ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
 PEPPER = "pepper-for-tests-0123456789"
 KEY = "sc_test_key_registered"
@@ -300,6 +307,69 @@ def test_psqlodbc_through_unixodbc_lists_and_queries(live: Live) -> None:
         assert len(rows) > 1
     finally:
         conn.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_serve_with_sql_port_serves_both_doors_and_stops_both(
+        live: Live, warehouse: Path, tmp_path: Path) -> None:
+    """``statcube serve --sql-port 0``: gunicorn's HTTP API and the SQL API from one command
+    and one process group; stopping the server (SIGTERM to it alone) stops the SQL API too.
+    A SQL port that is taken is one error line before any server starts."""
+    (tmp_path / "releases.toml").write_text(CALENDAR, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
+    env.update({"STATCUBE_MODEL": str(ROOT / "model.json"),
+                "STATCUBE_WAREHOUSE": str(warehouse),
+                "STATCUBE_RELEASES": str(tmp_path / "releases.toml"),
+                "STATCUBE_CLOCK": NOW.isoformat()})
+    cmd = [sys.executable, "-m", "cli", "serve", "--port", "0", "--workers", "1",
+           "--sql-port", "0"]
+    with (tmp_path / "serve.log").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log,
+                                text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        urls: dict[str, str] = {}
+        deadline = time.monotonic() + 120
+        while len(urls) < 2 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"serving the (SQL|Slicer) API on (\S+)", line)
+            if m:
+                urls[m.group(1)] = m.group(2)
+        assert set(urls) == {"SQL", "Slicer"}, (tmp_path / "serve.log").read_text()
+        with urllib.request.urlopen(urls["Slicer"] + "/version", timeout=30) as resp:
+            assert resp.status == 200
+        with psycopg.connect(urls["SQL"], connect_timeout=30) as conn:
+            got = dict(conn.execute("SELECT gender_name, MEASURE(claimants) FROM pip WHERE "
+                                    "year = 2026 AND month = 8 GROUP BY gender_name").fetchall())
+        api = live.browser("pip").aggregate(drilldown="gender", cut="time:2026,3,8")
+        assert got == {c["gender.gender_name"]: c["claimants"] for c in api.cells.to_pylist()}
+        os.kill(proc.pid, signal.SIGTERM)  # the HTTP server's master only
+        assert proc.wait(60) == 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the whole group is gone, the SQL child too
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("a process of the server's group outlived it")
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(urls["SQL"], connect_timeout=5)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    taken = subprocess.run([*cmd[:-1], str(live.port)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert taken.returncode == 2
+    assert "address already in use" in taken.stderr and "Traceback" not in taken.stderr
+    assert "Slicer" not in taken.stdout
 
 
 @pytest.mark.integration
