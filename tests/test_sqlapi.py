@@ -24,9 +24,12 @@ import sqlalchemy as sa
 
 from cube.model import Model
 from cube.releases import Calendar, ReleaseSet
+from cube.settings import Settings
+from cube.sqlapi.catalog import Catalog, Context
 from cube.sqlapi.session import SqlService
-from cube.sqlapi.surface import cube_table
+from cube.sqlapi.surface import SqlError, cube_table
 from server.auth import KeyStore, hash_key
+from wire.run import tls_context
 from wire.server import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,9 +50,10 @@ last_period = "2026-11"
 
 
 class Live:
-    def __init__(self, port: int, releases: ReleaseSet) -> None:
+    def __init__(self, port: int, releases: ReleaseSet, pg: PgServer) -> None:
         self.port = port
         self.releases = releases
+        self.pg = pg
 
     def url(self, user: str = "guest", password: str = "") -> str:
         auth = f"{user}:{password}" if password else user
@@ -70,8 +74,14 @@ def live(model: Model, warehouse: Path, tmp_path_factory: pytest.TempPathFactory
     releases = ReleaseSet(model, Calendar.load(d / "releases.toml"), warehouse)
     keys = KeyStore.load(d / "keys.toml", PEPPER)
     service = SqlService(releases, lambda: NOW, "test")
+    # TLS offered (not required): a self-signed certificate made now, loaded as sql-serve
+    # loads STATCUBE_SQL_TLS_CERT/KEY
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem")], check=True, capture_output=True, timeout=60)
+    tls = tls_context(Settings(sql_tls_cert=str(d / "cert.pem"), sql_tls_key=str(d / "key.pem")))
     pg = PgServer(service, keys, lambda p: 5000 if p.role.value == "guest" else 100000,
-                  threads=4)
+                  tls=tls, threads=4)
     loop = asyncio.new_event_loop()
     started = threading.Event()
     box: dict[str, object] = {}
@@ -89,7 +99,7 @@ def live(model: Model, warehouse: Path, tmp_path_factory: pytest.TempPathFactory
     t = threading.Thread(target=run, daemon=True)
     t.start()
     assert started.wait(30)
-    yield Live(int(box["port"]), releases)  # type: ignore[call-overload]
+    yield Live(int(box["port"]), releases, pg)  # type: ignore[call-overload]
     loop.call_soon_threadsafe(loop.stop)
     t.join(10)
     pg.pool.shutdown(wait=False)
@@ -370,6 +380,80 @@ def test_serve_with_sql_port_serves_both_doors_and_stops_both(
     assert taken.returncode == 2
     assert "address already in use" in taken.stderr and "Traceback" not in taken.stderr
     assert "Slicer" not in taken.stdout
+
+
+@pytest.mark.integration
+def test_catalog_sql_reaches_no_file_and_no_setting(live: Live, warehouse: Path) -> None:
+    """Catalog statements are the client's own SQL on a DuckDB: it must not read the
+    warehouse's raw rows or any other file, nor be reconfigured to."""
+    with psycopg.connect(live.url(), autocommit=True) as conn:
+        for sql in (f"SELECT * FROM read_text('{warehouse}')",
+                    f"SELECT * FROM read_csv('{warehouse}')",
+                    f"SELECT count(*) FROM glob('{warehouse.parent}/*')",
+                    "SELECT * FROM pg_catalog.pg_class, read_text('/etc/hostname')"):
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(sql)
+            assert "disabled by configuration" in str(err.value)
+            assert err.value.sqlstate == "0A000"
+        with pytest.raises(psycopg.Error):
+            conn.execute("SELECT * FROM duckdb_settings() WHERE name = "
+                         "'enable_external_access' AND value = 'true' AND "
+                         "(SELECT set_config('x', 'y', false)) IS NULL")
+
+
+@pytest.mark.integration
+def test_cancel_interrupts_a_long_query_and_the_connection_goes_on(live: Live) -> None:
+    """A cancel request (psycopg's ``conn.cancel()``, psql's Ctrl-C) interrupts the running
+    DuckDB query itself — SQLSTATE 57014 within moments, not when the query would end —
+    and the connection answers the next statement."""
+    with psycopg.connect(live.url()) as conn:
+        # cancel_safe: libpq's blocking PQcancel would hold the GIL this in-process server needs
+        timer = threading.Timer(0.5, conn.cancel_safe)
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled) as err:
+            # a catalog statement that would run for minutes (10 s limit), on one thread
+            conn.execute("SELECT count(*) FROM range(1000000000000)")
+        timer.join()
+        assert err.value.sqlstate == "57014"
+        assert time.monotonic() - start < 5
+        conn.rollback()
+        assert conn.execute("SELECT MEASURE(claimants) FROM pip WHERE year = 2026 AND month = 8"
+                            ).fetchone() == (live.browser("pip").aggregate(
+                                cut="time:2026,3,8").summary["claimants"],)
+
+
+@pytest.mark.integration
+def test_catalog_statement_time_is_limited(model: Model) -> None:
+    """Catalog SQL is the client's own: a statement that would hold a pool thread for
+    minutes is interrupted after CATALOG_SECONDS (here 0.5 s) with SQLSTATE 57014."""
+    catalog = Catalog({"2026-11": [cube_table(c) for c in model.cubes.values()]})
+    ctx = Context("guest", "statcube", "2026-11", ("2026-11",), "PostgreSQL 15.0", {})
+    start = time.monotonic()
+    with pytest.raises(SqlError) as err:
+        catalog.run("SELECT count(*) FROM range(1000000000000)", ctx, seconds=0.5)
+    assert err.value.sqlstate == "57014" and "statement timeout" in err.value.message
+    assert time.monotonic() - start < 5
+    assert catalog.run("SELECT count(*) FROM pg_class WHERE relname = 'pip'", ctx).rows == [(1,)]
+
+
+@pytest.mark.integration
+def test_tls_when_configured(live: Live) -> None:
+    """With a certificate configured, sslmode=require connects over TLS; when TLS is
+    required, a connection without it is refused with a FATAL error saying so."""
+    with psycopg.connect(live.url() + "?sslmode=require") as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT MEASURE(claimants) FROM pip WHERE month = 8").fetchone()
+    with psycopg.connect(live.url("analyst", KEY) + "?sslmode=require") as conn:
+        assert conn.info.user == "analyst" and conn.pgconn.ssl_in_use
+    live.pg.require_tls = True
+    try:
+        with pytest.raises(psycopg.OperationalError, match="requires TLS"):
+            psycopg.connect(live.url() + "?sslmode=disable")
+        with psycopg.connect(live.url() + "?sslmode=require") as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        live.pg.require_tls = False
 
 
 @pytest.mark.integration

@@ -13,9 +13,10 @@ DuckDB macros. No cube value is ever in the catalog: only names, types and descr
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +224,52 @@ _MACROS = {
 }
 
 
+#: The longest a catalog statement may run (driver catalog queries take milliseconds).
+CATALOG_SECONDS = 10.0
+
+
+class Running:
+    """The DuckDB connection a session's statement is running on, so that a cancel request
+    (which arrives on another connection, in another thread) interrupts the query itself
+    rather than only no longer waiting for it. ``on`` registers a connection for the
+    duration of one statement; ``cancel`` interrupts it, or makes the next ``on`` refuse
+    to start when the statement has not reached its query yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self.cancelled = False
+
+    def reset(self) -> None:
+        with self._lock:
+            self.cancelled = False
+
+    @staticmethod
+    def error() -> SqlError:
+        return SqlError("canceling statement due to user request", "57014")
+
+    @contextlib.contextmanager
+    def on(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        with self._lock:
+            if self.cancelled:
+                raise self.error()
+            self._cursor = cursor
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._cursor = None
+
+    def cancel(self) -> bool:
+        """Interrupt the running query; True if one was running (it will stop soon)."""
+        with self._lock:
+            self.cancelled = True
+            if self._cursor is None:
+                return False
+            self._cursor.interrupt()
+            return True
+
+
 @dataclass(frozen=True)
 class Context:
     """What session-dependent functions return (substituted before DuckDB sees the text)."""
@@ -243,6 +290,21 @@ class Catalog:
         self.db = duckdb.connect(":memory:")
         self._lock = threading.Lock()
         self._fill()
+        self._seal()
+
+    def _seal(self) -> None:
+        """Clients' catalog SQL runs here as written, so this DuckDB must reach nothing but
+        its own tables: no files (``read_text``, ``read_parquet`` and ``FROM 'file'`` would
+        read the warehouse's raw rows or any file the server can), no extensions, no
+        network; and no client can change that back (``lock_configuration``). Its memory
+        and threads are bounded so one catalog statement cannot starve the gate."""
+        self.db.execute("SELECT json_object('a', 1)").fetchall()  # json loaded before sealing
+        for setting in ("enable_external_access = false", "autoload_known_extensions = false",
+                        "autoinstall_known_extensions = false", "allow_community_extensions "
+                        "= false", "python_enable_replacements = false",
+                        "memory_limit = '256MB'", "threads = 1",
+                        "lock_configuration = true"):
+            self.db.execute(f"SET {setting}")
 
     def _fill(self) -> None:
         db = self.db
@@ -323,28 +385,45 @@ class Catalog:
             marks = ",".join("?" * len(rows[0]))
             self.db.executemany(f"INSERT INTO {schema}.{table} VALUES ({marks})", rows)
 
-    def run(self, sql: str, ctx: Context) -> ResultSet:
-        """Answer a catalog statement (text already free of parameters)."""
+    def run(self, sql: str, ctx: Context, running: Running | None = None,
+            seconds: float = CATALOG_SECONDS) -> ResultSet:
+        """Answer a catalog statement (text already free of parameters). ``running`` lets a
+        cancel request interrupt it; after ``seconds`` it is interrupted anyway (catalog SQL
+        is the client's own, and a pool thread is shared by every connection)."""
         text = rewrite(sql, ctx)
         with self._lock:
             cur = self.db.cursor()
+        timer = threading.Timer(seconds, cur.interrupt)
+        timer.daemon = True
+        timer.start()
         try:
-            try:
-                cur.execute(text)
-            except duckdb.Error as first:
-                import sqlglot
-
+            with running.on(cur) if running is not None else contextlib.nullcontext():
                 try:
-                    alt = sqlglot.transpile(text, read="postgres", write="duckdb")[0]
-                    cur.execute(alt)
-                except Exception:
-                    raise SqlError(f"statcube's catalog cannot answer this statement: "
-                                   f"{str(first).splitlines()[0]}", "0A000",
-                                   hint="statcube answers catalog queries for browsing and "
-                                        "SELECTs over one cube table") from None
-            desc = cur.description or []
-            rows = cur.fetchall()
+                    cur.execute(text)
+                except duckdb.InterruptException:
+                    raise
+                except duckdb.Error as first:
+                    import sqlglot
+
+                    try:
+                        alt = sqlglot.transpile(text, read="postgres", write="duckdb")[0]
+                        cur.execute(alt)
+                    except duckdb.InterruptException:
+                        raise
+                    except Exception:
+                        raise SqlError(f"statcube's catalog cannot answer this statement: "
+                                       f"{str(first).splitlines()[0]}", "0A000",
+                                       hint="statcube answers catalog queries for browsing "
+                                            "and SELECTs over one cube table") from None
+                desc = cur.description or []
+                rows = cur.fetchall()
+        except duckdb.InterruptException:
+            if running is not None and running.cancelled:
+                raise running.error() from None
+            raise SqlError(f"canceling statement due to statement timeout: catalog "
+                           f"statements may run {seconds:g} s", "57014") from None
         finally:
+            timer.cancel()
             cur.close()
         renames = literal_names(ctx)
         names = tuple(renames.get(str(d[0]), str(d[0])) for d in desc)
