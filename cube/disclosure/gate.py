@@ -1,10 +1,12 @@
 """The one disclosure gate. Every public output — API responses, exports, maps, CLI — calls
 :class:`Gate`; nothing else turns raw cells into something that may leave the process.
 
-The gate: checks the grammar limits (rules.py); runs the query raw and perturbs the page
-with numpy (protect.py), or — when the query orders, filters or ranks on values, which must
-happen before paging — runs the protected SQL (sql_path.py), one statement that also brings
-back the raw summary columns for the gate to protect; and wraps the outcome in a
+The gate: checks the grammar limits (rules.py); runs the query raw and perturbs the cells
+with numpy (protect.py) — a paged query from its complete raw cells, fetched bounded, then
+paged after cells published as zero are dropped — or, when the query orders, filters or
+ranks on values (which must happen before paging) or is paged over too many cells to fetch,
+runs the protected SQL (sql_path.py), one statement that also brings back the raw summary
+columns for the gate to protect; and wraps the outcome in a
 :class:`ProtectedResult`, a type that refuses to hold any internal column. Exports stream
 the same SQL (:meth:`Gate.stream`), so a cell has the same value everywhere.
 
@@ -32,6 +34,7 @@ from cube.disclosure.sql_path import PTABLE, protected_stage
 from cube.errors import ArgumentError, ConfigError
 from cube.model import Model
 from cube.query import Query, describe_cuts, drilldown_levels
+from cube.raw import summary_of
 
 if TYPE_CHECKING:
     from cube.engine import Engine
@@ -112,9 +115,17 @@ class ProtectedResult:
 
 
 class Gate:
+    #: Paged queries with at most this many raw cells are protected and paged in numpy
+    #: (fetching them all costs less than planning the protected SQL); larger ones are
+    #: paged by the protected SQL in the database.
+    NUMPY_PAGE_CELLS = 20_000
+    #: How many queries known to exceed NUMPY_PAGE_CELLS are remembered.
+    COMPILED_LARGE = 1024
+
     def __init__(self, model: Model, protection: Protection) -> None:
         self.model = model
         self.protection = protection
+        self._large: set[tuple[Any, ...]] = set()
 
     @classmethod
     def for_warehouse(cls, model: Model, engine: Engine, meta: Mapping[str, Any]) -> Gate:
@@ -175,12 +186,17 @@ class Gate:
         check_query(query)
         if not groups.is_predefined(query):
             return self._custom(raw, query)
+        if not (query.drilldown or query.split):
+            # Without a drilldown there are no cells to order, filter or page: the summary.
+            return self.publish(raw.aggregate(query))
         # Paging must happen after protection too: cells published as zero are dropped, so
         # a raw page (and a raw total) would reveal how many were.
-        in_sql = query.needs_measure_values_in_sql or query.pagesize is not None
-        if not in_sql or not (query.drilldown or query.split):
-            # (Without a drilldown there are no cells to order or filter: the summary alone.)
-            return self.publish(raw.aggregate(query))
+        if not query.needs_measure_values_in_sql:
+            if query.pagesize is None:
+                return self.publish(raw.aggregate(query))
+            paged = self._page_in_numpy(raw, query)
+            if paged is not None:
+                return paged
         p = self.protection
         # One statement: protected values plus window totals of the raw columns over every
         # cell, computed before the zero-dropping condition, filters, top-N and paging (so
@@ -202,6 +218,31 @@ class Gate:
         public = [n for n in table.column_names
                   if not n.startswith(compiler.RAW_PREFIX) or n == compiler.SPLIT]
         return self._result(query, table.select(public), summary_raw, int(total))
+
+    def _page_in_numpy(self, raw: RawCube, query: Query) -> ProtectedResult | None:
+        """A paged query that neither orders nor filters on values, answered from its
+        *complete* raw cells, fetched unpaged but bounded: protected in numpy, cells
+        published as zero dropped, then the page sliced and the total counted after the
+        drop — exactly what the protected SQL gives (same order: attributes only), without
+        planning it. None when the query has more than :attr:`NUMPY_PAGE_CELLS` raw cells
+        (the SQL path pages those in the database; remembered, so later pages of the same
+        query go there directly)."""
+        whole = replace(query, page=None, pagesize=None)
+        if whole.key in self._large:
+            return None
+        cap = self.NUMPY_PAGE_CELLS
+        cells = raw.run("cells-bounded", whole,
+                        lambda: compiler.finish(whole, self.k).limit(cap + 1))
+        if cells.num_rows > cap:
+            if len(self._large) >= self.COMPILED_LARGE:
+                self._large.clear()
+            self._large.add(whole.key)
+            return None
+        published = protect_table(cells, query.aggregates, self.protection, _keep(query))
+        assert query.pagesize is not None
+        page = published.slice((query.page or 0) * query.pagesize, query.pagesize)
+        return self._result(query, page, summary_of(query.cube, cells, self.k),
+                            published.num_rows)
 
     def publish(self, raw: RawResult) -> ProtectedResult:
         """The numpy path after the query: raw cells (``RawCube.aggregate`` of a
