@@ -4,7 +4,9 @@ Every identifier comes from the model's physical mapping (cube/model.py ``Physic
 value from a request is a bound parameter (constants of the method — K, 0 — are written in).
 Compilation is built in named stages:
 
-1. ``_from``: the fact table joined to only the dimension tables the query reads. A
+1. ``_from``: the fact table — or the smallest rollup holding every attribute the query
+   reads (``choose_rollup``; cube/rollups.py), which gives the same raw cells — joined to
+   only the dimension tables the query reads. A
    dimension key the fact holds itself (OA, tenure, office…) is read from the fact, and a
    time cut becomes a condition on the fact's period column (``cut_condition``), so neither
    needs a join;
