@@ -32,7 +32,7 @@ from cube.disclosure.ptable import PTable
 from cube.disclosure.rules import Protection, check_query
 from cube.disclosure.sql_path import PTABLE, protected_stage
 from cube.errors import ArgumentError, ConfigError
-from cube.model import Model
+from cube.model import Attribute, Model
 from cube.query import Query, describe_cuts, drilldown_levels
 from cube.raw import summary_of
 
@@ -191,12 +191,12 @@ class Gate:
             return self.publish(raw.aggregate(query))
         # Paging must happen after protection too: cells published as zero are dropped, so
         # a raw page (and a raw total) would reveal how many were.
-        if not query.needs_measure_values_in_sql:
-            if query.pagesize is None:
-                return self.publish(raw.aggregate(query))
-            paged = self._page_in_numpy(raw, query)
-            if paged is not None:
-                return paged
+        if not query.needs_measure_values_in_sql and query.pagesize is None:
+            return self.publish(raw.aggregate(query))
+        if query.top is None:
+            done = self._in_numpy(raw, query)
+            if done is not None:
+                return done
         p = self.protection
         # One statement: protected values plus window totals of the raw columns over every
         # cell, computed before the zero-dropping condition, filters, top-N and paging (so
@@ -219,15 +219,24 @@ class Gate:
                   if not n.startswith(compiler.RAW_PREFIX) or n == compiler.SPLIT]
         return self._result(query, table.select(public), summary_raw, int(total))
 
-    def _page_in_numpy(self, raw: RawCube, query: Query) -> ProtectedResult | None:
-        """A paged query that neither orders nor filters on values, answered from its
-        *complete* raw cells, fetched unpaged but bounded: protected in numpy, cells
-        published as zero dropped, then the page sliced and the total counted after the
-        drop — exactly what the protected SQL gives (same order: attributes only), without
-        planning it. None when the query has more than :attr:`NUMPY_PAGE_CELLS` raw cells
-        (the SQL path pages those in the database; remembered, so later pages of the same
-        query go there directly)."""
-        whole = replace(query, page=None, pagesize=None)
+    def _in_numpy(self, raw: RawCube, query: Query) -> ProtectedResult | None:
+        """A paged query, or one that orders or filters on published values (not top-N),
+        answered from its *complete* raw cells, fetched unpaged but bounded: protected in
+        numpy, cells published as zero dropped, then filtered on published values, sorted
+        (published values, then the attributes' total order, as the SQL orders them) and
+        paged, the total counted after the drop and the filters — what the protected SQL
+        gives, without planning it (about 5 ms on DuckDB). The summary covers every cell,
+        as the SQL's window totals do.
+
+        Withheld (null) values sort where the engine's SQL puts them: last on DuckDB, as
+        the largest value on PostgreSQL (first when descending). None (the SQL path
+        answers) when the query has more than :attr:`NUMPY_PAGE_CELLS` raw cells
+        (remembered, so later pages of the same query go there directly)."""
+        by_value = any(o.aggregate for o in query.order)
+        # The raw fetch: unfiltered, unpaged, in the attributes' order (sorted here when
+        # the order involves published values).
+        whole = replace(query, page=None, pagesize=None, filters=(),
+                        order=() if by_value else query.order)
         if whole.key in self._large:
             return None
         cap = self.NUMPY_PAGE_CELLS
@@ -239,8 +248,31 @@ class Gate:
             self._large.add(whole.key)
             return None
         published = protect_table(cells, query.aggregates, self.protection, _keep(query))
-        assert query.pagesize is not None
-        page = published.slice((query.page or 0) * query.pagesize, query.pagesize)
+        for f in query.filters:
+            published = published.filter(_COMPARE[f.op](published.column(f.aggregate.name),
+                                                        f.value))
+        if by_value:
+            nulls_last = raw.engine.name == "duckdb"
+            table = published
+            keys: list[tuple[str, str]] = []
+            for i, o in enumerate(query.order):
+                order = "descending" if o.descending else "ascending"
+                if o.aggregate is None:
+                    keys.append((_ref(o.attribute), order))
+                    continue
+                column = published.column(o.aggregate.name)
+                if column.null_count:
+                    low = nulls_last and o.descending  # a sentinel where SQL puts nulls
+                    column = pc.fill_null(pc.cast(column, pa.float64()),
+                                          -np.inf if low else np.inf)
+                table = table.append_column(f"__sort{i}", column)
+                keys.append((f"__sort{i}", order))
+            keys += [(a.ref, "ascending") for a in compiler.default_order(query)]
+            if query.split:
+                keys.append((compiler.SPLIT, "ascending"))
+            published = published.take(pc.sort_indices(table, sort_keys=keys))
+        page = published if query.pagesize is None else published.slice(
+            (query.page or 0) * query.pagesize, query.pagesize)
         return self._result(query, page, summary_of(query.cube, cells, self.k),
                             published.num_rows)
 
@@ -362,6 +394,17 @@ def _stored_ptable_matches(engine: Engine, ptable: PTable) -> bool:
         return False
     got[pcv, ckey] = rows.column("pvalue").to_numpy(zero_copy_only=False)
     return bool(np.array_equal(got, want.astype(np.int64)))
+
+
+#: A measure filter over a published column (nulls compare to null and are dropped, as
+#: SQL's WHERE drops them).
+_COMPARE: Mapping[str, Any] = {">": pc.greater, ">=": pc.greater_equal, "<": pc.less,
+                               "<=": pc.less_equal, "=": pc.equal, "!=": pc.not_equal}
+
+
+def _ref(attribute: Attribute | None) -> str:
+    assert attribute is not None  # an order item names an aggregate or an attribute
+    return attribute.ref
 
 
 def _keep(query: Query) -> list[str]:
