@@ -2,11 +2,11 @@
 :class:`Gate`; nothing else turns raw cells into something that may leave the process.
 
 The gate: checks the grammar limits (rules.py); runs the query raw and perturbs the cells
-with numpy (protect.py) — a paged query from its complete raw cells, fetched bounded, then
-paged after cells published as zero are dropped — or, when the query orders, filters or
-ranks on values (which must happen before paging) or is paged over too many cells to fetch,
-runs the protected SQL (sql_path.py), one statement that also brings back the raw summary
-columns for the gate to protect; and wraps the outcome in a
+with numpy (protect.py) — a paged query, or one that orders or filters on published values,
+from its complete raw cells, fetched bounded, then filtered, sorted and paged after cells
+published as zero are dropped — or, for top-N and for such queries over too many cells to
+fetch, runs the protected SQL (sql_path.py), one statement that also brings back the raw
+summary columns for the gate to protect; and wraps the outcome in a
 :class:`ProtectedResult`, a type that refuses to hold any internal column. Exports stream
 the same SQL (:meth:`Gate.stream`), so a cell has the same value everywhere.
 
