@@ -37,8 +37,9 @@ def _without_rollups(ws: Workspace) -> Workspace:
 
 
 def _requests(model: Model) -> list[tuple[str, dict[str, Any]]]:
-    """Every level of every hierarchy of every cube, alone, with each category drilled,
-    cut to a member, and split on one; plus region and LA cuts and paging."""
+    """Every level of every hierarchy of every cube alone; the levels a rollup may answer
+    (country, region, LA, time) also with a category drilled, cut to a member, or split on;
+    plus a time range, paging and no drilldown at all."""
     out: list[tuple[str, dict[str, Any]]] = []
     for cube in model.cubes.values():
         cats = [d for d in cube.dimensions if d.members]
@@ -50,7 +51,9 @@ def _requests(model: Model) -> list[tuple[str, dict[str, Any]]]:
                     drill = f"{d.name}@{h.name}:{lvl.name}"
                     paged = {"pagesize": 1_000_000} if lvl.cardinality == "high" else {}
                     out.append((cube.name, {"drilldown": drill, **paged}))
-                    for c in cats[:2]:
+                    if not (d.is_time or lvl.name in ("country", "region", "la")):
+                        continue
+                    for c in cats[:1]:
                         if c.name == d.name:
                             continue
                         out.append((cube.name, {"drilldown": [drill, c.name], **paged}))
@@ -102,7 +105,7 @@ def test_answers_are_identical_with_and_without_rollups(any_workspace: Workspace
     assert got.summary.to_pylist() == want.summary.to_pylist()
 
 
-@pytest.mark.parametrize(("cube", "kw"), MODEL_REQUESTS[::3], ids=lambda v: str(v))
+@pytest.mark.parametrize(("cube", "kw"), MODEL_REQUESTS[::4], ids=lambda v: str(v))
 def test_the_table_read_is_the_smallest_that_can_answer(workspace: Workspace, cube: str,
                                                         kw: dict[str, Any]) -> None:
     """Each rollup, offered alone, is either refused (the fact is read) or gives the base
