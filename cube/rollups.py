@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cube.errors import ModelError
 from cube.model import Cube, Dimension
 
 GEOGRAPHY = "geography"
@@ -102,7 +103,9 @@ def declared(cube: Cube) -> list[Rollup]:
     for geo, dims in specs:
         unknown = [d for d in dims if d not in keyed]
         if unknown or (geo is not None and not (has_geo and _has_level(cube, geo))):
-            raise ValueError(f"cube {cube.name!r}: a rollup cannot keep {unknown or geo!r}")
+            raise ModelError(f"a rollup cannot keep {unknown or geo!r}: not a dimension the "
+                             "fact references, or not a level of the geography's default "
+                             "hierarchy", path=f"cubes.{cube.name}.info.rollups")
         name = "_".join([geo or "all", *dims])
         out.append(Rollup(f"rollup_{cube.name}__{name}", geo, tuple(dims)))
     return out

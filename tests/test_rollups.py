@@ -10,6 +10,7 @@ its metadata) is answered from its facts.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -20,8 +21,8 @@ import sqlalchemy as sa
 
 from cube import sql as compiler
 from cube.disclosure.rules import check_query
-from cube.errors import UserError
-from cube.model import Model, load_model
+from cube.errors import ModelError, UserError
+from cube.model import Model, load_model, parse_model
 from cube.query import Request
 from cube.rollups import declared, from_meta
 from cube.workspace import Workspace
@@ -69,7 +70,8 @@ def _requests(model: Model) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-MODEL_REQUESTS = _requests(load_model(Path(__file__).resolve().parent.parent / "model.json"))
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_REQUESTS = _requests(load_model(ROOT / "model.json"))
 
 
 def test_the_warehouse_holds_the_declared_rollups(workspace: Workspace) -> None:
@@ -148,3 +150,21 @@ def test_which_table_answers(workspace: Workspace, cube: str, kw: dict[str, Any]
                              table: str) -> None:
     q = workspace.cube(cube).query(Request.make(cube, **kw))
     assert compiler.source_table(q) == table
+
+
+@pytest.mark.unit
+def test_a_cube_declares_its_own_rollups() -> None:
+    raw = json.loads((ROOT / "model.json").read_text(encoding="utf-8"))
+    hb = next(c for c in raw["cubes"] if c["name"] == "housing_benefit")
+    hb["info"]["rollups"] = [{"geography": "region", "dimensions": ["tenure", "age_band"]},
+                             {"geography": None, "dimensions": ["tenure"]}]
+    cube = parse_model(raw).cube("housing_benefit")
+    assert [(r.table, r.geography, r.dimensions) for r in declared(cube)] == [
+        ("rollup_housing_benefit__region_tenure_age_band", "region", ("tenure", "age_band")),
+        ("rollup_housing_benefit__all_tenure", None, ("tenure",))]
+    hb["info"]["rollups"] = [{"geography": "region", "dimensions": ["gender"]}]
+    with pytest.raises(ModelError, match="rollup cannot keep"):
+        declared(parse_model(raw).cube("housing_benefit"))
+    hb["info"]["rollups"] = [{"geography": "region", "levels": ["tenure"]}]
+    with pytest.raises(ModelError):
+        parse_model(raw)
