@@ -70,7 +70,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -86,6 +86,9 @@ from cube.errors import ArgumentError, InputDataError
 from cube.geography import find_lookups, load_geography
 from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
+from cube.rollups import declared as declared_rollups
+from cube.rollups import select_sql as rollup_sql
+from cube.sql import fact_period_column
 
 MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 MAX_PROBLEMS = 100
@@ -713,6 +716,18 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, files:
     return rep
 
 
+def _build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube) -> list[dict[str, Any]]:
+    """The cube's rollup tables (cube/rollups.py), aggregated from its finished fact; what
+    the metadata records of each (table, grain, rows)."""
+    period = fact_period_column(cube)
+    out = []
+    for r in declared_rollups(cube):
+        con.execute(f"CREATE TABLE {r.table} AS {rollup_sql(cube, r, period)}")
+        row = con.execute(f"SELECT count(*) FROM {r.table}").fetchone()
+        out.append(replace(r, rows=int(row[0]) if row else 0).to_json())
+    return out
+
+
 def _file_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
     """The distinct month values of each file (valid or not: bad ones are reported later)."""
     parquet = [_literal(str(f)) for f in files if f.suffix.lower() == ".parquet"]
@@ -941,6 +956,9 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         built = _run_concurrently(con, [(c.name, partial(one, c)) for c in by_size])
         report.cubes.update((c.name, built[c.name]) for c in cubes)
         _drop_enums(con)
+        t = time.perf_counter()
+        rollups = {c.name: _build_rollups(con, c) for c in cubes}
+        timings["rollups"] = time.perf_counter() - t
         meta = {
             "format": WAREHOUSE_FORMAT,
             "release": release,
@@ -952,6 +970,7 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
             "months": month_text,
             "cubes": sorted(report.cubes),
             "boundaries_attribution": list(attribution),
+            "rollups": rollups,
         }
         con.execute("CREATE TABLE statcube_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
         con.executemany("INSERT INTO statcube_meta VALUES (?, ?)",

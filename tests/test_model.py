@@ -21,6 +21,8 @@ from cube.errors import ModelError
 from cube.geography import WELSH_NAME_COLUMNS
 from cube.labels import translation_columns
 from cube.model import Model, load_model, parse_model
+from cube.rollups import declared, fact_key_column, geography_columns
+from cube.sql import fact_period_column
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,7 +247,18 @@ def test_mappings_and_joins_describe_the_warehouse_schema(model: Model, warehous
         assert columns[table] == described[table], (
             f"{table}: columns not described by model.json: "
             f"{sorted(columns[table] - described[table])}")
-    assert set(columns) - model_tables == {"sdc_ptable", "statcube_meta", "boundaries"}
+    # Rollups (cube/rollups.py): the fact's period, key and measure columns at a coarser
+    # grain, with the geography's columns down to the rollup's level.
+    rollups = {r.table: (cube, r) for cube in model.cubes.values() for r in declared(cube)}
+    assert set(columns) - model_tables == {"sdc_ptable", "statcube_meta", "boundaries",
+                                           *rollups}
+    for table, (cube, r) in rollups.items():
+        phys = cube.physical
+        measures = {phys.column(m.name).column for m in cube.measures} | {
+            phys.record_key, phys.magnitude_key, *phys.max_columns.values()}
+        geo = {col for _, col in geography_columns(cube, r.geography)} if r.geography else set()
+        keys = {fact_key_column(cube, cube.dimension(d)) for d in r.dimensions}
+        assert columns[table] == {fact_period_column(cube), *geo, *keys, *measures}, table
 
 
 # --- what Cubes 1.1 needs of the same file ------------------------------------------------
