@@ -240,7 +240,7 @@ def run(warehouse: Path, model: Model, repeat: int) -> list[tuple[str, float, fl
             return b._raw_aggregate(b.query(Request.make(c.cube, **c.request)))
 
         def cold(c: Case = case, b: Any = browser) -> Any:
-            b._compiled.clear()  # compile every time, as for a query never seen before
+            b.raw._compiled.clear()  # compile every time, as for a query never seen before
             return warm(c, b)
 
         def hand(c: Case = case) -> tuple[pa.Table, pa.Table]:

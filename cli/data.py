@@ -179,8 +179,13 @@ def _serve(settings: Settings, *, examples: Sequence[tuple[str, str]] = ()) -> i
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_of(args).with_(warehouse=args.warehouse, releases=args.releases,
                                        api_keys=args.api_keys, host=args.host, port=args.port,
-                                       workers=args.workers, threads=args.threads)
-    return _serve(settings)
+                                       workers=args.workers, threads=args.threads,
+                                       sql_port=args.sql_port)
+    if args.sql_port is None:
+        return _serve(settings)
+    from cli.sql import serve_beside
+
+    return serve_beside(settings, lambda: _serve(settings))
 
 
 def register(sub: Any) -> None:
@@ -246,4 +251,9 @@ def register(sub: Any) -> None:
     sv.add_argument("--port", type=int, help="port (env STATCUBE_PORT, default 8000; 0: any)")
     sv.add_argument("--workers", type=int, help="processes (env STATCUBE_WORKERS; 0: cores)")
     sv.add_argument("--threads", type=int, help="threads per process (env STATCUBE_THREADS)")
+    sv.add_argument("--sql-port", type=int,
+                    help="also serve the SQL API (PostgreSQL protocol, for BI tools) on this "
+                         "port, in a child process stopped with the server (0: any free port; "
+                         "its address, TLS and threads are the sql-serve settings "
+                         "STATCUBE_SQL_*); without it, run `statcube sql-serve` separately")
     sv.set_defaults(func=cmd_serve)

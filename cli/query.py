@@ -134,9 +134,11 @@ def cmd_sql(args: argparse.Namespace) -> int:
         cells = compiler.finish(query, p.k, protected_stage(p), keep_raw=False) \
             if args.protected else compiler.finish(query, p.k)
         note(answer.line(query.default_period))
-        write_text("-- cells\n" + compiler.to_sql(cells, dialect) + ";\n"
-                   "-- summary\n" + compiler.to_sql(compiler.summary(query, p.k), dialect)
-                   + ";\n")
+        table = compiler.source_table(query)
+        summary_table = compiler.source_table(query, summary=True)
+        write_text(f"-- cells (from {table})\n" + compiler.to_sql(cells, dialect) + ";\n"
+                   f"-- summary (from {summary_table})\n"
+                   + compiler.to_sql(compiler.summary(query, p.k), dialect) + ";\n")
     return 0
 
 

@@ -10,8 +10,10 @@ key sums ``rk``/``rk2`` mod K, and per amount measure the sum and the largest si
 Microdata itself is never copied into the warehouse.
 
 The tables and columns written here are exactly what model.json's mappings and joins
-describe (a test checks both directions). The warehouse is written to a temporary file and
-renamed into place, so a reader never opens a half-built release.
+describe (a test checks both directions), plus the translated labels cube/labels.py's
+convention describes: ``dim_geography``'s Welsh names (``la_name_cy`` …) from the lookups.
+The warehouse is written to a temporary file and renamed into place, so a reader never opens
+a half-built release.
 
 How it stays fast — two passes over a cube's microdata when the input is clean, nothing per
 record in Python, no sort of all the facts:
@@ -68,7 +70,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -84,6 +86,9 @@ from cube.errors import ArgumentError, InputDataError
 from cube.geography import find_lookups, load_geography
 from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
+from cube.rollups import declared as declared_rollups
+from cube.rollups import select_sql as rollup_sql
+from cube.sql import fact_period_column
 
 MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 MAX_PROBLEMS = 100
@@ -103,6 +108,9 @@ CODELIST = "codelist_"
 #: The warehouse layout this module writes, recorded in ``statcube_meta`` as ``format``.
 #: 2: category and office codes stored as ENUM codelists (1: every code as text). Readers
 #: accept both; tools that keep warehouses around (bench/common.py) rebuild older ones.
+#: The Welsh names in ``dim_geography`` (``*_name_cy``, cube/geography.py) are no format
+#: change: they are optional columns after the others, which readers look for
+#: (cube/labels.py), so a format-2 warehouse without them is served in English.
 WAREHOUSE_FORMAT = 2
 #: DuckDB errors that mean an unreadable or inconsistent input file (not a bug here).
 _READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
@@ -708,6 +716,18 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, files:
     return rep
 
 
+def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube) -> list[dict[str, Any]]:
+    """The cube's rollup tables (cube/rollups.py), aggregated from its finished fact; what
+    the metadata records of each (table, grain, rows)."""
+    period = fact_period_column(cube)
+    out = []
+    for r in declared_rollups(cube):
+        con.execute(f"CREATE TABLE {r.table} AS {rollup_sql(cube, r, period)}")
+        row = con.execute(f"SELECT count(*) FROM {r.table}").fetchone()
+        out.append(replace(r, rows=int(row[0]) if row else 0).to_json())
+    return out
+
+
 def _file_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
     """The distinct month values of each file (valid or not: bad ones are reported later)."""
     parquet = [_literal(str(f)) for f in files if f.suffix.lower() == ".parquet"]
@@ -903,7 +923,11 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         built = _run_concurrently(con, [(c.name, partial(one, c)) for c in by_size])
         report.cubes.update((c.name, built[c.name]) for c in cubes)
         _drop_enums(con)
-        write_meta(con, model, release, ptable, month_text, sorted(report.cubes), attribution)
+        t = time.perf_counter()
+        rollups = {c.name: build_rollups(con, c) for c in cubes}
+        timings["rollups"] = time.perf_counter() - t
+        write_meta(con, model, release, ptable, month_text, sorted(report.cubes), attribution,
+                   rollups=rollups)
         t = time.perf_counter()
         con.execute("CHECKPOINT")
         con.close()

@@ -6,9 +6,10 @@ Westminster constituency). Users build it from the lookup files the Office for N
 Statistics publishes, and those files are not uniform: headers come in upper or lower case,
 sometimes behind a UTF-8 BOM; Welsh names are sometimes written in Windows-1252 rather than UTF-8;
 each level carries its own year suffix (``OA21CD`` beside ``LAD22CD`` and ``PCON25CD``); the
-2011 file spells the LSOA name column ``LSO11ANM``; optional ``NMW``/``ObjectId``/``FID`` columns
-come and go; names contain quoted commas ("Bristol, City of"); lines end in CRLF and files end in
-blank lines. This module absorbs those quirks in one place so that nothing downstream sees them.
+2011 file spells the LSOA name column ``LSO11ANM``; optional ``NMW`` (Welsh name),
+``ObjectId`` and ``FID`` columns come and go; names contain quoted commas ("Bristol, City
+of"); lines end in CRLF and files end in blank lines. This module absorbs those quirks in one
+place so that nothing downstream sees them.
 
 It also refuses bad input loudly. A lookup that puts an LSOA in two MSOAs, or an English local
 authority in no region, would silently corrupt every rollup built on it, so every problem found
@@ -27,7 +28,15 @@ Decisions:
   ``warnings``; guessing line by line would hide a mixed-encoding file.
 * Columns are recognised by pattern (:data:`HEADER_PATTERN`) on the upper-cased header, never by
   exact name, so year suffixes may differ between levels and files. Columns the pattern does not
-  know (``ObjectId``, ``FID``, ``GlobalID``) and Welsh-name columns (``…NMW``) are ignored.
+  know (``ObjectId``, ``FID``, ``GlobalID``) are ignored.
+* Welsh names (``LSOA21NMW``, ``MSOA21NMW``, ``LAD22NMW``, ``PCON25NMW``, ``RGNyyNMW``,
+  ``CTRYyyNMW``) are kept in the ``*_name_cy`` columns (:data:`WELSH_NAME_COLUMNS`), so that
+  APIs can answer in Welsh (``Accept-Language: cy``, ``lang=cy``; see cube/labels.py). ONS
+  fills them for Welsh areas only, so they are null elsewhere and optional everywhere: a file
+  without them loads as before, with null Welsh names. Wales's own name comes from
+  :data:`COUNTRIES_CY` ("Cymru") unless a file names it, and since Wales is its own region, its
+  region has the same Welsh name. A Welsh name that differs between two rows of one area is a
+  problem like a differing English name.
 * Wales and Scotland have no English region: their local authorities take the country as region
   (``region_code`` = country code, ``region_name`` = country name). An empty region, a pseudo code
   such as ``W99999999`` or the country's own code in a region column all mean "none".
@@ -51,6 +60,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -58,16 +68,29 @@ from cube.errors import InputDataError
 
 __all__ = [
     "COUNTRIES",
+    "COUNTRIES_CY",
     "GEOGRAPHY_COLUMNS",
     "HEADER_PATTERN",
     "LEVEL_PATTERNS",
     "MAX_PROBLEMS",
     "REGIONS",
+    "WELSH_NAME_COLUMNS",
     "GeographyLoad",
     "find_lookups",
     "load_geography",
     "read_lookup_csv",
 ]
+
+#: English name column → Welsh name column. Named ``<column>_cy``, the convention
+#: cube/labels.py reads (a label column's translation into a language sits beside it, suffixed
+#: with the language code). After the original columns, so warehouses built before they existed
+#: differ only by lacking them.
+WELSH_NAME_COLUMNS: Mapping[str, str] = MappingProxyType(
+    {
+        f"{level}_name": f"{level}_name_cy"
+        for level in ("lsoa", "msoa", "la", "region", "country", "pcon")
+    }
+)
 
 GEOGRAPHY_COLUMNS: tuple[str, ...] = (
     "oa_code",
@@ -83,6 +106,7 @@ GEOGRAPHY_COLUMNS: tuple[str, ...] = (
     "country_name",
     "pcon_code",
     "pcon_name",
+    *WELSH_NAME_COLUMNS.values(),
 )
 
 LEVEL_PATTERNS: Mapping[str, re.Pattern[str]] = MappingProxyType(
@@ -101,6 +125,9 @@ LEVEL_PATTERNS: Mapping[str, re.Pattern[str]] = MappingProxyType(
 COUNTRIES: Mapping[str, str] = MappingProxyType(
     {"E92000001": "England", "W92000004": "Wales", "S92000003": "Scotland"}
 )
+#: Welsh names of countries when no file gives one. ONS lookups carry Welsh names for Welsh
+#: areas only, so only Wales has one here.
+COUNTRIES_CY: Mapping[str, str] = MappingProxyType({"W92000004": "Cymru"})
 
 REGIONS: Mapping[str, str] = MappingProxyType(
     {
@@ -135,7 +162,7 @@ _ENTITY_LEVEL = {
     "CTRY": "country",
     "PCON": "pcon",
 }
-_SUFFIX_KIND = {"CD": "code", "NM": "name", "ANM": "name"}  # NMW (Welsh name) is ignored
+_SUFFIX_KIND = {"CD": "code", "NM": "name", "ANM": "name", "NMW": "name_cy"}
 _LEVEL_LABEL = {
     "oa": "OA",
     "lsoa": "LSOA",
@@ -145,6 +172,7 @@ _LEVEL_LABEL = {
     "country": "country",
     "pcon": "constituency",
 }
+_KIND_LABEL = {"code": "code", "name": "name", "name_cy": "Welsh name"}
 _LEVEL_ENTITY = {"oa": "OA", "lsoa": "LSOA", "msoa": "MSOA", "la": "LAD", "region": "RGN",
                  "country": "CTRY", "pcon": "PCON"}  # fmt: skip
 _COUNTRY_OF_LETTER = {"E": "E92000001", "W": "W92000004", "S": "S92000003"}
@@ -152,8 +180,19 @@ _COUNTRY_WORD = {"E": "England", "W": "Wales", "S": "Scotland", "N": "Northern I
 # Codes ONS uses for "no such area" (e.g. W99999999 for the region of a Welsh area).
 _PSEUDO_CODE = re.compile(r"^[A-Z]99999999$")
 
-_Column = tuple[str, str]  # (level, kind), kind "code" or "name"
+_Column = tuple[str, str]  # (level, kind), kind "code", "name" or "name_cy" (Welsh name)
 _Loc = tuple[str, int]  # (file name, 1-based line)
+
+
+class _Areas(NamedTuple):
+    """An LA's region and country, with their names (Welsh: None when there is none)."""
+
+    region: str
+    region_name: str
+    region_name_cy: str | None
+    country: str
+    country_name: str
+    country_name_cy: str | None
 
 
 # --- public types ----------------------------------------------------------------------------
@@ -164,7 +203,8 @@ class GeographyLoad:
     """The result of :func:`load_geography`.
 
     ``table`` has the columns :data:`GEOGRAPHY_COLUMNS` (all strings), one row per OA sorted by
-    ``oa_code``; ``pcon_code``/``pcon_name`` are null when no constituency file was given.
+    ``oa_code``; ``pcon_code``/``pcon_name`` are null when no constituency file was given, and
+    the ``*_name_cy`` (Welsh name) columns wherever the files give no Welsh name.
     ``warnings`` holds things the user should know but that did not stop the load (an encoding
     fallback, identical duplicate rows, rows for areas the OA lookup does not cover).
     """
@@ -336,7 +376,9 @@ def _recognise(headers: Sequence[str]) -> tuple[_Columns, list[str]]:
     for (level, kind), indices in found.items():
         if len(indices) > 1:
             names = ", ".join(headers[i] for i in indices)
-            problems.append(f"several {_LEVEL_LABEL[level]} {kind} columns ({names}); keep one")
+            problems.append(
+                f"several {_LEVEL_LABEL[level]} {_KIND_LABEL[kind]} columns ({names}); keep one"
+            )
     index = {key: indices[0] for key, indices in found.items()}
     return _Columns(MappingProxyType(index), MappingProxyType(years)), problems
 
@@ -367,6 +409,16 @@ def _classify(columns: _Columns) -> str | None:
     if columns.has("region") and (columns.has("la") or columns.has("oa")):
         return "region_lookup"
     return None
+
+
+#: Indices of a file's optional region and country columns: code, name and Welsh name of each.
+_RegionColumns = tuple[int | None, int | None, int | None, int | None, int | None, int | None]
+
+
+def _region_columns(cols: _Columns) -> _RegionColumns:
+    return (cols.get("region", "code"), cols.get("region", "name"), cols.get("region", "name_cy"),
+            cols.get("country", "code"), cols.get("country", "name"),
+            cols.get("country", "name_cy"))  # fmt: skip
 
 
 # --- problem collection ----------------------------------------------------------------------
@@ -438,9 +490,9 @@ def _parent_links(problems: _Problems, child: str, parent: str) -> _Links:
     )
 
 
-def _name_links(problems: _Problems, level: str) -> _Links:
+def _name_links(problems: _Problems, level: str, verb: str = "is named") -> _Links:
     return _Links(
-        problems, f"{level} {{child}} is named {{new!r}} here but {{old!r}} at {{old_loc}}"
+        problems, f"{level} {{child}} {verb} {{new!r}} here but {{old!r}} at {{old_loc}}"
     )
 
 
@@ -492,6 +544,8 @@ class _Loader:
         self.bad_region: set[str] = set()  # LAs whose region cell was invalid (reported)
         self.oa_pcon: dict[str, str] = {}
         self.names = {level: _name_links(p, _LEVEL_LABEL[level]) for level in _LEVEL_LABEL}
+        self.names_cy = {level: _name_links(p, _LEVEL_LABEL[level], "has Welsh name")
+                         for level in _LEVEL_LABEL}  # fmt: skip
 
     # -- cell checks (slow path) ------------------------------------------------------------
 
@@ -565,7 +619,11 @@ class _Loader:
         return None
 
     def name(self, csv_: _Csv, row: list[str], line: int, index: int | None, level: str,
-             code: str, required: bool) -> None:  # fmt: skip
+             code: str, required: bool, welsh: int | None = None) -> None:  # fmt: skip
+        """Record an area's name (and its Welsh name from column ``welsh``, if any: optional,
+        since ONS leaves it empty outside Wales)."""
+        if welsh is not None and row[welsh]:
+            self.names_cy[level].add(code, row[welsh], (csv_.name, line))
         if index is None:
             return
         value = row[index]
@@ -582,9 +640,10 @@ class _Loader:
         i_oa, i_lsoa, i_lsoa_nm, i_msoa, i_msoa_nm, i_la, i_la_nm = (
             cols.index[c] for c in _OA_REQUIRED
         )
-        i_rgn, i_rgn_nm = cols.get("region", "code"), cols.get("region", "name")
-        i_ctry, i_ctry_nm = cols.get("country", "code"), cols.get("country", "name")
-        optional = [i for i in (i_rgn, i_rgn_nm, i_ctry, i_ctry_nm) if i is not None]
+        i_lsoa_cy, i_msoa_cy, i_la_cy = (cols.get(level, "name_cy")
+                                         for level in ("lsoa", "msoa", "la"))  # fmt: skip
+        regions = _region_columns(cols)
+        optional = [i for i in (i_lsoa_cy, i_msoa_cy, i_la_cy, *regions) if i is not None]
         parents_of = itemgetter(i_lsoa, i_lsoa_nm, i_msoa, i_msoa_nm, i_la, i_la_nm, *optional)
         code_columns = {"oa": i_oa, "lsoa": i_lsoa, "msoa": i_msoa, "la": i_la}
         is_oa, is_lsoa, is_msoa, is_la = (LEVEL_PATTERNS[level].match for level in code_columns)
@@ -647,10 +706,10 @@ class _Loader:
             self.la_line.setdefault(la, loc)
             self.lsoa_msoa.add(lsoa, msoa, loc)
             self.msoa_la.add(msoa, la, loc)
-            self.name(csv_, row, line, i_lsoa_nm, "lsoa", lsoa, required=True)
-            self.name(csv_, row, line, i_msoa_nm, "msoa", msoa, required=True)
-            self.name(csv_, row, line, i_la_nm, "la", la, required=True)
-            self.region_columns(csv_, row, line, la, i_rgn, i_rgn_nm, i_ctry, i_ctry_nm)
+            self.name(csv_, row, line, i_lsoa_nm, "lsoa", lsoa, True, i_lsoa_cy)
+            self.name(csv_, row, line, i_msoa_nm, "msoa", msoa, True, i_msoa_cy)
+            self.name(csv_, row, line, i_la_nm, "la", la, True, i_la_cy)
+            self.region_columns(csv_, row, line, la, regions)
         if duplicates:
             self.warnings.append(
                 f"{name}: {duplicates} repeated row(s) for an OA already seen with the same "
@@ -658,9 +717,9 @@ class _Loader:
             )
 
     def region_columns(self, csv_: _Csv, row: list[str], line: int, la: str,
-                       i_rgn: int | None, i_rgn_nm: int | None,
-                       i_ctry: int | None, i_ctry_nm: int | None) -> None:  # fmt: skip
+                       columns: _RegionColumns) -> None:  # fmt: skip
         """Record the LA's region and country from whichever of those columns a row has."""
+        i_rgn, i_rgn_nm, i_rgn_cy, i_ctry, i_ctry_nm, i_ctry_cy = columns
         loc = (csv_.name, line)
         if i_rgn is not None:
             region = self.region_value(csv_, row, line, i_rgn)
@@ -670,19 +729,17 @@ class _Loader:
                 self.la_region.add(la, region, loc)
                 if region:
                     level = "region" if region.startswith("E12") else "country"
-                    self.name(csv_, row, line, i_rgn_nm, level, region, required=False)
+                    self.name(csv_, row, line, i_rgn_nm, level, region, False, i_rgn_cy)
         if i_ctry is not None:
             country = self.country_value(csv_, row, line, i_ctry)
             if country:
                 self.la_country.add(la, country, loc)
-                self.name(csv_, row, line, i_ctry_nm, "country", country, required=False)
+                self.name(csv_, row, line, i_ctry_nm, "country", country, False, i_ctry_cy)
 
     def load_region_lookup(self, csv_: _Csv, cols: _Columns) -> None:
         by_la = cols.has("la")
         i_key = cols.index[("la", "code") if by_la else ("oa", "code")]
-        i_rgn = cols.index[("region", "code")]
-        i_rgn_nm = cols.get("region", "name")
-        i_ctry, i_ctry_nm = cols.get("country", "code"), cols.get("country", "name")
+        regions = _region_columns(cols)
         width = len(csv_.headers)
         unknown = 0
         for row, line in zip(csv_.rows, csv_.lines, strict=True):
@@ -699,7 +756,7 @@ class _Loader:
             if la is None:
                 unknown += 1
                 continue
-            self.region_columns(csv_, row, line, la, i_rgn, i_rgn_nm, i_ctry, i_ctry_nm)
+            self.region_columns(csv_, row, line, la, regions)
         if unknown:
             what = "local authorities" if by_la else "OAs"
             self.warnings.append(
@@ -708,13 +765,14 @@ class _Loader:
 
     def load_constituency_lookup(self, csv_: _Csv, cols: _Columns) -> None:
         i_oa, i_pcon, i_pcon_nm = (cols.index[c] for c in _PCON_REQUIRED)
+        i_pcon_cy = cols.get("pcon", "name_cy")
         code_columns = {"oa": i_oa, "pcon": i_pcon}
         is_oa, is_pcon = LEVEL_PATTERNS["oa"].match, LEVEL_PATTERNS["pcon"].match
         name = csv_.name
         width = len(csv_.headers)
         oas, oa_pcon = self.oas, self.oa_pcon
         pcon_line: dict[str, int] = {}
-        previous = ("", "")  # (code, name) of the last constituency recorded
+        previous = ("", "", "")  # (code, name, Welsh name) of the last constituency recorded
         checked, pcon_ok = "", False  # the last constituency code pattern-checked, and result
         for row, line in zip(csv_.rows, csv_.lines, strict=True):
             if len(row) != width and not self.check_fields(csv_, row, line):
@@ -739,16 +797,16 @@ class _Loader:
                 continue
             oa_pcon[oa] = pcon
             pcon_line[oa] = line
-            pcon_name = row[i_pcon_nm]
-            if pcon != previous[0] or pcon_name != previous[1]:
-                previous = (pcon, pcon_name)
-                self.name(csv_, row, line, i_pcon_nm, "pcon", pcon, required=True)
+            names = (pcon, row[i_pcon_nm], "" if i_pcon_cy is None else row[i_pcon_cy])
+            if names != previous:
+                previous = names
+                self.name(csv_, row, line, i_pcon_nm, "pcon", pcon, True, i_pcon_cy)
 
     # -- whole-load checks ------------------------------------------------------------------
 
-    def resolve_las(self, region_file: str | None) -> dict[str, tuple[str, str, str, str]]:
-        """LA -> (region code, region name, country code, country name), checking each LA."""
-        resolved: dict[str, tuple[str, str, str, str]] = {}
+    def resolve_las(self, region_file: str | None) -> dict[str, _Areas]:
+        """LA -> its region and country with their names, checking each LA."""
+        resolved: dict[str, _Areas] = {}
         for la in sorted(self.la_line):
             letter = la[0]
             country = self._country(la, letter)
@@ -770,7 +828,8 @@ class _Loader:
                     self._no_region(la, region_seen, region_file)
                     continue
                 region = country
-            resolved[la] = (region, self._name(region), country, self._name(country))
+            resolved[la] = _Areas(region, self._name(region), self._name_cy(region),
+                                  country, self._name(country), self._name_cy(country))
         return resolved
 
     def _country(self, la: str, letter: str) -> str | None:
@@ -805,6 +864,11 @@ class _Loader:
             return from_file
         return REGIONS.get(code) or COUNTRIES[code]
 
+    def _name_cy(self, code: str) -> str | None:
+        """The Welsh name of a region or country: from the files, else Wales's own."""
+        level = "region" if code.startswith("E12") else "country"
+        return self.names_cy[level].value(code) or COUNTRIES_CY.get(code)
+
     def check_constituency_coverage(self, pcon_file: str) -> None:
         missing = sorted(oa for oa in self.oas if oa not in self.oa_pcon)
         for oa in missing:
@@ -812,7 +876,7 @@ class _Loader:
                 (self.oa_file, self.oa_line[oa]), f"OA {oa} has no constituency in {pcon_file}"
             )
 
-    def table(self, las: Mapping[str, tuple[str, str, str, str]], with_pcon: bool) -> pa.Table:
+    def table(self, las: Mapping[str, _Areas], with_pcon: bool) -> pa.Table:
         """The output table. Each ancestor level is built once as a small Arrow array and
         expanded to one value per OA with ``take`` — much faster than converting 235k Python
         strings per column."""
@@ -821,7 +885,7 @@ class _Loader:
         columns: dict[str, pa.Array] = {"oa_code": pa.array(oa_codes, pa.string())}
 
         def expand(
-            per_oa: list[str], codes: list[str], attributes: Mapping[str, list[str]]
+            per_oa: list[str], codes: list[str], attributes: Mapping[str, Sequence[str | None]]
         ) -> None:
             """Add columns holding, for each OA, an attribute of its ancestor ``per_oa``;
             ``attributes`` are lists aligned with the distinct ``codes``."""
@@ -834,10 +898,14 @@ class _Loader:
             first = self.names[level].first
             return [first[code][0] for code in codes]
 
-        for column, level, part in (("lsoa", "lsoa", 0), ("msoa", "msoa", 1)):
+        def names_cy(level: str, codes: Iterable[str]) -> list[str | None]:
+            return [self.names_cy[level].value(code) for code in codes]  # None: no Welsh name
+
+        for level, part in (("lsoa", 0), ("msoa", 1)):
             per_oa = [p[part] for p in parents]
             codes = list(dict.fromkeys(per_oa))
-            expand(per_oa, codes, {f"{column}_code": codes, f"{column}_name": names(level, codes)})
+            expand(per_oa, codes, {f"{level}_code": codes, f"{level}_name": names(level, codes),
+                                   f"{level}_name_cy": names_cy(level, codes)})
         per_la = [p[2] for p in parents]
         la_codes = list(dict.fromkeys(per_la))
         areas = [las[la] for la in la_codes]
@@ -847,18 +915,22 @@ class _Loader:
             {
                 "la_code": la_codes,
                 "la_name": names("la", la_codes),
-                "region_code": [area[0] for area in areas],
-                "region_name": [area[1] for area in areas],
-                "country_code": [area[2] for area in areas],
-                "country_name": [area[3] for area in areas],
+                "la_name_cy": names_cy("la", la_codes),
+                "region_code": [area.region for area in areas],
+                "region_name": [area.region_name for area in areas],
+                "region_name_cy": [area.region_name_cy for area in areas],
+                "country_code": [area.country for area in areas],
+                "country_name": [area.country_name for area in areas],
+                "country_name_cy": [area.country_name_cy for area in areas],
             },
         )
         if with_pcon:
             per_oa = [self.oa_pcon[oa] for oa in oa_codes]
             codes = list(dict.fromkeys(per_oa))
-            expand(per_oa, codes, {"pcon_code": codes, "pcon_name": names("pcon", codes)})
+            expand(per_oa, codes, {"pcon_code": codes, "pcon_name": names("pcon", codes),
+                                   "pcon_name_cy": names_cy("pcon", codes)})
         else:
-            for column in ("pcon_code", "pcon_name"):
+            for column in ("pcon_code", "pcon_name", "pcon_name_cy"):
                 columns[column] = pa.nulls(len(oa_codes), pa.string())
         schema = pa.schema([(column, pa.string()) for column in GEOGRAPHY_COLUMNS])
         return pa.table([columns[column] for column in GEOGRAPHY_COLUMNS], schema=schema)

@@ -503,6 +503,17 @@ _CUBE = {
                     },
                 },
                 "grain": {"enum": ["month", "quarter"]},
+                "rollups": {  # cube/rollups.py
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "geography": {"anyOf": [_NAME, {"type": "null"}]},
+                            "dimensions": {"type": "array", "items": _NAME},
+                        },
+                    },
+                },
                 "keys": {
                     "type": "object",
                     "required": ["record_key", "magnitude_key"],

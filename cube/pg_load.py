@@ -3,8 +3,11 @@
     statcube load-pg data/warehouse/2026-11.duckdb postgresql://user@host/statcube
 
 What is copied is exactly the warehouse the model describes: for every cube of the release,
-its fact table and the dimension tables its joins name, plus ``sdc_ptable`` and
-``statcube_meta`` (and ``boundaries`` when present). Any other
+its fact table, its rollup tables (those the build recorded in the metadata) and the
+dimension tables its joins name, plus ``sdc_ptable`` and ``statcube_meta`` (and
+``boundaries`` when present), each with every column it has — so the optional translated
+labels (``dim_geography.la_name_cy`` …, cube/labels.py) come along when the warehouse has
+them, and a warehouse without them loads as before. Any other
 table a DuckDB file might hold is ignored — microdata never
 reaches a warehouse, and this loader would not carry it if it did.
 
@@ -136,7 +139,12 @@ def plan(model: Model, con: duckdb.DuckDBPyConnection) -> list[TablePlan]:
             # index only keys into dimensions with more members.
             if (j.detail.table, j.detail.column) not in tiny and j.master.column not in fks[fact]:
                 fks[fact].append(j.master.column)
-    wanted = sorted(keys) + sorted(fks) + list(META_TABLES) + [
+    # The rollups the build recorded (none in a warehouse built before rollups): small
+    # tables the compiler reads instead of the fact, so they must exist wherever it runs.
+    row = con.execute("SELECT value FROM statcube_meta WHERE key = 'rollups'").fetchone()
+    recorded = json.loads(row[0]) if row else {}
+    rollups = [r["table"] for name in cube_names for r in recorded.get(name, ())]
+    wanted = sorted(keys) + sorted(fks) + rollups + list(META_TABLES) + [
         t for t in OPTIONAL_TABLES if t in present]
     missing = [t for t in wanted if t not in present]
     if missing:

@@ -51,6 +51,7 @@ from cube.grammar import (
     parse_order,
 )
 from cube.model import Aggregate, Attribute, Cube, Dimension, Hierarchy, Level
+from cube.rollups import Rollup
 
 MAX_PAGESIZE = 1_000_000
 Key = str | int
@@ -204,6 +205,10 @@ class Query:
     #: queries of a custom group's tiles (cube/disclosure/groups.py) so that only the tiles'
     #: rows are read; never from a request.
     within: tuple[tuple[Attribute, tuple[Key, ...]], ...] = ()
+    #: The rollup tables the warehouse holds for this cube, smallest first (cube/rollups.py),
+    #: set by the workspace from the warehouse metadata, never from the request: the
+    #: compiler reads the smallest that holds every attribute the query reads.
+    rollups: tuple[Rollup, ...] = ()
 
     @property
     def cell_attributes(self) -> tuple[Attribute, ...]:
@@ -243,7 +248,8 @@ class Query:
                 tuple((f.aggregate.name, f.op, f.value) for f in self.filters), top,
                 self.default_period, self.period_limit,
                 tuple((a.ref, tuple((type(k).__name__, k) for k in keys))
-                      for a, keys in self.within))
+                      for a, keys in self.within),
+                tuple(r.table for r in self.rollups))
 
     @classmethod
     def from_request(cls, cube: Cube, request: Request,

@@ -4,7 +4,9 @@ Every identifier comes from the model's physical mapping (cube/model.py ``Physic
 value from a request is a bound parameter (constants of the method — K, 0 — are written in).
 Compilation is built in named stages:
 
-1. ``_from``: the fact table joined to only the dimension tables the query reads. A
+1. ``_from``: the fact table — or the smallest rollup holding every attribute the query
+   reads (``choose_rollup``; cube/rollups.py), which gives the same raw cells — joined to
+   only the dimension tables the query reads. A
    dimension key the fact holds itself (OA, tenure, office…) is read from the fact, and a
    time cut becomes a condition on the fact's period column (``cut_condition``), so neither
    needs a join;
@@ -37,6 +39,7 @@ from sqlalchemy.sql import ColumnElement, FromClause, Select
 
 from cube.model import Attribute, Cube, Dimension, Hierarchy, Level
 from cube.query import CutPart, Query, period_range
+from cube.rollups import Rollup, can_answer, geography_columns
 
 #: Internal column names: never part of a public result.
 N = "__n"
@@ -62,11 +65,20 @@ RAW_PREFIX = "__"
 # --- Physical tables ------------------------------------------------------------------------
 
 class _Tables:
-    """Lightweight table clauses for one cube; columns are created on first use."""
+    """Lightweight table clauses for one cube; columns are created on first use.
 
-    def __init__(self, cube: Cube, *, fact_keys: bool = True) -> None:
+    With a ``rollup``, the fact is the rollup table: measures, the period column and kept
+    dimension keys are read from it under the fact's column names, geography attributes
+    from its own copies of them (no join to the geography)."""
+
+    def __init__(self, cube: Cube, *, fact_keys: bool = True,
+                 rollup: Rollup | None = None) -> None:
         self.cube = cube
         self.fact_keys = fact_keys
+        self.rollup = rollup
+        self.fact_table = rollup.table if rollup is not None else cube.physical.fact
+        self._geo: dict[str, str] = dict(geography_columns(cube, rollup.geography)) \
+            if rollup is not None and rollup.geography is not None else {}
         self._tables: dict[str, sa.TableClause] = {}
 
     def table(self, name: str) -> sa.TableClause:
@@ -86,11 +98,13 @@ class _Tables:
         foreign key column instead, so cutting on it needs no join. (The build guarantees
         every foreign key has its dimension row, so both give the same rows.)"""
         phys = self.cube.physical
+        if attribute.ref in self._geo:
+            return self.col(self.fact_table, self._geo[attribute.ref])
         c = phys.column(attribute.ref)
         join = phys.join_for(c.table)
         if self.fact_keys and join is not None and join.detail.column == c.column \
                 and join.master.table == phys.fact:
-            return self.col(phys.fact, join.master.column)
+            return self.col(self.fact_table, join.master.column)
         return self.col(c.table, c.column)
 
     def table_of(self, attribute: Attribute) -> str:
@@ -98,7 +112,11 @@ class _Tables:
         return str(self.attr(attribute).table.name)
 
     def fact(self, column: str) -> ColumnElement[Any]:
-        return self.col(self.cube.physical.fact, column)
+        return self.col(self.fact_table, column)
+
+    def master(self, table: str) -> str:
+        """Where a join's master side lives: the rollup, when it replaces the fact."""
+        return self.fact_table if table == self.cube.physical.fact else table
 
 
 # --- Stage 1: FROM ------------------------------------------------------------------------------
@@ -108,16 +126,38 @@ def _from(t: _Tables, attributes: Sequence[Attribute]) -> FromClause:
     needed: list[str] = []
     for a in attributes:
         table = t.table_of(a)
-        if table != phys.fact and table not in needed:
+        if table != t.fact_table and table not in needed:
             needed.append(table)
-    frm: FromClause = t.table(phys.fact)
+    frm: FromClause = t.table(t.fact_table)
     for table in needed:
         join = phys.join_for(table)
         if join is None:  # validated at model load; kept as a guard
             raise ValueError(f"no join to table {table!r}")
-        frm = frm.join(t.table(table), t.col(join.master.table, join.master.column)
+        frm = frm.join(t.table(table), t.col(t.master(join.master.table), join.master.column)
                        == t.col(join.detail.table, join.detail.column))
     return frm
+
+
+def source_table(query: Query, *, summary: bool = False) -> str:
+    """The table the query's cells (or summary) are aggregated from: a rollup or the fact
+    (for ``statcube sql`` and tests)."""
+    rollup = choose_rollup(query, summary=summary)
+    return rollup.table if rollup is not None else query.cube.physical.fact
+
+
+def choose_rollup(query: Query, *, summary: bool = False) -> Rollup | None:
+    """The smallest rollup of ``query.rollups`` (they come smallest first) that holds every
+    attribute the query reads — drilled, cut (except time cuts, which read the period
+    column every rollup keeps), split and internal restrictions — or None: the fact."""
+    if not query.rollups:
+        return None
+    t = _Tables(query.cube)
+    attrs = ([] if summary else list(query.cell_attributes)) + _cut_attributes(t, query.cuts)
+    if query.split and not summary:
+        attrs += _cut_attributes(t, query.split)
+    attrs += [a for a, _ in query.within]
+    refs = [a.ref for a in attrs]
+    return next((r for r in query.rollups if can_answer(query.cube, r, refs)), None)
 
 
 # --- Stage 2: WHERE ------------------------------------------------------------------------------
@@ -259,7 +299,7 @@ def aggregation(query: Query, k: int, *, summary: bool = False,
     ``totals`` adds the summary to every cell as window columns ``__all<raw column>`` over
     all the groups — evaluated after GROUP BY, so before any measure filter, top-N or
     LIMIT of stage 4 — and one statement answers cells, summary and total cell count."""
-    t = _Tables(query.cube)
+    t = _Tables(query.cube, rollup=choose_rollup(query, summary=summary))
     drill_attrs = [] if summary else list(query.cell_attributes)
     split_cond = None
     if query.split and not summary:

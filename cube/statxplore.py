@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from cube import labels
 from cube import sql as compiler
 from cube.disclosure.gate import ProtectedResult
 from cube.errors import TooLargeError, UserError, suggest
@@ -51,7 +52,7 @@ from cube.workspace import CubeBrowser
 
 ROOT = "str:folder:root"
 #: Languages offered; ``cy`` gives Welsh labels where the geography lookups carry them.
-LANGUAGES = ("en", "cy")
+LANGUAGES = labels.LANGUAGES
 TOTAL_LABEL = {"en": "Total", "cy": "Cyfanswm"}
 #: Most Queries one table may run (a grouped item or Total on each of several fields
 #: multiplies them): a cost limit.
@@ -278,10 +279,15 @@ class Member:
 
 def localise(browser: CubeBrowser, f: Field, level: Level, members: list[Member], lang: str
              ) -> list[Member]:
-    """``members`` with their labels in ``lang``. The one place a language changes labels:
-    the build does not keep the lookups' Welsh (``…NMW``) names yet, so every language gets
-    the English labels until it does (then this reads them for geographic levels)."""
-    return members
+    """``members`` with their labels in ``lang``: the one place a language changes this
+    API's labels. Each member whose level has a translation in the warehouse
+    (:func:`cube.labels.translations`: for ``cy``, the lookups' Welsh names of Welsh areas)
+    takes it; every other keeps its English label, so a Welsh table names English LAs in
+    English, and a warehouse built without Welsh names answers in English throughout."""
+    names = labels.translations(browser, level, lang)
+    if not names:
+        return members
+    return [replace(m, label=names.get(m.path[-1], m.label)) for m in members]
 
 
 def members_page(browser: CubeBrowser, f: Field, level: Level, offset: int, limit: int,

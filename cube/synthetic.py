@@ -418,20 +418,58 @@ def _write_csv(path: Path, header: Sequence[str], rows: Any) -> None:
         w.writerows(rows)
 
 
+#: Soft mutation of a word's first consonant, as after "Sir" (county): Penfro → Sir Benfro.
+_SOFT_MUTATION = (("Ll", "L"), ("Rh", "R"), ("C", "G"), ("P", "B"), ("T", "D"), ("G", ""),
+                  ("B", "F"), ("D", "Dd"), ("M", "F"))  # fmt: skip
+#: Welsh for the words _names adds to tell apart two places of one name.
+_WELSH_TAILS = {" Upon": " Uchaf", " on Sea": " ar Fôr", " Vale": " y Fro", " Heath": " y Rhos",
+                " Moor": " y Waun"}  # fmt: skip
+
+
+def welsh_la_name(name: str) -> str:
+    """The synthetic Welsh name (``LAD22NMW``) of a Welsh local authority named ``name``.
+
+    Real Welsh authorities often have a Welsh name unlike the English one (Pembrokeshire /
+    Sir Benfro, Bridgend / Pen-y-bont ar Ogwr), and APIs answering in Welsh must show it: so
+    every synthetic one differs, deterministically (no random draw, so the rest of a dataset
+    is unchanged by it) — "Sir" and the soft-mutated name, as in Sir Benfro or Sir Gaerfyrddin,
+    with the distinguishing words in Welsh. Non-ASCII on purpose ("ar Fôr"), as real names are.
+
+    >>> welsh_la_name("Caerelli"), welsh_la_name("Llanwen Vale"), welsh_la_name("Aberdare")
+    ('Sir Gaerelli', 'Sir Lanwen y Fro', 'Sir Aberdare')
+    """
+    tail = next((t for t in _WELSH_TAILS if name.endswith(t)), "")
+    base = name[: len(name) - len(tail)]
+    for english, mutated in _SOFT_MUTATION:
+        if base.startswith(english):
+            base = mutated + base[len(english):]
+            break
+    return f"Sir {base[:1].upper()}{base[1:]}{_WELSH_TAILS.get(tail, '')}"
+
+
 def write_geography(geo: SynthGeography, directory: Path) -> dict[str, Path]:
-    """Write the three lookups in ONS's column layout (and the JCP office list)."""
+    """Write the three lookups in ONS's column layout (and the JCP office list). Welsh names
+    (``…NMW``) are filled for Welsh areas only, as ONS does: MSOA and LSOA names are the
+    LA's Welsh name with the same number ("Sir Benfro 001A"), as ONS's are."""
     directory.mkdir(parents=True, exist_ok=True)
     oa_path = directory / "OA21_LSOA21_MSOA21_LAD22_GB_LU.csv"
-    welsh = {i for i, c in enumerate(geo.la_codes) if c.startswith("W")}
+    welsh = {i: welsh_la_name(geo.la_names[i]) for i, c in enumerate(geo.la_codes)
+             if c.startswith("W")}  # fmt: skip
+
+    def cy(la: int, name: str) -> str:
+        """The Welsh name of an area of LA ``la`` named ``name``; empty outside Wales."""
+        if la not in welsh:
+            return ""
+        return welsh[la] + name[len(geo.la_names[la]):]
+
     _write_csv(
         oa_path,
         ["OA21CD", "LSOA21CD", "LSOA21NM", "LSOA21NMW", "MSOA21CD", "MSOA21NM", "MSOA21NMW",
          "LAD22CD", "LAD22NM", "LAD22NMW", "ObjectId"],
         (
-            (oa, geo.lsoa_codes[ls], geo.lsoa_names[ls],
-             geo.lsoa_names[ls] if la in welsh else "",
-             geo.msoa_codes[ms], geo.msoa_names[ms], geo.msoa_names[ms] if la in welsh else "",
-             geo.la_codes[la], geo.la_names[la], geo.la_names[la] if la in welsh else "", i + 1)
+            (oa, geo.lsoa_codes[ls], geo.lsoa_names[ls], cy(la, geo.lsoa_names[ls]),
+             geo.msoa_codes[ms], geo.msoa_names[ms], cy(la, geo.msoa_names[ms]),
+             geo.la_codes[la], geo.la_names[la], cy(la, geo.la_names[la]), i + 1)
             for i, (oa, ls, ms, la) in enumerate(
                 zip(geo.oa_codes.tolist(), geo.oa_lsoa.tolist(), geo.oa_msoa.tolist(),
                     geo.oa_la.tolist(), strict=True))

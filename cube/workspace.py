@@ -40,6 +40,8 @@ from cube.query import (
     resolve_level,
 )
 from cube.raw import RawCube, RawResult
+from cube.rollups import Rollup
+from cube.rollups import from_meta as rollups_from_meta
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,14 @@ class CubeBrowser:
             return int(latest) // 10, (int(latest) % 10) * 3
         return int(latest) // 100, int(latest) % 100
 
+    @cached_property
+    def rollups(self) -> tuple[Rollup, ...]:
+        """The rollup tables this warehouse holds for the cube, smallest first."""
+        return rollups_from_meta(self.ws.meta, self.cube.name)
+
     def query(self, request: Request) -> Query:
-        return Query.from_request(self.cube, request, self.latest_period, self.period_limit)
+        q = Query.from_request(self.cube, request, self.latest_period, self.period_limit)
+        return replace(q, rollups=self.rollups) if self.rollups else q
 
     # --- public, protected -------------------------------------------------------------------
 

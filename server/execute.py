@@ -8,9 +8,11 @@ applied to the report's total. Aggregates still come only from the gate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from cube import labels
+from cube.disclosure.gate import ProtectedResult
 from cube.disclosure.rules import check_query
 from cube.errors import ArgumentError, StatcubeError
 from cube.query import Query
@@ -23,8 +25,17 @@ from server.formats import aggregate_json
 from server.params import Args, ReportQuery, aggregate_request
 
 
+def in_language(browser: CubeBrowser, result: ProtectedResult, lang: str | None
+                ) -> ProtectedResult:
+    """The result with its cells' labels in ``lang`` (cube/labels.py), or as it is."""
+    if lang is None:
+        return result
+    levels = [lvl for d in result.query.drilldown for lvl in d.levels]
+    return replace(result, cells=labels.localise_table(browser, levels, result.cells, lang))
+
+
 def members_within(browser: CubeBrowser, dimension: str, args: Args, limit: int,
-                   principal: Principal) -> Members:
+                   principal: Principal, lang: str | None = None) -> Members:
     pagesize = args.integer("pagesize")
     limits.check_pagesize(pagesize, limit, "members", principal)
     result = browser.members(dimension, hierarchy=args.one("hierarchy"),
@@ -33,6 +44,10 @@ def members_within(browser: CubeBrowser, dimension: str, args: Args, limit: int,
                              pagesize=pagesize, fields=args.many("fields"),
                              order=args.many("order"))
     limits.check_size(result.members.num_rows, limit, "members", principal)
+    if lang is not None:
+        dim = browser.cube.dimension(dimension)
+        result = replace(result, members=labels.localise_table(
+            browser, dim.hierarchy(result.hierarchy).levels, result.members, lang))
     return result
 
 
@@ -76,18 +91,19 @@ def plan_report(browser: CubeBrowser, queries: list[ReportQuery]) -> list[Planne
 
 
 def run_report(browser: CubeBrowser, plan: list[Planned], release: Release, limit: int,
-               principal: Principal) -> tuple[dict[str, Any], int]:
+               principal: Principal, lang: str | None = None) -> tuple[dict[str, Any], int]:
     """The report's results by name, and the cells and member rows it holds in total."""
     out: dict[str, Any] = {}
     total = 0
     for p in plan:
         if p.query is not None:
-            result = limits.aggregate_within(browser, p.query, limit, principal)
+            result = in_language(browser, limits.aggregate_within(browser, p.query, limit,
+                                                                  principal), lang)
             total += result.cells.num_rows
             out[p.name] = aggregate_json(result, release.id)
         elif p.type == "members":
             dim = p.args.one("dimension") or ""
-            m = members_within(browser, dim, p.args, limit, principal)
+            m = members_within(browser, dim, p.args, limit, principal, lang)
             total += m.members.num_rows
             out[p.name] = {**describe.members(m, browser, release, p.args.one("pagesize")
                                               is not None), "data": m.members.to_pylist()}

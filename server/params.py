@@ -205,8 +205,8 @@ _LANG = re.compile(str(PARAMS["lang"].schema["pattern"]))
 
 def check_lang(value: str | None) -> None:
     """``lang`` as Cubes takes it (every endpoint): a language tag. Labels come in that
-    language where the warehouse holds it; this warehouse holds English labels only, so any
-    well-formed tag gets them (Cubes too falls back to the model's default language)."""
+    language where the warehouse holds it (Welsh, ``cy``: cube/labels.py), else in English
+    (Cubes too falls back to the model's default language)."""
     if value is not None and value != "" and not _LANG.fullmatch(value):
         raise ArgumentError("lang must be a language tag such as 'en' or 'cy'",
                             parameter="lang", value=value[:40])

@@ -73,7 +73,8 @@ def register(app: Flask, svc: Service, openapi: dict[str, Any]) -> None:
         query = browser.query(params.aggregate_request(cube, call.args))
         check_query(query)  # refuse before any ETag can match (the gate checks again)
         return svc.respond(call, ["aggregate", normalise(query)], lambda: formats.aggregate_output(
-            limits.aggregate_within(browser, query, call.max_cells, call.principal),
+            execute.in_language(browser, limits.aggregate_within(
+                browser, query, call.max_cells, call.principal), call.lang),
             call.release.id, call.fmt, call.header, call.pretty, browser.ws.engine),
             pagesize=query.pagesize)
 
@@ -85,7 +86,7 @@ def register(app: Flask, svc: Service, openapi: dict[str, Any]) -> None:
 
         def produce() -> formats.Output:
             m = execute.members_within(browser, dimension, call.args, call.max_cells,
-                                       call.principal)
+                                       call.principal, call.lang)
             payload = describe.members(m, browser, call.release, call.args.one("pagesize")
                                        is not None)
             return formats.members_output(payload, m.members, describe.member_labels(
@@ -111,7 +112,7 @@ def register(app: Flask, svc: Service, openapi: dict[str, Any]) -> None:
         plan = execute.plan_report(browser, queries)
         return svc.respond(call, ["report", cube, [p.key for p in plan]], lambda: (
             formats.json_output(*execute.run_report(browser, plan, call.release,
-                                                    call.max_cells, call.principal),
+                                                    call.max_cells, call.principal, call.lang),
                                 pretty=call.pretty)))
 
     @app.get("/cube/<cube>/facts")

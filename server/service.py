@@ -18,6 +18,7 @@ from typing import Any
 from flask import Request, Response
 from werkzeug.datastructures import ETags
 
+from cube import labels
 from cube.model import Model
 from cube.releases import Calendar, Release, ReleaseSet
 from cube.settings import Settings
@@ -45,6 +46,9 @@ class Call:
     pretty: bool
     max_cells: int
     if_none_match: ETags
+    #: The label language asked for with ``lang=`` when statcube offers it and it is not the
+    #: model's own (e.g. "cy"), else None: labels stay as stored.
+    lang: str | None = None
 
 
 class Service:
@@ -82,7 +86,7 @@ class Service:
         return Call(principal, args, release, bool(args.one("release")), now, fmt,
                     args.choice("header", ("names", "labels", "none"), "names") or "names",
                     args.flag("prettyprint"), limits.max_cells(self.settings, principal.role),
-                    req.if_none_match)
+                    req.if_none_match, _label_language(args.one("lang")))
 
     def browser(self, call: Call, cube: str) -> CubeBrowser:
         self.model.cube(cube)  # unknown everywhere: 404 with close matches from the model
@@ -102,7 +106,7 @@ class Service:
                 pagesize: int | None = None, what: str = "cells") -> Response:
         limits.check_pagesize(pagesize, call.max_cells, what, call.principal)
         tag = etag(self.releases.fingerprint(call.release), key, call.fmt, call.header,
-                   call.pretty)
+                   call.pretty, call.lang)
         headers = self.cache_headers(call, tag)
         entry = self.cache.get(tag)
         if entry is not None:
@@ -125,3 +129,10 @@ class Service:
         resp = Response(json_bytes(payload, call_pretty), mimetype="application/json")
         resp.headers["Cache-Control"] = "private, no-cache" if private else "public, max-age=60"
         return resp
+
+
+def _label_language(lang: str | None) -> str | None:
+    """``lang=`` as a label language to translate into, or None for the stored labels (the
+    default language, or one statcube does not offer: Cubes falls back the same way)."""
+    found = labels.language(lang)
+    return None if found in (None, labels.DEFAULT_LANGUAGE) else found

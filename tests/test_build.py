@@ -27,6 +27,7 @@ from conftest import TEST_SECRET
 
 from cube.build import WAREHOUSE_FORMAT, BuildOptions, BuildReport, build, required_columns
 from cube.errors import ArgumentError, InputDataError
+from cube.geography import GEOGRAPHY_COLUMNS
 from cube.keys import K_DEFAULT, record_keys
 from cube.model import Cube, Model
 from cube.synthetic import GenerateOptions, generate
@@ -148,6 +149,22 @@ def test_every_finest_cell_of_a_month_matches_its_records(
         "WHERE month_id = 202608").fetchall()
     got = {(month, *r[:len(codes)]): tuple(r[len(codes):]) for r in rows}
     assert got == expected
+
+
+def test_dim_geography_keeps_the_lookups_welsh_names(synthetic_dir: Path, warehouse: Path,
+                                                      ro: Any) -> None:
+    """dim_geography is the geography load, column for column (Welsh names after the
+    others), one row per OA: a Welsh LA's Welsh name is its LAD22NMW, others have none."""
+    con = ro(warehouse)
+    columns = [r[0] for r in con.execute("DESCRIBE dim_geography").fetchall()]
+    assert columns == list(GEOGRAPHY_COLUMNS)
+    lookup = pacsv.read_csv(synthetic_dir / "geography" / "OA21_LSOA21_MSOA21_LAD22_GB_LU.csv")
+    nmw = {la: cy or None for la, cy in zip(lookup.column("LAD22CD").to_pylist(),
+                                            lookup.column("LAD22NMW").to_pylist(), strict=True)}
+    built = dict(con.execute("SELECT DISTINCT la_code, la_name_cy FROM dim_geography"
+                             ).fetchall())
+    assert built == nmw
+    assert {la for la, cy in built.items() if cy} == {la for la in built if la.startswith("W")}
 
 
 def test_key_sums_roll_up_exactly(model: Model, synthetic_dir: Path, warehouse: Path,

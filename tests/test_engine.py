@@ -511,7 +511,10 @@ def test_cli_aggregate_members_and_sql(warehouse: Path, capsys: pytest.CaptureFi
     assert cli(["sql", "pip", "--warehouse", w, "-d", "geography:region",
                 "--cut", "gender:F", "--dialect", "postgresql"]) == 0
     out = capsys.readouterr().out
-    assert "fact_pip.gender = 'F'" in out and "-- summary" in out and "%%" not in out
+    # Region × gender is answered from the smallest rollup holding both, and says so.
+    assert out.startswith("-- cells (from rollup_pip__region_gender)\n")
+    assert "rollup_pip__region_gender.gender = 'F'" in out and "fact_pip" not in out
+    assert "-- summary (from rollup_pip__" in out and "%%" not in out
 
     assert cli(["aggregate", "pip", "--warehouse", w, "-d", "time:year"]) == 2
     assert "stock" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from cube.geography import (
     LEVEL_PATTERNS,
     MAX_PROBLEMS,
     REGIONS,
+    WELSH_NAME_COLUMNS,
     GeographyLoad,
     find_lookups,
     load_geography,
@@ -41,9 +42,12 @@ PCON_FILE = "OA21_PCON25_GB_LU.csv"
 
 def _row(oa: str, lsoa: str, lsoa_nm: str, msoa: str, msoa_nm: str, la: str, la_nm: str,
          region: str, region_nm: str, country: str, country_nm: str,
-         pcon: str | None, pcon_nm: str | None) -> dict[str, str | None]:  # fmt: skip
+         pcon: str | None, pcon_nm: str | None,
+         welsh: tuple[str | None, ...] = (None,) * 6) -> dict[str, str | None]:  # fmt: skip
+    """A dim_geography row; ``welsh`` are the Welsh names of LSOA, MSOA, LA, region, country
+    and constituency (None: the files give none)."""
     values = (oa, lsoa, lsoa_nm, msoa, msoa_nm, la, la_nm, region, region_nm, country,
-              country_nm, pcon, pcon_nm)  # fmt: skip
+              country_nm, pcon, pcon_nm, *welsh)  # fmt: skip
     return dict(zip(GEOGRAPHY_COLUMNS, values, strict=True))
 
 
@@ -65,15 +69,18 @@ EXPECTED = [
          *SCO, *SCO, "S14000001", "Aberdeen North"),
     _row("W00000001", "W01000001", "Isle of Anglesey 001A", "W02000001",
          "Isle of Anglesey 001", "W06000001", "Isle of Anglesey", *WAL, *WAL,
-         "W07000081", "Ynys Môn"),
+         "W07000081", "Ynys Môn",
+         ("Ynys Môn 001A", "Ynys Môn 001", "Ynys Môn", "Cymru", "Cymru", "Ynys Môn")),
     _row("W00000500", "W01000530", "Bridgend 001A", "W02000100", "Bridgend 001",
-         "W06000013", "Bridgend", *WAL, *WAL, "W07000084", "Bridgend"),
+         "W06000013", "Bridgend", *WAL, *WAL, "W07000084", "Bridgend",
+         ("Pen-y-bont ar Ogwr 001A", "Pen-y-bont ar Ogwr 001", "Pen-y-bont ar Ogwr", "Cymru",
+          "Cymru", "Pen-y-bont ar Ogwr")),
 ]  # fmt: skip
 UNCOVERED_LA_WARNING = f"{RGN_FILE}: 1 row(s) for local authorities not in {OA_FILE} were ignored"
 
 
 def _without_pcon(rows: list[dict[str, str | None]]) -> list[dict[str, str | None]]:
-    return [{**row, "pcon_code": None, "pcon_name": None} for row in rows]
+    return [{**row, "pcon_code": None, "pcon_name": None, "pcon_name_cy": None} for row in rows]
 
 
 def _fixture_text(name: str) -> str:
@@ -262,6 +269,82 @@ def test_valid_utf8_welsh_names_need_no_fallback(tmp_path: Path) -> None:
     assert "Ynys Môn" in rows[5] and "Pen-y-bont ar Ogwr" in rows[0]
     load = load_geography(_write(tmp_path, "oa.csv", text), FIXTURES / RGN_FILE)
     assert not [w for w in load.warnings if "UTF-8" in w]
+
+
+def test_welsh_names_are_kept_for_welsh_areas_only() -> None:
+    """NMW columns become the *_name_cy columns, after the original ones; ONS leaves them
+    empty outside Wales, which is null here, never an empty string or the English name."""
+    load = load_geography(FIXTURES / OA_FILE, FIXTURES / RGN_FILE, FIXTURES / PCON_FILE)
+    assert list(GEOGRAPHY_COLUMNS[-6:]) == list(WELSH_NAME_COLUMNS.values()) == [
+        "lsoa_name_cy", "msoa_name_cy", "la_name_cy", "region_name_cy", "country_name_cy",
+        "pcon_name_cy"]  # fmt: skip
+    for row in load.table.to_pylist():
+        welsh = [row[c] for c in WELSH_NAME_COLUMNS.values()]
+        if row["country_code"] == "W92000004":
+            assert all(welsh) and row["region_name_cy"] == row["country_name_cy"] == "Cymru"
+        else:
+            assert welsh == [None] * 6, row["oa_code"]
+
+
+def test_files_without_welsh_columns_give_null_welsh_names_but_cymru(tmp_path: Path) -> None:
+    """Welsh-name columns are optional: without them every Welsh name is null, except Wales's
+    own (as country and as its own region), which needs no file."""
+    header, *lines = _fixture_text(OA_FILE).rstrip("\n").split("\n")
+    keep = [i for i, h in enumerate(header.split(",")) if not h.endswith("NMW")]
+    rows = [[cell for i, cell in enumerate(r) if i in keep]
+            for r in csv.reader(io.StringIO("\n".join([header, *lines])))]  # fmt: skip
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    load = load_geography(_write(tmp_path, "oa.csv", out.getvalue()), FIXTURES / RGN_FILE)
+    expected = [{**row, **{c: None for c in WELSH_NAME_COLUMNS.values()}}
+                for row in _without_pcon(EXPECTED)]  # fmt: skip
+    for row in expected:
+        if row["country_code"] == "W92000004":
+            row["region_name_cy"] = row["country_name_cy"] = "Cymru"
+    assert load.table.to_pylist() == expected
+
+
+def test_welsh_region_and_country_names_from_the_files(tmp_path: Path) -> None:
+    """RGNyyNMW/CTRYyyNMW columns name regions and countries in Welsh when a file has them."""
+    lines = _fixture_text(OA_FILE).rstrip("\n").split("\n")
+    out = [lines[0] + ",CTRY22CD,CTRY22NM,CTRY22NMW"]
+    welsh = {"E": "E92000001,England,Lloegr", "W": "W92000004,Wales,Cymru (o'r ffeil)",
+             "S": "S92000003,Scotland,Yr Alban"}  # fmt: skip
+    out += [f"{line},{welsh[line[0]]}" for line in lines[1:]]
+    region = "LAD22CD,RGN22CD,RGN22NM,RGN22NMW\nE06000001,E12000001,North East,Gogledd Ddwyrain\n"
+    region += "E06000023,E12000009,,\nE09000033,E12000007,London,Llundain\n"
+    load = load_geography(_write(tmp_path, "oa.csv", "\n".join(out) + "\n"),
+                          _write(tmp_path, "rgn.csv", region))  # fmt: skip
+    names = {r["oa_code"]: (r["region_name_cy"], r["country_name_cy"])
+             for r in load.table.to_pylist()}  # fmt: skip
+    assert names == {
+        "E00023851": ("Llundain", "Lloegr"),
+        "E00060274": ("Gogledd Ddwyrain", "Lloegr"),
+        "E00060275": ("Gogledd Ddwyrain", "Lloegr"),
+        "E00073128": (None, "Lloegr"),  # an empty Welsh name is no Welsh name
+        "S00088956": ("Yr Alban", "Yr Alban"),
+        "W00000001": ("Cymru (o'r ffeil)", "Cymru (o'r ffeil)"),
+        "W00000500": ("Cymru (o'r ffeil)", "Cymru (o'r ffeil)"),
+    }
+
+
+def test_a_welsh_name_that_differs_between_rows_is_a_problem(tmp_path: Path) -> None:
+    header = ("OA21CD,LSOA21CD,LSOA21NM,LSOA21NMW,MSOA21CD,MSOA21NM,MSOA21NMW,LAD22CD,LAD22NM,"
+              "LAD22NMW")
+    error = _load_error(tmp_path, "\n".join([
+        header,
+        "W00000001,W01000001,Anglesey 001A,Ynys Môn 001A,W02000001,Anglesey 001,Ynys Môn 001,"
+        "W06000001,Isle of Anglesey,Ynys Môn",
+        "W00000002,W01000001,Anglesey 001A,Ynys Mon 001A,W02000001,Anglesey 001,Ynys Môn 001,"
+        "W06000001,Isle of Anglesey,Ynys Môn",
+    ]) + "\n")
+    assert error.value.problems == (
+        "oa.csv line 3: LSOA W01000001 has Welsh name 'Ynys Mon 001A' here but "
+        "'Ynys Môn 001A' at oa.csv line 2",
+    )
+    two = header.replace(",LAD22NMW", ",LAD22NMW,LAD21NMW")
+    error = _load_error(tmp_path, two + "\n")
+    assert "several LA Welsh name columns (LAD22NMW, LAD21NMW); keep one" in _problems(error)
 
 
 def test_mixed_year_suffixes_and_oa_vintage_warning(tmp_path: Path) -> None:

@@ -71,9 +71,13 @@ def test_layer_rule(pattern: str, forbidden: tuple[str, ...], why: str) -> None:
 
 @pytest.mark.unit
 def test_the_compiler_depends_on_nothing_but_the_model_and_the_query() -> None:
+    """…and the rollup declarations, which are themselves pure functions of the model."""
     statcube = {m for m in imports(ROOT / "cube" / "sql.py") if _matches(m, "cube")}
     assert {m.rsplit(".", 1)[0] if m.count(".") > 1 else m for m in statcube} == {
-        "cube.model", "cube.query"}
+        "cube.model", "cube.query", "cube.rollups"}
+    rollups = {m for m in imports(ROOT / "cube" / "rollups.py") if _matches(m, "cube")}
+    assert {m.rsplit(".", 1)[0] if m.count(".") > 1 else m for m in rollups} == {
+        "cube.errors", "cube.model"}
 
 
 @pytest.mark.unit

@@ -18,7 +18,11 @@ import duckdb
 import pytest
 
 from cube.errors import ModelError
+from cube.geography import WELSH_NAME_COLUMNS
+from cube.labels import translation_columns
 from cube.model import Model, load_model, parse_model
+from cube.rollups import declared, fact_key_column, geography_columns
+from cube.sql import fact_period_column
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -229,13 +233,32 @@ def test_mappings_and_joins_describe_the_warehouse_schema(model: Model, warehous
         fact_extra = {phys.record_key, phys.magnitude_key, *phys.max_columns.values()}
         assert fact_extra <= columns[phys.fact], f"{cube.name}: key or max column missing"
         described.setdefault(phys.fact, set()).update(fact_extra)
+    # Translated labels (la_name_cy beside la_name) are described by cube/labels.py's
+    # convention, not by mappings: optional, so described if present.
+    translated = translation_columns(model)
+    for col in translated:
+        if col.column in columns.get(col.table, set()):
+            described.setdefault(col.table, set()).add(col.column)
+    assert {c.column for c in translated if c.table == "dim_geography"} >= set(
+        WELSH_NAME_COLUMNS.values()), "a Welsh name the labels convention does not find"
     model_tables = {t for t in columns if t.startswith(("fact_", "dim_"))}
     assert model_tables == set(described), "a fact or dimension table no cube describes"
     for table in model_tables:
         assert columns[table] == described[table], (
             f"{table}: columns not described by model.json: "
             f"{sorted(columns[table] - described[table])}")
-    assert set(columns) - model_tables == {"sdc_ptable", "statcube_meta", "boundaries"}
+    # Rollups (cube/rollups.py): the fact's period, key and measure columns at a coarser
+    # grain, with the geography's columns down to the rollup's level.
+    rollups = {r.table: (cube, r) for cube in model.cubes.values() for r in declared(cube)}
+    assert set(columns) - model_tables == {"sdc_ptable", "statcube_meta", "boundaries",
+                                           *rollups}
+    for table, (cube, r) in rollups.items():
+        phys = cube.physical
+        measures = {phys.column(m.name).column for m in cube.measures} | {
+            phys.record_key, phys.magnitude_key, *phys.max_columns.values()}
+        geo = {col for _, col in geography_columns(cube, r.geography)} if r.geography else set()
+        keys = {fact_key_column(cube, cube.dimension(d)) for d in r.dimensions}
+        assert columns[table] == {fact_period_column(cube), *geo, *keys, *measures}, table
 
 
 # --- what Cubes 1.1 needs of the same file ------------------------------------------------

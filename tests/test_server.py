@@ -27,11 +27,11 @@ from test_server_support import (
     EMBARGOED_LABELS,
     EMBARGOED_MONTHS,
     KEYS,
-    NOW,
     PEPPER,
     ROOT,
     check_error,
     internal_keys,
+    make_app,
     write_config,
 )
 
@@ -51,17 +51,6 @@ REGISTERED = {"APIKey": KEYS["registered"]}
 PRERELEASE = {"APIKey": KEYS["prerelease"]}
 ADMIN = {"Authorization": f"Bearer {KEYS['admin']}"}
 HB = "/cube/housing_benefit"
-
-
-def make_app(warehouse: Path, config: Path, **overrides: Any) -> Flask:
-    cal, keys = write_config(config, relative=False)
-    values: dict[str, Any] = dict(
-        model=str(ROOT / "model.json"), warehouse=str(warehouse), releases=str(cal),
-        api_keys=str(keys), api_key_pepper=PEPPER, rate_limit_guest="100000/minute",
-        rate_limit_registered="100000/minute", rate_limit_prerelease="100000/minute",
-        rate_limit_admin="100000/minute")
-    values.update(overrides)
-    return create_app(Settings(**values), clock=lambda: NOW)
 
 
 @pytest.fixture(scope="module")
@@ -1091,3 +1080,29 @@ def test_gunicorn_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.preload_app is False  # app per worker
     assert StatcubeServer(Settings(threads=1)).cfg.worker_class_str == \
         "server.workers.StatcubeSyncWorker"
+
+
+def test_lang_cy_gives_welsh_labels_and_the_same_values(client: FlaskClient) -> None:
+    """Cubes' ``lang=``: labels in Welsh where the warehouse keeps them (Welsh areas), English
+    elsewhere; codes, values and cell counts never change; each language has its own ETag."""
+    url = f"{HB}/aggregate?drilldown=geography:la&cut=geography:W92000004"
+    english = get_json(client, url)
+    welsh = client.get(url + "&lang=cy_GB")
+    assert welsh.status_code == 200
+    body = orjson.loads(welsh.get_data())
+    assert len(body["cells"]) == len(english["cells"]) > 0
+    changed = 0
+    for cy, en in zip(body["cells"], english["cells"], strict=True):
+        assert {k: v for k, v in cy.items() if not k.endswith("_name")} == \
+            {k: v for k, v in en.items() if not k.endswith("_name")}
+        changed += cy["geography.la_name"] != en["geography.la_name"]
+    assert changed == len(body["cells"])  # every Welsh LA has a Welsh name
+    assert welsh.headers["ETag"] != client.get(url).headers["ETag"]
+    assert get_json(client, url + "&lang=en") == english  # the model's own language
+    assert get_json(client, url + "&lang=fr")["cells"] == english["cells"]  # not offered
+    members = get_json(client, f"{HB}/members/geography?level=la&cut=geography:W92000004"
+                               "&lang=cy")["data"]
+    assert {m["geography.la_name"] for m in members} == \
+        {c["geography.la_name"] for c in body["cells"]}
+    england = get_json(client, f"{HB}/aggregate?drilldown=geography:region&lang=cy")
+    assert "North East" in {c["geography.region_name"] for c in england["cells"]}

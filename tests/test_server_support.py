@@ -23,7 +23,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flask import Flask
+
 from cube.releases import LONDON
+from cube.settings import Settings
+from server import create_app
 from server.auth import hash_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +78,19 @@ def write_config(directory: Path, *, relative: bool) -> tuple[Path, Path]:
     keys = directory / "keys.toml"
     keys.write_text(keys_toml(), encoding="utf-8")
     return cal, keys
+
+
+def make_app(warehouse: Path, config: Path, **overrides: Any) -> Flask:
+    """A test app over ``warehouse`` with the test calendar, keys and clock; rate limits out
+    of the way unless ``overrides`` set them."""
+    cal, keys = write_config(config, relative=False)
+    values: dict[str, Any] = dict(
+        model=str(ROOT / "model.json"), warehouse=str(warehouse), releases=str(cal),
+        api_keys=str(keys), api_key_pepper=PEPPER, rate_limit_guest="100000/minute",
+        rate_limit_registered="100000/minute", rate_limit_prerelease="100000/minute",
+        rate_limit_admin="100000/minute")
+    values.update(overrides)
+    return create_app(Settings(**values), clock=lambda: NOW)
 
 
 def walk(value: Any) -> Iterator[tuple[str | None, Any]]:

@@ -12,18 +12,19 @@ are two doors to one gate.
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from test_server_support import KEYS, NOW, PEPPER, ROOT, check_error, internal_keys, write_config
+from test_server_support import KEYS, check_error, internal_keys, make_app
 
-from cube.settings import Settings
-from server import create_app
+from cube.geography import WELSH_NAME_COLUMNS
 from server.app import service
 
 pytestmark = pytest.mark.integration
@@ -33,17 +34,6 @@ REGISTERED = {"APIKey": KEYS["registered"]}
 PRERELEASE = {"APIKey": KEYS["prerelease"]}
 HB = "housing_benefit:fact_housing_benefit"
 SAN = "sanctions:fact_sanctions"
-
-
-def make_app(warehouse: Path, config: Path, **overrides: Any) -> Flask:
-    cal, keys = write_config(config, relative=False)
-    values: dict[str, Any] = dict(
-        model=str(ROOT / "model.json"), warehouse=str(warehouse), releases=str(cal),
-        api_keys=str(keys), api_key_pepper=PEPPER, rate_limit_guest="100000/minute",
-        rate_limit_registered="100000/minute", rate_limit_prerelease="100000/minute",
-        rate_limit_admin="100000/minute")
-    values.update(overrides)
-    return create_app(Settings(**values), clock=lambda: NOW)
 
 
 @pytest.fixture(scope="module")
@@ -453,22 +443,102 @@ def test_slicer_set_cut_of_every_region_is_the_total(client: FlaskClient) -> Non
     assert slicer(client, "pip", cut, ["claimants"]) == slicer(client, "pip", "", ["claimants"])
 
 
-def test_accept_language_picks_the_label_language(client: FlaskClient) -> None:
-    """cy is offered and answered (Content-Language); the build keeps no Welsh names yet,
-    so labels stay English — the same labels, never an empty one."""
-    url = f"{API}/schema/str:valueset:{HB}:geography:region"
-    en = client.get(url, headers={**REGISTERED, "Accept-Language": "en-GB,en;q=0.8"})
-    cy = client.get(url, headers={**REGISTERED, "Accept-Language": "cy-GB,cy;q=0.9,en;q=0.5"})
-    fr = client.get(url, headers={**REGISTERED, "Accept-Language": "fr"})
-    assert en.headers["Content-Language"] == "en" and fr.headers["Content-Language"] == "en"
-    assert cy.headers["Content-Language"] == "cy"
-    labels = [c["label"] for c in orjson.loads(cy.get_data())["children"]]
-    assert labels == [c["label"] for c in orjson.loads(en.get_data())["children"]]
-    assert all(labels)
-    total = table(client, {"database": "str:database:pip", "measures": ["str:count:pip:fact_pip"],
-                           "recodes": {"str:field:pip:fact_pip:gender": {
-                               "map": [[value("pip:fact_pip", "gender", "gender", "F")]],
-                               "total": True}},
-                           "dimensions": [["str:field:pip:fact_pip:gender"]]},
-                  {**REGISTERED, "Accept-Language": "cy"})
-    assert total["fields"][0]["items"][-1]["labels"] == ["Cyfanswm"]
+def _names(warehouse: Path, level: str) -> dict[str, tuple[str, str | None]]:
+    """Code → (English name, Welsh name or None) of a geography level, from the warehouse."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(f"SELECT DISTINCT {level}_code, {level}_name, {level}_name_cy "
+                           "FROM dim_geography").fetchall()
+    return {code: (en, cy) for code, en, cy in rows}
+
+
+def _labels(client: FlaskClient, url: str, lang: str) -> tuple[dict[str, str], str]:
+    resp = client.get(url, headers={**REGISTERED, "Accept-Language": lang})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    children = orjson.loads(resp.get_data())["children"]
+    return ({c["id"].rsplit(":", 1)[1]: c["label"] for c in children},
+            resp.headers["Content-Language"])
+
+
+def test_accept_language_picks_the_label_language(client: FlaskClient,
+                                                  warehouse: Path) -> None:
+    """cy gives the lookups' Welsh names to Welsh areas and English names to the others
+    (ONS names only Welsh areas in Welsh); en, or a language not offered, gives English."""
+    url = f"{API}/schema/str:valueset:{HB}:geography:la?limit=1000"
+    names = _names(warehouse, "la")
+    en, en_lang = _labels(client, url, "en-GB,en;q=0.8")
+    cy, cy_lang = _labels(client, url, "cy-GB,cy;q=0.9,en;q=0.5")
+    fr, fr_lang = _labels(client, url, "fr")
+    assert (en_lang, cy_lang, fr_lang) == ("en", "cy", "en")
+    assert en == fr == {code: english for code, (english, _) in names.items()}
+    welsh = {code for code in cy if code.startswith("W")}
+    assert welsh and len(welsh) < len(cy)
+    for code, label in cy.items():
+        english, cymraeg = names[code]
+        assert label == (cymraeg if code in welsh else english), code
+        assert (label != english) == (code in welsh)  # the synthetic Welsh names all differ
+    regions, _ = _labels(client, f"{API}/schema/str:valueset:{HB}:geography:region", "cy")
+    assert regions["W92000004"] == "Cymru"
+    assert regions["E12000007"] == "London" and regions["S92000003"] == "Scotland"
+    code = sorted(welsh)[0]
+    one = get(client, f"{API}/schema/{value(HB, 'geography', 'la', code)}",
+              {**REGISTERED, "Accept-Language": "cy"})
+    assert one["label"] == names[code][1]
+    lsoas = _names(warehouse, "lsoa")
+    page, _ = _labels(client, f"{API}/schema/str:valueset:{HB}:geography:lsoa?limit=5000", "cy")
+    assert page and all(label == (lsoas[c][1] or lsoas[c][0]) for c, label in page.items())
+
+
+def test_welsh_table_labels_and_the_same_values(client: FlaskClient, warehouse: Path) -> None:
+    """A table in Welsh: predefined items of Welsh LAs in Welsh, English LAs in English, a
+    group of both lists both names so, the Total is "Cyfanswm", an unrecoded geography field
+    names Wales "Cymru"; every value is the English table's (language changes no number)."""
+    names = _names(warehouse, "la")
+    wales = sorted(c for c in names if c.startswith("W"))[:2]
+    england = sorted(c for c in names if c.startswith("E"))[:1]
+    geo, ids = f"str:field:{HB}:geography", {}
+    for code in (*wales, *england):
+        ids[code] = value(HB, "geography", "la", code)
+    query = {"database": "str:database:housing_benefit", "measures": [f"str:count:{HB}"],
+             "recodes": {geo: {"map": [[ids[wales[0]]], [ids[england[0]]],
+                                       [ids[wales[1]], ids[england[0]]]], "total": True}},
+             "dimensions": [[geo], [f"str:field:{HB}:tenure"]]}
+    cy = table(client, query, {**REGISTERED, "Accept-Language": "cy"})
+    en = table(client, query, {**REGISTERED, "Accept-Language": "en"})
+    assert cy["cubes"] == en["cubes"] and cy["fields"][1] == en["fields"][1]
+    labels = [item["labels"][0] for item in cy["fields"][0]["items"]]
+    assert labels[0] == names[wales[0]][1] != names[wales[0]][0]
+    assert labels[1] == names[england[0]][0]
+    assert labels[2] == f"{names[wales[1]][1]} + {names[england[0]][0]}"
+    assert labels[3] == "Cyfanswm"
+    assert [i["labels"][0] for i in en["fields"][0]["items"]][:2] == [
+        names[wales[0]][0], names[england[0]][0]]
+    plain = {"database": "str:database:pip", "measures": ["str:count:pip:fact_pip"],
+             "dimensions": [["str:field:pip:fact_pip:geography"]]}
+    countries = {item["uris"][0].rsplit(":", 1)[1]: item["labels"][0] for item in
+                 table(client, plain, {**REGISTERED, "Accept-Language": "cy"})["fields"][0][
+                     "items"]}  # fmt: skip
+    assert countries == {"E92000001": "England", "S92000003": "Scotland",
+                         "W92000004": "Cymru"}
+
+
+def test_a_warehouse_without_welsh_names_answers_cy_in_english(
+        warehouse: Path, tmp_path: Path) -> None:
+    """A warehouse built before the *_name_cy columns existed is still served: cy is
+    accepted (Content-Language: cy) and every label is the English one."""
+    old = tmp_path / "2026-11.duckdb"
+    shutil.copy(warehouse, old)
+    with duckdb.connect(str(old)) as con:
+        for column in WELSH_NAME_COLUMNS.values():
+            con.execute(f"ALTER TABLE dim_geography DROP COLUMN {column}")
+    (tmp_path / "config").mkdir()
+    app = make_app(old, tmp_path / "config")
+    try:
+        c = app.test_client()
+        url = f"{API}/schema/str:valueset:{HB}:geography:la?limit=1000"
+        cy, lang = _labels(c, url, "cy")
+        en, _ = _labels(c, url, "en")
+        assert lang == "cy" and cy == en
+        regions, _ = _labels(c, f"{API}/schema/str:valueset:{HB}:geography:region", "cy")
+        assert regions["W92000004"] == "Wales"
+    finally:
+        service(app).releases.close()

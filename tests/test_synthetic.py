@@ -22,7 +22,15 @@ import pytest
 from cube.build import required_columns
 from cube.geography import find_lookups, load_geography
 from cube.model import Model
-from cube.synthetic import OA_EW, OA_GB, OA_SCOTLAND, GenerateOptions, generate, make_geography
+from cube.synthetic import (
+    OA_EW,
+    OA_GB,
+    OA_SCOTLAND,
+    GenerateOptions,
+    generate,
+    make_geography,
+    welsh_la_name,
+)
 
 TINY = GenerateOptions(scale=0.002, seed=11, start="2026-01", months=2)
 
@@ -173,6 +181,33 @@ def test_generated_lookups_load_without_warnings(synthetic_dir: Path,
     assert regions["E12000007"] == "London"
     assert regions["W92000004"] == "Wales" and regions["S92000003"] == "Scotland"
     assert len(regions) == 11
+
+
+def test_welsh_areas_have_welsh_names_unlike_their_english_ones(synthetic_dir: Path) -> None:
+    """As in ONS's files, only Welsh areas carry NMW names; here each differs from the English
+    name (so a test of Welsh labels can tell them apart), deterministically, and the LSOA and
+    MSOA names follow their LA's Welsh name as ONS's do."""
+    lookups = find_lookups(synthetic_dir / "geography")
+    rows = load_geography(lookups["oa_lookup"], lookups["region_lookup"]).table.to_pylist()
+    welsh = [r for r in rows if r["country_code"] == "W92000004"]
+    others = [r for r in rows if r["country_code"] != "W92000004"]
+    assert welsh and others
+    levels = ("lsoa", "msoa", "la")
+    for r in welsh:
+        for level in levels:
+            english, cy = r[f"{level}_name"], r[f"{level}_name_cy"]
+            assert cy and cy != english, (level, english)
+        assert r["lsoa_name_cy"].startswith(r["la_name_cy"] + " ")
+        assert r["lsoa_name_cy"].removeprefix(r["la_name_cy"]) == \
+            r["lsoa_name"].removeprefix(r["la_name"])
+        assert r["la_name_cy"] == welsh_la_name(r["la_name"])
+        assert r["country_name_cy"] == r["region_name_cy"] == "Cymru"
+    assert all(r[f"{level}_name_cy"] is None for r in others
+               for level in (*levels, "region", "country"))
+    las = {r["la_code"]: r["la_name_cy"] for r in welsh}
+    assert len(set(las.values())) == len(las)  # as distinct as the English names
+    assert welsh_la_name("Penfro") == "Sir Benfro" and welsh_la_name("Aber Moor") == \
+        "Sir Aber y Waun"
 
 
 def test_microdata_has_every_column_the_build_needs(synthetic_dir: Path, model: Model) -> None:

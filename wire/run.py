@@ -61,7 +61,10 @@ def serve(settings: Settings, on_ready: Callable[[str], None] | None = None) -> 
     pg = PgServer(service, keys, max_cells, tls=tls, threads=max(1, settings.sql_threads))
 
     async def main() -> None:
-        server = await pg.start(settings.sql_host, settings.sql_port)
+        try:
+            server = await pg.start(settings.sql_host, settings.sql_port)
+        except OSError as exc:  # port taken, address not on this machine, privileged port
+            raise ConfigError(f"the SQL API cannot listen: {exc.strerror or exc}") from None
         host, port = server.sockets[0].getsockname()[:2]
         if on_ready is not None:
             on_ready(f"postgresql://guest@{host}:{port}/statcube")

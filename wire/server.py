@@ -39,6 +39,8 @@ SSL_REQUEST = 80877103
 GSS_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
 PROTOCOL_3 = 196608
+#: How long a cancelled statement is waited for after its query was interrupted.
+CANCEL_WAIT = 30.0
 
 
 class ProtocolError(Exception):
@@ -290,13 +292,24 @@ class Connection:
                 self.writer.close()
 
     async def execute(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` in the pool. A cancel request interrupts the statement's DuckDB query
+        (Session.running) and waits for it to stop, so the pool thread is free again and
+        the next statement of this connection never overlaps it; a statement that has no
+        interruptible query stops being waited for."""
         self.cancelled = False
+        if self.session is not None:
+            self.session.running.reset()
         fut = asyncio.ensure_future(self.server.run(fn))
         self.running = fut
         try:
             while not fut.done():
                 done, _ = await asyncio.wait({fut}, timeout=0.05)
                 if self.cancelled and not done:
+                    stopping = self.session is not None and self.session.running.cancel()
+                    if stopping:
+                        await asyncio.wait({fut}, timeout=CANCEL_WAIT)
+                    # its outcome (often the cancel error itself) is no longer anyone's
+                    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
                     raise SqlError("canceling statement due to user request", "57014")
             if self.cancelled:
                 raise SqlError("canceling statement due to user request", "57014")

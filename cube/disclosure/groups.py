@@ -280,7 +280,8 @@ def _tile_cells(raw: RawCube, query: Query, box: _Box, p: Protection,
             cube=query.cube, cuts=box.cuts,
             drilldown=tuple(d for dim in query.cube.dimensions for d in drills.get(dim.name, [])),
             aggregates=aggs, order=(), period_limit=query.period_limit,
-            default_period=query.default_period, within=tuple(within))
+            default_period=query.default_period, within=tuple(within),
+            rollups=query.rollups)
         check_query(tile_query)  # a tile must be a cell the user could ask for directly
         result = raw.aggregate(tile_query)
         # Every tiled dimension whole (depth 0) and nothing drilled: the one tile is the

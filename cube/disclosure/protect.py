@@ -129,18 +129,23 @@ def has_withheld_flag(aggregate: Aggregate) -> bool:
 
 
 def protect_table(raw: pa.Table, aggregates: Sequence[Aggregate], p: Protection,
-                  keep: Sequence[str], *, drop_zero: bool = True) -> pa.Table:
+                  keep: Sequence[str], *, drop_zero: bool = True,
+                  keep_last: bool = False) -> pa.Table:
     """Raw cells → public columns ``keep`` + one column per aggregate (+ withheld flags).
 
     Cells published as zero are dropped (``drop_zero``), exactly like empty cells: a visible
     zero row would reveal that 1 or 2 records are there. A summary (one cell that must be
     answered) keeps its row, with every sum published as zero along with its count.
     Amount totals and means are withheld (null, flag true) where n̂ < the mean threshold.
+    ``keep_last`` keeps the last row whatever its count: the gate appends the summary to
+    the cells and protects both in one pass (the arithmetic is row by row).
     """
     n = _ints(raw, N)
     n_hat = published_counts(n, _ints(raw, RK), p)
     if drop_zero and len(n_hat) and not n_hat.all():
         visible = n_hat != 0
+        if keep_last:
+            visible[-1] = True
         raw = raw.filter(pa.array(visible))
         n, n_hat = n[visible], n_hat[visible]
     cols: dict[str, pa.Array] = {name: raw.column(name) for name in keep}

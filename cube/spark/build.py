@@ -59,6 +59,7 @@ from cube.build import (
     _plan,
     _remove_stale_temps,
     _where,
+    build_rollups,
     check_input,
     read_jcp_lookup,
     release_id,
@@ -204,8 +205,9 @@ def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byt
             rep = report.cubes[cube.name]
             rep.records, rep.fact_rows = (int(row[0]), int(row[1])) if row else (0, 0)
         _drop_enums(con)
+        rollups = {c.name: build_rollups(con, c) for c in cubes}  # as the DuckDB build does
         write_meta(con, model, release, ptable, month_text, sorted(report.cubes), attribution,
-                   engine="spark")
+                   engine="spark", rollups=rollups)
         con.execute("CHECKPOINT")
         if spark_options.keep_parquet:
             _export_dimensions(con, parquet_tmp)

@@ -13,9 +13,10 @@ DuckDB macros. No cube value is ever in the catalog: only names, types and descr
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,8 @@ _TABLES: dict[str, str] = {
                 "indimmediate BOOLEAN, indisclustered BOOLEAN, indisvalid BOOLEAN, "
                 "indcheckxmin BOOLEAN, indisready BOOLEAN, indislive BOOLEAN, "
                 "indisreplident BOOLEAN, indkey INTEGER[], indcollation BIGINT[], "
-                "indclass BIGINT[], indoption INTEGER[], indexprs VARCHAR, indpred VARCHAR",
+                "indclass BIGINT[], indoption INTEGER[], indexprs VARCHAR, indpred VARCHAR, "
+                "indnullsnotdistinct BOOLEAN",
     "pg_constraint": "oid BIGINT, conname VARCHAR, connamespace BIGINT, contype VARCHAR, "
                      "condeferrable BOOLEAN, condeferred BOOLEAN, convalidated BOOLEAN, "
                      "conrelid BIGINT, contypid BIGINT, conindid BIGINT, conparentid BIGINT, "
@@ -94,7 +96,8 @@ _TABLES: dict[str, str] = {
     "pg_database": "oid BIGINT, datname VARCHAR, datdba BIGINT, encoding INTEGER, "
                    "datcollate VARCHAR, datctype VARCHAR, datistemplate BOOLEAN, "
                    "datallowconn BOOLEAN, datconnlimit INTEGER, dattablespace BIGINT, "
-                   "datacl VARCHAR",
+                   "datacl VARCHAR[], datlocprovider VARCHAR, daticulocale VARCHAR, "
+                   "datcollversion VARCHAR",
     "pg_roles": "oid BIGINT, rolname VARCHAR, rolsuper BOOLEAN, rolinherit BOOLEAN, "
                 "rolcreaterole BOOLEAN, rolcreatedb BOOLEAN, rolcanlogin BOOLEAN, "
                 "rolreplication BOOLEAN, rolconnlimit INTEGER, rolpassword VARCHAR, "
@@ -102,6 +105,9 @@ _TABLES: dict[str, str] = {
     "pg_user": "usename VARCHAR, usesysid BIGINT, usecreatedb BOOLEAN, usesuper BOOLEAN, "
                "userepl BOOLEAN, usebypassrls BOOLEAN, passwd VARCHAR, valuntil VARCHAR, "
                "useconfig VARCHAR",
+    "pg_opclass": "oid BIGINT, opcmethod BIGINT, opcname VARCHAR, opcnamespace BIGINT, "
+                  "opcowner BIGINT, opcfamily BIGINT, opcintype BIGINT, opcdefault BOOLEAN, "
+                  "opckeytype BIGINT",
     "pg_am": "oid BIGINT, amname VARCHAR, amhandler VARCHAR, amtype VARCHAR",
     "pg_proc": "oid BIGINT, proname VARCHAR, pronamespace BIGINT, proowner BIGINT, "
                "prolang BIGINT, prokind VARCHAR, proretset BOOLEAN, prorettype BIGINT, "
@@ -117,13 +123,23 @@ _TABLES: dict[str, str] = {
     "pg_collation": "oid BIGINT, collname VARCHAR, collnamespace BIGINT",
     "pg_trigger": "oid BIGINT, tgrelid BIGINT, tgname VARCHAR, tgisinternal BOOLEAN",
     "pg_rewrite": "oid BIGINT, rulename VARCHAR, ev_class BIGINT",
-    "pg_policy": "oid BIGINT, polname VARCHAR, polrelid BIGINT",
-    "pg_statistic_ext": "oid BIGINT, stxrelid BIGINT, stxname VARCHAR, stxnamespace BIGINT",
-    "pg_publication": "oid BIGINT, pubname VARCHAR, puballtables BOOLEAN",
-    "pg_publication_rel": "oid BIGINT, prpubid BIGINT, prrelid BIGINT",
+    "pg_policy": "oid BIGINT, polname VARCHAR, polrelid BIGINT, polcmd VARCHAR, "
+                 "polpermissive BOOLEAN, polroles BIGINT[], polqual VARCHAR, "
+                 "polwithcheck VARCHAR",
+    "pg_statistic_ext": "oid BIGINT, stxrelid BIGINT, stxname VARCHAR, stxnamespace BIGINT, "
+                        "stxowner BIGINT, stxstattarget INTEGER, stxkeys INTEGER[], "
+                        "stxkind VARCHAR[], stxexprs VARCHAR",
+    "pg_publication": "oid BIGINT, pubname VARCHAR, pubowner BIGINT, puballtables BOOLEAN, "
+                      "pubinsert BOOLEAN, pubupdate BOOLEAN, pubdelete BOOLEAN, "
+                      "pubtruncate BOOLEAN, pubviaroot BOOLEAN",
+    "pg_publication_rel": "oid BIGINT, prpubid BIGINT, prrelid BIGINT, prqual VARCHAR, "
+                          "prattrs INTEGER[]",
+    "pg_publication_namespace": "oid BIGINT, pnpubid BIGINT, pnnspid BIGINT",
+    "pg_auth_members": "roleid BIGINT, member BIGINT, grantor BIGINT, admin_option BOOLEAN",
     "pg_foreign_table": "ftrelid BIGINT, ftserver BIGINT",
     "pg_partitioned_table": "partrelid BIGINT, partstrat VARCHAR",
-    "pg_sequence": "seqrelid BIGINT",
+    "pg_sequence": "seqrelid BIGINT, seqtypid BIGINT, seqstart BIGINT, seqincrement BIGINT, "
+                   "seqmax BIGINT, seqmin BIGINT, seqcache BIGINT, seqcycle BOOLEAN",
     "pg_matviews": "schemaname VARCHAR, matviewname VARCHAR, definition VARCHAR",
     "pg_views": "schemaname VARCHAR, viewname VARCHAR, viewowner VARCHAR, definition VARCHAR",
     "pg_tables": "schemaname VARCHAR, tablename VARCHAR, tableowner VARCHAR, "
@@ -201,7 +217,57 @@ _MACROS = {
     "pg_char_to_encoding(a)": "6",
     "to_regtype(a)": "(SELECT oid FROM pgcat.pg_type t WHERE t.typname = a LIMIT 1)",
     "to_regclass(a)": "(SELECT oid FROM pgcat.pg_class c WHERE c.relname = a LIMIT 1)",
+    # cubes have no sequences, identity columns or defaults (SQLAlchemy's get_columns asks)
+    "pg_get_serial_sequence(a, b)": "NULL::VARCHAR",
+    "pg_get_statisticsobjdef_columns(a)": "NULL::VARCHAR",
+    "pg_relation_is_publishable(a)": "false",
 }
+
+
+#: The longest a catalog statement may run (driver catalog queries take milliseconds).
+CATALOG_SECONDS = 10.0
+
+
+class Running:
+    """The DuckDB connection a session's statement is running on, so that a cancel request
+    (which arrives on another connection, in another thread) interrupts the query itself
+    rather than only no longer waiting for it. ``on`` registers a connection for the
+    duration of one statement; ``cancel`` interrupts it, or makes the next ``on`` refuse
+    to start when the statement has not reached its query yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self.cancelled = False
+
+    def reset(self) -> None:
+        with self._lock:
+            self.cancelled = False
+
+    @staticmethod
+    def error() -> SqlError:
+        return SqlError("canceling statement due to user request", "57014")
+
+    @contextlib.contextmanager
+    def on(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        with self._lock:
+            if self.cancelled:
+                raise self.error()
+            self._cursor = cursor
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._cursor = None
+
+    def cancel(self) -> bool:
+        """Interrupt the running query; True if one was running (it will stop soon)."""
+        with self._lock:
+            self.cancelled = True
+            if self._cursor is None:
+                return False
+            self._cursor.interrupt()
+            return True
 
 
 @dataclass(frozen=True)
@@ -224,6 +290,21 @@ class Catalog:
         self.db = duckdb.connect(":memory:")
         self._lock = threading.Lock()
         self._fill()
+        self._seal()
+
+    def _seal(self) -> None:
+        """Clients' catalog SQL runs here as written, so this DuckDB must reach nothing but
+        its own tables: no files (``read_text``, ``read_parquet`` and ``FROM 'file'`` would
+        read the warehouse's raw rows or any file the server can), no extensions, no
+        network; and no client can change that back (``lock_configuration``). Its memory
+        and threads are bounded so one catalog statement cannot starve the gate."""
+        self.db.execute("SELECT json_object('a', 1)").fetchall()  # json loaded before sealing
+        for setting in ("enable_external_access = false", "autoload_known_extensions = false",
+                        "autoinstall_known_extensions = false", "allow_community_extensions "
+                        "= false", "python_enable_replacements = false",
+                        "memory_limit = '256MB'", "threads = 1",
+                        "lock_configuration = true"):
+            self.db.execute(f"SET {setting}")
 
     def _fill(self) -> None:
         db = self.db
@@ -264,7 +345,7 @@ class Catalog:
             add("statcube_format_type", oid, FORMAT.get(tname, tname))
         add("pg_am", 2, "heap", "heap_tableam_handler", "t")
         add("pg_database", 16380, "statcube", 10, 6, "C.UTF-8", "C.UTF-8", False, True, -1,
-            1663, None)
+            1663, None, "c", None, None)
         add("pg_roles", 10, "statcube", False, True, False, False, True, False, -1, None,
             None, False, None)
         add("pg_user", "statcube", 10, False, False, False, False, None, None, None)
@@ -304,28 +385,45 @@ class Catalog:
             marks = ",".join("?" * len(rows[0]))
             self.db.executemany(f"INSERT INTO {schema}.{table} VALUES ({marks})", rows)
 
-    def run(self, sql: str, ctx: Context) -> ResultSet:
-        """Answer a catalog statement (text already free of parameters)."""
+    def run(self, sql: str, ctx: Context, running: Running | None = None,
+            seconds: float = CATALOG_SECONDS) -> ResultSet:
+        """Answer a catalog statement (text already free of parameters). ``running`` lets a
+        cancel request interrupt it; after ``seconds`` it is interrupted anyway (catalog SQL
+        is the client's own, and a pool thread is shared by every connection)."""
         text = rewrite(sql, ctx)
         with self._lock:
             cur = self.db.cursor()
+        timer = threading.Timer(seconds, cur.interrupt)
+        timer.daemon = True
+        timer.start()
         try:
-            try:
-                cur.execute(text)
-            except duckdb.Error as first:
-                import sqlglot
-
+            with running.on(cur) if running is not None else contextlib.nullcontext():
                 try:
-                    alt = sqlglot.transpile(text, read="postgres", write="duckdb")[0]
-                    cur.execute(alt)
-                except Exception:
-                    raise SqlError(f"statcube's catalog cannot answer this statement: "
-                                   f"{str(first).splitlines()[0]}", "0A000",
-                                   hint="statcube answers catalog queries for browsing and "
-                                        "SELECTs over one cube table") from None
-            desc = cur.description or []
-            rows = cur.fetchall()
+                    cur.execute(text)
+                except duckdb.InterruptException:
+                    raise
+                except duckdb.Error as first:
+                    import sqlglot
+
+                    try:
+                        alt = sqlglot.transpile(text, read="postgres", write="duckdb")[0]
+                        cur.execute(alt)
+                    except duckdb.InterruptException:
+                        raise
+                    except Exception:
+                        raise SqlError(f"statcube's catalog cannot answer this statement: "
+                                       f"{str(first).splitlines()[0]}", "0A000",
+                                       hint="statcube answers catalog queries for browsing "
+                                            "and SELECTs over one cube table") from None
+                desc = cur.description or []
+                rows = cur.fetchall()
+        except duckdb.InterruptException:
+            if running is not None and running.cancelled:
+                raise running.error() from None
+            raise SqlError(f"canceling statement due to statement timeout: catalog "
+                           f"statements may run {seconds:g} s", "57014") from None
         finally:
+            timer.cancel()
             cur.close()
         renames = literal_names(ctx)
         names = tuple(renames.get(str(d[0]), str(d[0])) for d in desc)
@@ -352,9 +450,21 @@ def _pg_type(duck: str) -> str:
     return "text"
 
 
-_REGCLASS = re.compile(r"(?i)'([\w.]+)'\s*::\s*regclass")
-_REG = re.compile(r"(?i)::\s*(regclass|regproc|regprocedure|regtype|regnamespace|oid|name|"
-                  r"int2vector|oidvector|\"char\")\b")
+#: ``'pg_class'::regclass`` and ``CAST('pg_catalog.pg_class' AS REGCLASS)``: a relation's oid.
+_REGCLASS = re.compile(r"(?i)(?:'([^']+)'\s*::\s*(?:\"?pg_catalog\"?\s*\.\s*)?regclass\b|"
+                       r"CAST\s*\(\s*'([^']+)'\s+AS\s+(?:\"?pg_catalog\"?\s*\.\s*)?"
+                       r"regclass\s*\))")
+_REG = re.compile(r"(?i)::\s*(?:\"?pg_catalog\"?\s*\.\s*)?(regclass|regproc|regprocedure|"
+                  r"regtype|regnamespace|oid|name|int2vector|oidvector|\"char\")(?![\w.])")
+#: ``CAST(x AS regclass)`` (SQLAlchemy's spelling of the same casts).
+_CAST_REG = re.compile(r"(?i)\bAS\s+(?:\"?pg_catalog\"?\s*\.\s*)?(regclass|regtype|regnamespace|"
+                       r"regproc|oid)\s*\)")
+#: PostgreSQL's regular-expression match operators: ``x ~ 'p'`` finds ``p`` anywhere in
+#: ``x``, where DuckDB's ``~`` must match all of ``x`` (JDBC's ``nspname !~ '^pg_'`` would
+#: silently list pg_catalog as a user schema). The left side is a column or a call; the
+#: right side the pattern literal drivers send.
+_REGEX_OP = re.compile(r"(?i)((?:[\w\"]+\s*\.\s*)*[\w\"]+(?:\s*\([^()]*\))?)\s*(!?)~(\*?)\s*"
+                       r"('(?:[^']|'')*')")
 _UNQUALIFIED = re.compile(r"(?<![\w.\"])(" + "|".join(sorted(_TABLES, key=len, reverse=True))
                           + r")\b")
 
@@ -362,14 +472,24 @@ _UNQUALIFIED = re.compile(r"(?<![\w.\"])(" + "|".join(sorted(_TABLES, key=len, r
 def rewrite(sql: str, ctx: Context) -> str:
     """PostgreSQL catalog SQL → the same statement over statcube's catalog in DuckDB."""
     def regclass(m: re.Match[str]) -> str:
-        name = m.group(1).split(".")[-1]
-        return str(CATALOG_OIDS.get(name, 0))
+        name = (m.group(1) or m.group(2)).split(".")[-1].strip('"')
+        if name in CATALOG_OIDS:
+            return str(CATALOG_OIDS[name])
+        return f"(SELECT min(oid) FROM pgcat.pg_class WHERE relname = {_quote(name)})"
 
     text = _REGCLASS.sub(regclass, sql)
     text = _REG.sub(lambda m: "::BIGINT" if m.group(1).lower() in ("oid", "regclass",
                                                                     "regtype", "regnamespace")
                     else "::VARCHAR", text)
     text = re.sub(r"(?i)OPERATOR\s*\(\s*pg_catalog\s*\.\s*([^)\s]+)\s*\)", r"\1", text)
+    text = _CAST_REG.sub("AS BIGINT)", text)
+    text = _REGEX_OP.sub(_regex_call, text)
+    text = _ANY_COLUMN.sub(r"list_contains(\2, \1)", text)
+    text = _SERIES_ALIAS.sub(lambda m: m.group(0) if m.group(3).upper() in _KEYWORDS
+                             else f"{m.group(1)} {m.group(2)} {m.group(3)}({m.group(3)})", text)
+    # SQLAlchemy's get_columns builds identity options with json_build_object (DuckDB: json_object)
+    text = re.sub(r"(?i)(?<![\w.])(?:pg_catalog\s*\.\s*)?json_build_object\s*\(", "json_object(",
+                  text)
     text = re.sub(r"(?i)\s+COLLATE\s+pg_catalog\s*\.\s*\"?default\"?", "", text)
     known = set(_TABLES) | {f.split("(")[0] for f in _MACROS}
 
@@ -400,6 +520,26 @@ def rewrite(sql: str, ctx: Context) -> str:
     text = re.sub(r"(?i)(?:pgcat\.)?current_setting\s*\(\s*'([^']*)'\s*(?:,\s*\w+\s*)?\)",
                   lambda m: _quote(ctx.settings.get(m.group(1).lower(), "")), text)
     return text
+
+
+#: ``'d' = any(stxkind)`` over an array column (DuckDB reads ``ANY(column)`` as a subquery).
+_ANY_COLUMN = re.compile(r"(?i)('(?:[^']|'')*'|[\w.]+)\s*=\s*any\s*\(\s*([a-z_][\w.]*)\s*\)")
+
+
+#: ``FROM generate_series(…) s`` names the column ``s`` too in PostgreSQL (psql's ``\\d``
+#: indexes an array with it); DuckDB needs the column alias spelled out.
+_SERIES_ALIAS = re.compile(r"(?i)((?:FROM|,|JOIN)\s*(?:pg_catalog\s*\.\s*)?generate_series\s*"
+                           r"\((?:[^()]|\([^()]*\))*\))\s+(AS\s+|)(\w+)\b(?!\s*\()")
+_KEYWORDS = frozenset({"WHERE", "JOIN", "ON", "ORDER", "GROUP", "LIMIT", "UNION", "CROSS",
+                       "LEFT", "RIGHT", "INNER", "FULL", "NATURAL", "HAVING", "OFFSET",
+                       "WINDOW", "EXCEPT", "INTERSECT", "USING", "LATERAL"})
+
+
+def _regex_call(m: re.Match[str]) -> str:
+    """``x ~ 'p'`` → ``regexp_matches(x, 'p')`` (``!~`` negated, ``~*`` case-insensitive)."""
+    flags = ", 'i'" if m.group(3) else ""
+    call = f"regexp_matches({m.group(1)}, {m.group(4)}{flags})"
+    return f"NOT {call}" if m.group(2) else call
 
 
 #: Column names PostgreSQL gives the functions :func:`rewrite` replaces by literals.

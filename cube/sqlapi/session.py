@@ -14,9 +14,11 @@ each is a schema named by its release id, holding one table per cube; the latest
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,8 +28,9 @@ from sqlglot import exp
 
 from cube.releases import Release, ReleaseSet
 from cube.sqlapi.catalog import _TABLES as CATALOG_TABLES
-from cube.sqlapi.catalog import Catalog, Context
+from cube.sqlapi.catalog import Catalog, Context, Running
 from cube.sqlapi.surface import CubeTable, ResultSet, SqlError, answer, cube_table, plan
+from cube.workspace import CubeBrowser
 
 PG_VERSION = "15.0"
 
@@ -82,6 +85,8 @@ class Session:
     caller: Caller
     database: str = "statcube"
     settings: dict[str, str] = field(default_factory=dict)
+    #: what a cancel request interrupts (the statement's DuckDB connection)
+    running: Running = field(default_factory=Running)
 
     def __post_init__(self) -> None:
         defaults = {"server_version": PG_VERSION, "server_encoding": "UTF8",
@@ -197,9 +202,21 @@ class Session:
                                    "(no UNION, INTERSECT or EXCEPT)", "0A000")
                 p = plan(table, tree)
                 browser = self.service.releases.browser(release, table.name)
-                return answer(browser, p, self.caller.max_cells, self.caller.role)
+                with self._interruptible(browser):
+                    return answer(browser, p, self.caller.max_cells, self.caller.role)
         visible = self.service.visible(self.caller)
-        return self.service.catalog(visible).run(sql, self.context())
+        return self.service.catalog(visible).run(sql, self.context(), self.running)
+
+    def _interruptible(self, browser: CubeBrowser) -> AbstractContextManager[None]:
+        """Register this thread's warehouse connection while the gate runs, so a cancel
+        request interrupts the DuckDB query. The engine keeps one DuckDB cursor per thread
+        (``Engine._cursor``); a PostgreSQL warehouse has none, and a cancel there only
+        stops the session waiting (the query finishes in its pool thread)."""
+        engine = browser.ws.engine
+        cursor = getattr(engine, "_cursor", None)
+        if engine.name != "duckdb" or not callable(cursor):
+            return contextlib.nullcontext()
+        return self.running.on(cursor())
 
     def _cube_target(self, tree: exp.Expr) -> tuple[Release, CubeTable] | None:
         """The (release, cube table) a statement reads, or None for a catalog statement."""

@@ -1,0 +1,168 @@
+"""Rollups: fact tables pre-aggregated at coarser grains, declared once, used by both the build
+(which writes them) and the compiler (which picks the smallest that can answer a query).
+
+A rollup keeps the fact's period column, the foreign-key columns of some dimensions, and —
+instead of the output area — the attribute columns of the geography down to one level
+(region, local authority), copied from the geography table, so it needs no join to it. Its
+measure columns have the fact's names and roll up exactly: counts, record-key and
+magnitude-key sums and amount sums are added (key sums are kept whole; the compiler takes them
+mod K as it does on the fact), maxima are maxed. So any query whose attributes all live in a
+rollup gets the same raw cells from it as from the fact, hence the same protected values.
+
+Declared in model.json as cube ``info.rollups``: a list of ``{"geography": level or null,
+"dimensions": [dimension, …]}``; without it, the defaults are region × period and local
+authority × period, alone and with each other dimension the fact references (category
+dimensions, offices). Which rollups a warehouse holds, with their row counts, is recorded in
+its metadata at build time (``rollups``); a warehouse built before rollups has none and is
+answered from its facts.
+
+Pure: no I/O, no engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cube.errors import ModelError
+from cube.model import Cube, Dimension
+
+GEOGRAPHY = "geography"
+DEFAULT_LEVELS = ("region", "la")
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """One rollup table of a cube."""
+
+    table: str
+    #: The geography level it keeps (its columns down to that level), or None (summed over).
+    geography: str | None
+    #: Dimensions whose fact foreign-key column it keeps (time is always kept).
+    dimensions: tuple[str, ...]
+    #: Rows in the warehouse (0 when only declared): the compiler prefers fewer.
+    rows: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"table": self.table, "geography": self.geography,
+                "dimensions": list(self.dimensions), "rows": self.rows}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Rollup:
+        return cls(str(data["table"]), data.get("geography"),
+                   tuple(str(d) for d in data.get("dimensions", ())), int(data.get("rows", 0)))
+
+
+def keyed_dimensions(cube: Cube) -> list[Dimension]:
+    """Dimensions (other than time and geography) whose key the fact holds as a foreign key:
+    a rollup can keep them by keeping that column."""
+    out = []
+    for d in cube.dimensions:
+        if d.is_time or d.name == GEOGRAPHY:
+            continue
+        if fact_key_column(cube, d) is not None:
+            out.append(d)
+    return out
+
+
+def fact_key_column(cube: Cube, dimension: Dimension) -> str | None:
+    """The fact column that references ``dimension``'s table, or None."""
+    phys = cube.physical
+    tables = {phys.column(a.ref).table for lvl in dimension.levels for a in lvl.attributes}
+    if len(tables) != 1:
+        return None
+    join = phys.join_for(next(iter(tables)))
+    if join is None or join.master.table != phys.fact:
+        return None
+    return join.master.column
+
+
+def geography_columns(cube: Cube, level: str) -> list[tuple[str, str]]:
+    """(attribute ref, physical column) of every level of the geography's default
+    hierarchy down to ``level``: what a rollup at that level copies from the geography."""
+    dim = cube.dimension(GEOGRAPHY)
+    hierarchy = dim.hierarchy()
+    levels = hierarchy.levels[: hierarchy.level_index(level) + 1]
+    return [(a.ref, cube.physical.column(a.ref).column) for lvl in levels
+            for a in lvl.attributes]
+
+
+def declared(cube: Cube) -> list[Rollup]:
+    """The rollups model.json declares for ``cube`` (or the defaults), rows unknown."""
+    has_geo = any(d.name == GEOGRAPHY for d in cube.dimensions)
+    keyed = [d.name for d in keyed_dimensions(cube)]
+    specs: list[tuple[str | None, tuple[str, ...]]]
+    given = cube.info.get("rollups")
+    if given is not None:
+        specs = [(s.get("geography"), tuple(s.get("dimensions", ()))) for s in given]
+    else:
+        levels = [lvl for lvl in DEFAULT_LEVELS if has_geo and _has_level(cube, lvl)]
+        specs = [(lvl, dims) for lvl in levels for dims in [(), *((d,) for d in keyed)]]
+    out = []
+    for geo, dims in specs:
+        unknown = [d for d in dims if d not in keyed]
+        if unknown or (geo is not None and not (has_geo and _has_level(cube, geo))):
+            raise ModelError(f"a rollup cannot keep {unknown or geo!r}: not a dimension the "
+                             "fact references, or not a level of the geography's default "
+                             "hierarchy", path=f"cubes.{cube.name}.info.rollups")
+        name = "_".join([geo or "all", *dims])
+        out.append(Rollup(f"rollup_{cube.name}__{name}", geo, tuple(dims)))
+    return out
+
+
+def _has_level(cube: Cube, level: str) -> bool:
+    dim = cube.dimension(GEOGRAPHY)
+    return any(lvl.name == level for lvl in dim.hierarchy().levels)
+
+
+def from_meta(meta: Mapping[str, Any], cube: str) -> tuple[Rollup, ...]:
+    """The rollups a warehouse holds for ``cube``, smallest first (none before rollups)."""
+    found = [Rollup.from_json(r) for r in meta.get("rollups", {}).get(cube, ())]
+    return tuple(sorted(found, key=lambda r: (r.rows, r.table)))
+
+
+def select_sql(cube: Cube, rollup: Rollup, period_column: str) -> str:
+    """The SELECT that builds ``rollup`` from the cube's fact (identifiers from the model)."""
+    phys = cube.physical
+    fact = phys.fact
+    keep: list[str] = [f'f."{period_column}"']
+    frm = f"{fact} AS f"
+    if rollup.geography is not None:
+        geo = cube.dimension(GEOGRAPHY)
+        geo_table = phys.column(geo.levels[0].key.ref).table
+        join = phys.join_for(geo_table)
+        assert join is not None
+        frm += (f' JOIN {geo_table} AS g ON g."{join.detail.column}" = '
+                f'f."{join.master.column}"')
+        keep += [f'g."{col}"' for _, col in geography_columns(cube, rollup.geography)]
+    for name in rollup.dimensions:
+        col = fact_key_column(cube, cube.dimension(name))
+        keep.append(f'f."{col}"')
+    measures = [f'CAST(sum(f."{c}") AS BIGINT) AS "{c}"' for c in _additive(cube)]
+    measures += [f'max(f."{c}") AS "{c}"' for c in phys.max_columns.values()]
+    cols = ", ".join(keep + measures)
+    group = ", ".join(keep)
+    return f"SELECT {cols} FROM {frm} GROUP BY {group} ORDER BY {group}"
+
+
+def _additive(cube: Cube) -> list[str]:
+    phys = cube.physical
+    cols = [phys.column(cube.count_measure.name).column, phys.record_key, phys.magnitude_key]
+    cols += [phys.column(m.name).column for m in cube.measures if m.kind == "amount"]
+    return list(dict.fromkeys(cols))
+
+
+def can_answer(cube: Cube, rollup: Rollup, refs: Sequence[str]) -> bool:
+    """True if every attribute ``refs`` names is in ``rollup``: geography attributes down
+    to its level, any attribute of a dimension it keeps, time attributes."""
+    geo = {ref for ref, _ in geography_columns(cube, rollup.geography)} \
+        if rollup.geography is not None else set()
+    for ref in refs:
+        dim = ref.split(".", 1)[0]
+        if ref in geo or dim in rollup.dimensions:
+            continue
+        if cube.dimension(dim).is_time:
+            continue
+        return False
+    return True
