@@ -168,6 +168,25 @@ def localise_table(browser: CubeBrowser, levels: Iterable[Level], table: pa.Tabl
     return table
 
 
+def localise_path(browser: CubeBrowser, levels: Sequence[Level],
+                  path: Sequence[Mapping[str, Any]] | None, lang: str
+                  ) -> list[dict[str, Any]] | None:
+    """A cell-details path (one dict per level, with ``_key``, ``_label`` and the level's
+    attributes, as /cell gives it) with labels in ``lang`` where the member has one."""
+    if path is None:
+        return None
+    out = []
+    for level, element in zip(levels, path, strict=False):
+        e = dict(element)
+        name = translations(browser, level, lang).get(e.get("_key"))
+        if name is not None:
+            e["_label"] = name
+            if level.label_attribute.ref in e:
+                e[level.label_attribute.ref] = name
+        out.append(e)
+    return out
+
+
 def _table_columns(engine: Engine, table: str) -> frozenset[str]:
     """The column names of ``table`` (an empty, portable ``SELECT *``: the engine resolves
     the table exactly as it does for queries, schema search path included)."""

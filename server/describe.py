@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cube import csvfile
+from cube import csvfile, labels
 from cube import releases as rel
 from cube.grammar import PointCut, RangeCut, SetCut, parse_cuts
 from cube.model import Aggregate, Cube, Dimension, Level, Model
@@ -159,8 +159,8 @@ def member_labels(browser: CubeBrowser, dimension: str) -> dict[str, str]:
     return csvfile.member_labels(browser.cube.dimension(dimension))
 
 
-def cell(browser: CubeBrowser, cut: str, release: rel.Release, dimension: str | None = None
-         ) -> dict[str, Any]:
+def cell(browser: CubeBrowser, cut: str, release: rel.Release, dimension: str | None = None,
+         lang: str | None = None) -> dict[str, Any]:
     """The Cubes 1.1 /cell shape: each cut as a dict with the members of its path(s) in
     ``details`` — a point's path (a list, one dict per level), a set's list of paths, a
     range's ``{"from", "to"}``; a path no member has (or an embargoed one) is null.
@@ -176,6 +176,9 @@ def cell(browser: CubeBrowser, cut: str, release: rel.Release, dimension: str | 
                                 "hierarchy": d["hierarchy"], "invert": d["invert"],
                                 "hidden": False}
         paths = d["paths"]
+        if lang is not None:  # labels in the language asked, where the warehouse has them
+            levels = browser.cube.dimension(d["dimension"]).hierarchy(d["hierarchy"]).levels
+            paths = [labels.localise_path(browser, levels, p, lang) for p in paths]
         if isinstance(c, PointCut):
             item.update(path=list(c.path), level_depth=len(c.path), details=paths[0])
         elif isinstance(c, SetCut):

@@ -109,6 +109,6 @@ def run_report(browser: CubeBrowser, plan: list[Planned], release: Release, limi
                                               is not None), "data": m.members.to_pylist()}
         else:
             out[p.name] = describe.cell(browser, p.args.joined_cut(), release,
-                                        p.args.one("dimension"))
+                                        p.args.one("dimension"), lang)
         limits.check_size(total, limit, "cells", principal)
     return out, total

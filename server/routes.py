@@ -102,7 +102,7 @@ def register(app: Flask, svc: Service, openapi: dict[str, Any]) -> None:
         cut = call.args.joined_cut()
         dimension = call.args.one("dimension")
         return svc.respond(call, ["cell", cube, cut, dimension], lambda: formats.json_output(
-            describe.cell(browser, cut, call.release, dimension), pretty=call.pretty))
+            describe.cell(browser, cut, call.release, dimension, call.lang), pretty=call.pretty))
 
     @app.route("/cube/<cube>/report", methods=["GET", "POST"])
     def report(cube: str) -> Response:

@@ -1106,3 +1106,15 @@ def test_lang_cy_gives_welsh_labels_and_the_same_values(client: FlaskClient) -> 
         {c["geography.la_name"] for c in body["cells"]}
     england = get_json(client, f"{HB}/aggregate?drilldown=geography:region&lang=cy")
     assert "North East" in {c["geography.region_name"] for c in england["cells"]}
+
+
+def test_lang_cy_translates_cell_details_too(client: FlaskClient) -> None:
+    """/cell (Cubes' cell details) follows ``lang=`` like aggregates and members."""
+    las = get_json(client, f"{HB}/members/geography?level=la&cut=geography:W92000004")["data"]
+    la = las[0]["geography.la_code"]
+    url = f"{HB}/cell?cut=geography:W92000004,W92000004,{la}"
+    english = get_json(client, url)["cuts"][0]["details"]
+    welsh = get_json(client, url + "&lang=cy")["cuts"][0]["details"]
+    assert [e["_key"] for e in welsh] == [e["_key"] for e in english]
+    assert welsh[0]["_label"] == "Cymru" and welsh[2]["_label"] != english[2]["_label"]
+    assert welsh[2]["geography.la_name"] == welsh[2]["_label"]
