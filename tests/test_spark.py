@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import TEST_SECRET
+from test_build import _edit  # one helper for rewriting input Parquet in tests
 
 from cube.build import BuildOptions, BuildReport, build
 from cube.errors import InputDataError
@@ -131,21 +131,6 @@ def test_the_api_answers_the_same_from_either_build(
             ws.close()
     assert answers[0] == answers[1]
     assert answers[0]["cells"]
-
-
-def _edit(path: Path, rows: dict[int, dict[str, Any]]) -> None:
-    t = pq.read_table(path)
-    cols = {}
-    for name in t.column_names:
-        col = t.column(name)
-        if pa.types.is_dictionary(col.type):
-            col = col.cast(pa.string())
-        values = col.to_pylist()
-        for row, change in rows.items():
-            if name in change:
-                values[row] = change[name]
-        cols[name] = pa.array(values, col.type)
-    pq.write_table(pa.table(cols), path)
 
 
 def test_bad_rows_are_refused_or_skipped_as_the_duckdb_build_does(
