@@ -43,7 +43,6 @@ import pyarrow.compute as pc
 
 from cube import sql as compiler
 from cube.disclosure.protect import (
-    has_withheld_flag,
     protect_table,
     published_means,
     withheld_column,
@@ -346,8 +345,8 @@ def _add_up(parts: Sequence[pa.Table], keys: Sequence[str], cube: Cube) -> pa.Ta
         for c in grouped.column_names])
 
 
-def _published(added: pa.Table, query: Query, p: Protection, keep: Sequence[str],
-               flag_sums: bool) -> pa.Table:
+def _published(added: pa.Table, query: Query, p: Protection, keep: Sequence[str]
+               ) -> pa.Table:
     """Group values in the public shape of the query's aggregates."""
     n_hat = np.asarray(added.column(_COUNT).to_numpy(zero_copy_only=False), dtype=np.int64)
     cols: dict[str, pa.Array] = {k: added.column(k) for k in keep}
@@ -360,9 +359,9 @@ def _published(added: pa.Table, query: Query, p: Protection, keep: Sequence[str]
         held = np.asarray(added.column(withheld_column(_sum_name(a.measure.name)))
                           .to_numpy(zero_copy_only=False), dtype=bool)
         if a.function == "sum":
+            # A group below the threshold has only tiles below it, all withheld: ``held``.
             cols[a.name] = pa.array(s_hat / 100.0, pa.float64(), mask=held)
-            if flag_sums:
-                cols[withheld_column(a.name)] = pa.array(held, pa.bool_())
+            cols[withheld_column(a.name)] = pa.array(held, pa.bool_())
         else:
             mean, below = published_means(s_hat, n_hat, p)
             withheld = below | held
@@ -380,15 +379,13 @@ def aggregate(raw: RawCube, query: Query, p: Protection, keep: Sequence[str]) ->
         tables, n = _tile_cells(raw, query, box, p, keep)
         parts += tables
         tiles += n
-    flag_sums = any(has_withheld_flag(a) and a.function == "sum" for a in query.aggregates)
-    if not parts:
-        empty = _published(_add_up([_empty(query, keep)], keep, query.cube) if keep
-                           else _zero(query.cube), query, p, keep, flag_sums)
-        return GroupResult(empty.slice(0, 0) if keep else empty, 0, 0)
+    if not parts:  # no tile anywhere: no cells, or a summary of zeros
+        nothing = _empty(query, keep) if keep else _zero(query.cube)
+        return GroupResult(_published(nothing, query, p, keep), 0, 0)
     added = _add_up(parts, keep, query.cube)
     if keep:
         added = added.filter(pc.greater(added.column(_COUNT), 0))
-    cells = _published(added, query, p, keep, flag_sums)
+    cells = _published(added, query, p, keep)
     if keep:
         cells = _arrange(cells, query)
     return GroupResult(cells, cells.num_rows, tiles)
