@@ -68,7 +68,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -83,7 +83,7 @@ import pyarrow.parquet as pq
 
 from cube.disclosure.ptable import PTable, PTableParams, build_ptable
 from cube.errors import ArgumentError, InputDataError
-from cube.geography import find_lookups, load_geography
+from cube.geography import GeographyLoad, find_lookups, load_geography
 from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
 from cube.rollups import declared as declared_rollups
@@ -835,6 +835,25 @@ def check_input(model: Model, input_dir: Path
     return lookups, cube_files
 
 
+def load_inputs(input_dir: Path, lookups: Mapping[str, Path],
+                cube_files: Mapping[str, Sequence[Path]], cubes: Sequence[Cube],
+                timings: dict[str, float]) -> GeographyLoad:
+    """The first step of every build (DuckDB or Spark): the geography lookups, loaded and
+    checked (timed in ``timings["geography"]``), and every microdata file's header checked
+    for the cube's required columns — so a missing column names its file before any work."""
+    t = time.perf_counter()
+    geo = load_geography(lookups["oa_lookup"], lookups.get("region_lookup"),
+                         lookups.get("constituency_lookup"))
+    timings["geography"] = time.perf_counter() - t
+    scratch = duckdb.connect()
+    try:
+        for c in cubes:
+            _check_columns(scratch, c, cube_files[c.name], input_dir)
+    finally:
+        scratch.close()
+    return geo
+
+
 def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
           options: BuildOptions = BuildOptions(),
           progress: ProgressFn | None = None) -> BuildReport:
@@ -865,15 +884,10 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
                 progress(what, done, steps)
 
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    geo = load_geography(lookups["oa_lookup"], lookups.get("region_lookup"),
-                         lookups.get("constituency_lookup"))
-    timings["geography"] = time.perf_counter() - t
+    geo = load_inputs(input_dir, lookups, cube_files, cubes, timings)
     tick("geography")
     scratch = duckdb.connect()
     try:
-        for c in cubes:
-            _check_columns(scratch, c, cube_files[c.name], input_dir)
         file_months = {c.name: _file_months(scratch, cube_files[c.name]) for c in cubes}
     finally:
         scratch.close()

@@ -52,7 +52,6 @@ from cube.build import (
     CubeBuildReport,
     ProgressFn,
     _category_dims,
-    _check_columns,
     _drop_enums,
     _literal,
     _Plan,
@@ -61,6 +60,7 @@ from cube.build import (
     _where,
     build_rollups,
     check_input,
+    load_inputs,
     read_jcp_lookup,
     release_id,
     required_columns,
@@ -68,7 +68,6 @@ from cube.build import (
     write_meta,
 )
 from cube.errors import InputDataError
-from cube.geography import load_geography
 from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
 
@@ -130,17 +129,9 @@ def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byt
                 progress(what, done, steps)
 
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    geo = load_geography(lookups["oa_lookup"], lookups.get("region_lookup"),
-                         lookups.get("constituency_lookup"))
-    timings["geography"] = time.perf_counter() - t
+    # Headers only, on the driver: a missing column names its file.
+    geo = load_inputs(input_dir, lookups, cube_files, cubes, timings)
     tick("geography")
-    scratch = duckdb.connect()
-    try:
-        for c in cubes:  # headers only, on the driver: a missing column names its file
-            _check_columns(scratch, c, cube_files[c.name], input_dir)
-    finally:
-        scratch.close()
     jcp = read_jcp_lookup(input_dir, lookups, cubes)
     frames = {c.name: _read(spark, c, cube_files[c.name]) for c in cubes}
     all_months = _months(frames.values())
