@@ -25,7 +25,9 @@ queries or disclosure control.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +51,23 @@ _PG_QUERY_CANCELED = "57014"
 #: Seconds a PostgreSQL connection attempt may take (a server that is down must answer 503
 #: quickly, not after the operating system's TCP timeout).
 PG_CONNECT_TIMEOUT = 3
+
+
+def _keep_inherited_default_connection() -> None:
+    """In a forked child (gunicorn workers), never destroy the DuckDB module's default
+    connection inherited from the parent.
+
+    Why: ``import duckdb`` (1.5) opens a default in-memory database, and its scheduler
+    threads exist only in the process that imported it. A forked child that destroys it —
+    duckdb's own ``atexit`` cleanup does — aborts in C++ ("terminate called without an
+    active exception"): every gunicorn worker died by SIGABRT at shutdown. Statcube never
+    uses that connection, so the child keeps one reference it never releases (a C-level
+    one: a Python global would be released during interpreter teardown).
+    """
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(duckdb.default_connection()))
+
+
+os.register_at_fork(after_in_child=_keep_inherited_default_connection)
 
 
 def database_url(text: str | sa.URL) -> sa.URL:

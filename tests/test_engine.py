@@ -518,3 +518,34 @@ def test_cli_aggregate_members_and_sql(warehouse: Path, capsys: pytest.CaptureFi
 
     assert cli(["aggregate", "pip", "--warehouse", w, "-d", "time:year"]) == 2
     assert "stock" in capsys.readouterr().err
+
+
+
+_FORKED_WORKER = """
+import os, sys
+import cube.workspace  # the server's imports (pyarrow, then duckdb) in the parent, as in
+from cube.engine import Engine  # gunicorn's master; the crash needed pyarrow imported first
+pid = os.fork()
+if pid == 0:  # a worker's life, then a normal interpreter exit (atexit handlers run)
+    engine = Engine(sys.argv[1])
+    with engine.raw_duckdb() as cur:
+        cur.execute("SELECT count(*) FROM statcube_meta").fetchall()
+    engine.close()
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+print("signal" if os.WIFSIGNALED(status) else "exit", os.WTERMSIG(status)
+      if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+"""
+
+
+def test_a_forked_process_using_the_warehouse_exits_cleanly(warehouse: Path) -> None:
+    """gunicorn forks its workers after importing duckdb; each opens the warehouse, queries
+    and exits. Every worker used to die by SIGABRT at exit (duckdb's default connection,
+    inherited from the parent, destroyed in the child: cube/engine.py)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FORKED_WORKER, str(warehouse)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["exit", "0"], done.stdout + done.stderr
+    assert "terminate called" not in done.stderr

@@ -71,6 +71,8 @@ def live(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     server.stop()
     log = server.log.read_text(encoding="utf-8")
     assert "Traceback" not in log
+    # Workers exit cleanly: none killed by SIGABRT at shutdown (cube/engine.py, fork).
+    assert "SIGABRT" not in log and "terminate called" not in log, log[-2000:]
 
 
 def get_json(live: Server, path: str, headers: dict[str, str] | None = None,
