@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +68,16 @@ class Running:
             self.process.stdout.close()
 
 
-def start(warehouse: Path, workers: int, threads: int, log: Path) -> Running:
+def start(warehouse: Path | str, workers: int, threads: int, log: Path,
+          settings: Mapping[str, str] | None = None) -> Running:
+    """``statcube serve`` over ``warehouse`` (a DuckDB file or a SQLAlchemy URL), with
+    generous limits and any further ``STATCUBE_*`` ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
     env.update({"STATCUBE_WAREHOUSE": str(warehouse), "STATCUBE_MODEL": str(ROOT / "model.json"),
                 "STATCUBE_RATE_LIMIT_GUEST": "100000000/minute",
                 "STATCUBE_MAX_CELLS_GUEST": "1000000",
-                "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")})
+                "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+                **(settings or {})})
     with log.open("w", encoding="utf-8") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", "0",
