@@ -35,7 +35,7 @@ def main(model_path, url, schema):
     app = create_server(config)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request on stderr
     server = make_server("127.0.0.1", 0, app)
-    print("listening on http://127.0.0.1:%d" % server.server_port, flush=True)
+    print(f"listening on http://127.0.0.1:{server.server_port}", flush=True)
     server.serve_forever()
 
 
