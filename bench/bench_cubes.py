@@ -219,7 +219,7 @@ def get(base: str, path: str) -> Answer:
     statcube gets no keep-alive advantage either)."""
     parts = urllib.parse.urlsplit(base)
     t0 = time.perf_counter()
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=120)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
