@@ -85,9 +85,14 @@ class Compiled(NamedTuple):
 class Engine:
     """A warehouse connection. ``execute`` is safe to call from several threads.
 
-    ``statement_timeout_ms``: cancel any statement running longer (None: no limit)."""
+    ``statement_timeout_ms``: cancel any statement running longer (None: no limit).
+    ``threads``: DuckDB threads per statement (None: DuckDB's default, one per core). A server
+    sets 1: its requests already run in parallel, and under concurrent load (or on a busy
+    machine) handing a small query's pipeline to other threads cost more than it saved —
+    measured on the Cubes peer mix, 1 thread answered 25% faster than 2 (geometric mean)."""
 
-    def __init__(self, target: str | Path, *, statement_timeout_ms: int | None = None) -> None:
+    def __init__(self, target: str | Path, *, statement_timeout_ms: int | None = None,
+                 threads: int | None = None) -> None:
         text = str(target)
         self.target = text
         self.statement_timeout_ms = statement_timeout_ms if statement_timeout_ms else None
@@ -103,6 +108,8 @@ class Engine:
                 raise ConfigError(f"warehouse not found: {path}")
             try:
                 self._duck = _attach(path)
+                if threads:
+                    self._duck.execute(f"SET threads = {int(threads)}")
             except duckdb.Error as exc:
                 raise EngineUnavailableError(f"cannot open warehouse {path}: {exc}") from None
             self.dialect: sa.engine.Dialect = DuckDBDialect(paramstyle="numeric_dollar")

@@ -361,8 +361,9 @@ class ReleaseSet:
 
     def __init__(self, model: Model, calendar: Calendar | None,
                  default_warehouse: str | Path | None, *, lazy: bool = False,
-                 statement_timeout_ms: int | None = None) -> None:
+                 statement_timeout_ms: int | None = None, threads: int | None = None) -> None:
         self.model = model
+        self._threads = threads
         self._calendar = calendar
         self._lazy = lazy
         self._timeout = statement_timeout_ms
@@ -410,7 +411,8 @@ class ReleaseSet:
         try:
             if slot.file is not None and identity is None:
                 raise ConfigError(f"warehouse not found: {slot.file}")
-            ws = Workspace.open(self.model, slot.target, statement_timeout_ms=self._timeout)
+            ws = Workspace.open(self.model, slot.target, statement_timeout_ms=self._timeout,
+                                threads=self._threads)
             try:
                 own = warehouse_calendar(ws) if self._calendar is None else None
             except BaseException:
@@ -611,14 +613,17 @@ def open_releases(settings: Settings, model: Model, *, lazy: bool = False) -> Re
     no warehouse use the configured one, else the newest in ``DATA_DIR/warehouse``.
 
     ``lazy`` (the server): open nothing now, retry what is unavailable (see
-    :class:`ReleaseSet`), and apply ``settings.statement_timeout_ms`` to every statement."""
+    :class:`ReleaseSet`), apply ``settings.statement_timeout_ms`` to every statement and run
+    DuckDB statements on ``settings.duckdb_threads`` threads."""
     path = settings.release_calendar()
     calendar = Calendar.load(path) if path else None
     warehouse = None
     if calendar is None or any(r.warehouse is None for r in calendar.releases):
         warehouse = resolve_warehouse(settings.warehouse, settings.data_dir)
     timeout = settings.statement_timeout_ms if lazy else None
-    return ReleaseSet(model, calendar, warehouse, lazy=lazy, statement_timeout_ms=timeout)
+    threads = settings.duckdb_threads if lazy else None
+    return ReleaseSet(model, calendar, warehouse, lazy=lazy, statement_timeout_ms=timeout,
+                      threads=threads)
 
 
 # --- Embargo-safe cell details -----------------------------------------------------------------

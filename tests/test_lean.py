@@ -4,6 +4,7 @@ exactly as before.
 - Rate limiting without a thread per request (server/ratestore.py): the same fixed-window
   counts as flask-limiter's ``memory://`` store, expiry by window, and no timer thread left
   behind by a request.
+- One DuckDB thread per server statement: the same answers as DuckDB's default.
 - /cell details without a second members query per time path: a time path is shown iff the
   view's member listing has it (the check the removed query made), for every month and
   release view.
@@ -11,6 +12,7 @@ exactly as before.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -23,8 +25,9 @@ from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 from test_server_support import make_app
 
+from bench import bench_cubes
 from cube.model import Model
-from cube.releases import Calendar, ReleaseSet, cell_details
+from cube.releases import Calendar, ReleaseSet, cell_details, open_releases
 from server.ratestore import SCHEME, WorkerMemoryStorage, storage_uri
 
 HB = "/cube/housing_benefit"
@@ -123,3 +126,38 @@ def test_time_paths_shown_exactly_when_the_view_lists_the_month(model: Model,
                         release.id, cube, keys)
     finally:
         rs.close()
+
+
+# --- one DuckDB thread per server statement ----------------------------------------------------
+
+@pytest.mark.integration
+def test_server_statements_run_on_one_duckdb_thread_with_the_same_answers(
+        model: Model, warehouse: Path) -> None:
+    """The server's release set opens DuckDB with ``duckdb_threads`` (1 by default; 0 keeps
+    DuckDB's one per core). Every aggregate of the peer mix, also ordered or paged, answers
+    identically on one thread and on the default."""
+    from cube.settings import Settings
+
+    lean = open_releases(Settings(warehouse=str(warehouse)), model, lazy=True)
+    general = open_releases(Settings(warehouse=str(warehouse), duckdb_threads=0), model,
+                            lazy=True)
+    try:
+        release = lean.calendar.releases[-1]
+        for rs, want in ((lean, 1), (general, os.cpu_count() or 1)):
+            engine = rs.browser(release, "housing_benefit").ws.engine
+            got = engine._cursor().execute("SELECT current_setting('threads')").fetchone()
+            assert got is not None and int(got[0]) == want
+        for _, path in bench_cubes.MIX:
+            if "/aggregate?" not in path:
+                continue
+            cube = path.split("/")[2]
+            args = dict(p.split("=", 1) for p in path.split("?", 1)[1].split("&"))
+            for variant in ({}, {"order": "geography.region_code:desc"} if
+                            "region" in args.get("drilldown", "") else {"pagesize": "3"}):
+                mine = lean.browser(release, cube).aggregate(**args, **variant)
+                theirs = general.browser(release, cube).aggregate(**args, **variant)
+                assert mine.cells.equals(theirs.cells), (path, variant)
+                assert mine.summary == theirs.summary, (path, variant)
+    finally:
+        lean.close()
+        general.close()
