@@ -204,10 +204,19 @@ class Engine:
                         raise self._timeout() from None
                     raise EngineUnavailableError(f"query failed: {exc}") from exc
             return canonical(table)
+        return self._run_sa(sql, params, stream=False)
+
+    def _run_sa(self, sql: str, params: list[Any] | dict[str, Any], *, stream: bool
+                ) -> pa.Table:
+        """A statement on a SQLAlchemy engine (PostgreSQL), as Arrow.
+
+        ``stream``: fetch through a server-side cursor (exports). Queries do not: their
+        results are bounded by the cell limits, and a server-side cursor costs extra round
+        trips (DECLARE, FETCH until empty, CLOSE) — 1.4–2 ms of a small query's 2–4 ms."""
         assert self._sa is not None
         try:
             with self._sa.connect() as conn:
-                result = conn.execution_options(stream_results=True).exec_driver_sql(
+                result = conn.execution_options(stream_results=stream).exec_driver_sql(
                     sql, params)
                 names = list(result.keys())
                 oids = _type_codes(result, len(names)) if self.dialect.name == "postgresql" \
@@ -242,7 +251,8 @@ class Engine:
         not cut the stream short. Other engines fetch the whole result first (exports are
         written from the DuckDB warehouse)."""
         if self._duck is None:
-            return self.execute(stmt).to_reader(max_chunksize=batch_rows)
+            return self._run_sa(*self.compile(stmt), stream=True).to_reader(
+                max_chunksize=batch_rows)
         sql, params = self.compile(stmt)
         cursor = self._new_cursor()
         try:
