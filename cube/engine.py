@@ -119,7 +119,7 @@ class Engine:
             if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
                 connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT
             try:
-                self._sa = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+                self._sa = sa.create_engine(url, connect_args=connect_args)
             except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
                 raise ConfigError(f"bad warehouse URL: {exc}") from None
             self.dialect = self._sa.dialect
@@ -214,30 +214,42 @@ class Engine:
         results are bounded by the cell limits, and a server-side cursor costs extra round
         trips (DECLARE, FETCH until empty, CLOSE) — 1.4–2 ms of a small query's 2–4 ms."""
         assert self._sa is not None
-        try:
-            with self._sa.connect() as conn:
-                result = conn.execution_options(stream_results=stream).exec_driver_sql(
-                    sql, params)
-                names = list(result.keys())
-                oids = _type_codes(result, len(names)) if self.dialect.name == "postgresql" \
-                    else [None] * len(names)
-                batches: list[pa.RecordBatch] = []
-                while rows := result.fetchmany(BATCH_ROWS):
-                    columns = list(zip(*rows, strict=True))
-                    batches.append(pa.RecordBatch.from_arrays(
-                        [_column(values, oids[i]) for i, values in enumerate(columns)],
-                        names=names))
-        except sa.exc.OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) == _PG_QUERY_CANCELED:
-                raise self._timeout() from None
-            raise EngineUnavailableError(f"engine unavailable: {exc.orig}") from exc
-        except sa.exc.DBAPIError as exc:
-            raise EngineUnavailableError(f"query failed: {exc.orig}") from exc
+        for attempt in (1, 2):
+            try:
+                names, oids, batches = self._fetch_sa(sql, params, stream)
+                break
+            except sa.exc.OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) == _PG_QUERY_CANCELED:
+                    raise self._timeout() from None
+                # A pooled connection the server dropped (it restarted): SQLAlchemy has
+                # invalidated the pool; a read-only statement is run once more on a fresh
+                # connection. This replaces a ping (SELECT 1) before every statement.
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise EngineUnavailableError(f"engine unavailable: {exc.orig}") from exc
+            except sa.exc.DBAPIError as exc:
+                raise EngineUnavailableError(f"query failed: {exc.orig}") from exc
         if not batches:
             types = [pa.null() if oid is None else _PG_TYPES.get(oid, pa.null())
                      for oid in oids]
             return pa.table({n: pa.array([], t) for n, t in zip(names, types, strict=True)})
         return canonical(pa.Table.from_batches(_unify(batches)))
+
+    def _fetch_sa(self, sql: str, params: list[Any] | dict[str, Any], stream: bool
+                  ) -> tuple[list[str], list[int | None], list[pa.RecordBatch]]:
+        assert self._sa is not None
+        with self._sa.connect() as conn:
+            result = conn.execution_options(stream_results=stream).exec_driver_sql(sql, params)
+            names: list[str] = list(result.keys())
+            oids: list[int | None] = _type_codes(result, len(names)) \
+                if self.dialect.name == "postgresql" else [None] * len(names)
+            batches: list[pa.RecordBatch] = []
+            while rows := result.fetchmany(BATCH_ROWS):
+                columns = list(zip(*rows, strict=True))
+                batches.append(pa.RecordBatch.from_arrays(
+                    [_column(values, oids[i]) for i, values in enumerate(columns)],
+                    names=names))
+        return names, oids, batches
 
     def scalar(self, stmt: ClauseElement) -> Any:
         t = self.execute(stmt)

@@ -5,6 +5,8 @@ exactly as before.
   counts as flask-limiter's ``memory://`` store, expiry by window, and no timer thread left
   behind by a request.
 - One DuckDB thread per server statement: the same answers as DuckDB's default.
+- PostgreSQL without a ping before every statement: a dropped pooled connection is retried
+  once, transparently.
 - /cell details without a second members query per time path: a time path is shown iff the
   view's member listing has it (the check the removed query made), for every month and
   release view.
@@ -30,6 +32,7 @@ from cube.model import Model
 from cube.releases import Calendar, ReleaseSet, cell_details, open_releases
 from server.ratestore import SCHEME, WorkerMemoryStorage, storage_uri
 
+pytest_plugins = ["pg"]
 HB = "/cube/housing_benefit"
 
 
@@ -161,3 +164,31 @@ def test_server_statements_run_on_one_duckdb_thread_with_the_same_answers(
     finally:
         lean.close()
         general.close()
+
+
+# --- PostgreSQL: no ping before each statement, one retry after a dropped connection --------
+
+@pytest.mark.integration
+def test_postgres_statement_survives_a_dropped_pooled_connection(pg_warehouse: str,
+                                                                 pg_url: str) -> None:
+    """Without a ping (SELECT 1) before every statement, a pooled connection the server has
+    dropped (a restart, an idle timeout) is noticed by the statement itself: it is run once
+    more on a fresh connection, and the caller gets its answer, as with the ping."""
+    import sqlalchemy as sa
+
+    from cube.engine import Engine
+    from cube.pg_load import pg_url as to_pg_url
+
+    engine = Engine(pg_warehouse)
+    admin = sa.create_engine(to_pg_url(pg_url))
+    try:
+        stmt = sa.text("SELECT count(*) AS n FROM dim_tenure")
+        first = engine.execute(stmt)
+        pids = engine.execute(sa.text("SELECT pg_backend_pid() AS pid")).column("pid")
+        with admin.begin() as conn:  # the server drops every pooled connection
+            for pid in pids.to_pylist():
+                conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        assert engine.execute(stmt).equals(first)
+    finally:
+        admin.dispose()
+        engine.close()
