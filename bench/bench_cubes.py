@@ -327,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
               f"DuckDB and PostgreSQL, 1 worker × 1 thread each; {len(MIX)} queries, "
               f"sequential, fresh connection per request, median of {args.repeat} rounds; "
               f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
+        print("uncached: statcube's result cache off (STATCUBE_CACHE_BYTES=0), every request "
+              "runs its SQL, protection and serialisation; Cubes 1.1 has no result cache. "
+              "Not like for like: statcube reads its rollups where its compiler picks them "
+              "(Cubes reads the fact table) and protects every value (Cubes publishes raw "
+              "ones); /facts is not compared (statcube refuses record-level data).", flush=True)
         result = run({n: s.url for n, s in servers.items()}, args.repeat)
     except Unavailable as exc:
         print(f"NO COMPARISON: {exc}", flush=True)
