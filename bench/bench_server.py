@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +68,16 @@ class Running:
             self.process.stdout.close()
 
 
-def start(warehouse: Path, workers: int, threads: int, log: Path) -> Running:
+def start(warehouse: Path | str, workers: int, threads: int, log: Path,
+          settings: Mapping[str, str] | None = None) -> Running:
+    """``statcube serve`` over ``warehouse`` (a DuckDB file or a SQLAlchemy URL), with
+    generous limits and any further ``STATCUBE_*`` ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
     env.update({"STATCUBE_WAREHOUSE": str(warehouse), "STATCUBE_MODEL": str(ROOT / "model.json"),
                 "STATCUBE_RATE_LIMIT_GUEST": "100000000/minute",
                 "STATCUBE_MAX_CELLS_GUEST": "1000000",
-                "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")})
+                "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+                **(settings or {})})
     with log.open("w", encoding="utf-8") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", "0",
@@ -196,16 +200,43 @@ def scenarios(url: str, auth: dict[str, str]
     }
 
 
+def server_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by the live processes of process group ``pgid``
+    (the server: gunicorn's master and workers), from /proc; 0 where /proc is missing."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, …
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run(url: str, clients: int, requests: int, seconds: float, uncached_requests: int,
-        auth: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Every scenario after a short warm-up; ``auth`` headers go with every request."""
+        auth: dict[str, str] | None = None, pgid: int | None = None,
+        only: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Every scenario after a short warm-up; ``auth`` headers go with every request. With
+    the server's process group ``pgid``, each row also has the server's CPU milliseconds per
+    request and the requests/s that CPU time allows on this machine's cores (``cpu_rps``):
+    on a machine shared with other work, throughput measures the neighbours too, CPU time
+    per request much less so."""
     rows = []
     for name, make in scenarios(url, auth or {}).items():
+        if only and name not in only and name != "version":  # version: the floor, always
+            continue
         n = uncached_requests if name == "uncached" else requests
         measure(url, name, make(), clients, min(n, clients * 5), seconds)  # warm-up
+        cpu = server_cpu_seconds(pgid) if pgid else 0.0
         result = measure(url, name, make() if name != "uncached" else _skip(make(), clients * 5),
                          clients, n, seconds)
-        rows.append(result.row())
+        row = result.row()
+        if pgid and result.latencies:
+            per = (server_cpu_seconds(pgid) - cpu) / len(result.latencies)
+            row["cpu_ms"] = round(per * 1000, 2)
+            row["cpu_rps"] = round((os.cpu_count() or 1) / per, 1) if per else None
+        rows.append(row)
     floor = rows[0]["p50_ms"]
     for r in rows:
         r["p50_vs_version"] = round(r["p50_ms"] / floor, 1) if floor else None
@@ -219,7 +250,7 @@ def _skip(it: Iterator[Any], n: int) -> Iterator[Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     cols = ["scenario", "requests", "errors", "rps", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-            "p50_vs_version"]
+            "p50_vs_version", *(["cpu_ms", "cpu_rps"] if rows and "cpu_ms" in rows[0] else [])]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
@@ -237,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--uncached-requests", type=int, default=600)
     p.add_argument("--seconds", type=float, default=15.0, help="per scenario (bound)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    p.add_argument("--scenarios", help="comma-separated subset (version always runs)")
     args = p.parse_args(argv)
     warehouse = args.warehouse or build_warehouse(args.scale, args.months,
                                                   ROOT / "data" / "bench")
@@ -247,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server {server.url}: {args.workers} workers × {args.threads} threads, "
               f"{args.clients} concurrent clients, warehouse {warehouse}", flush=True)
         rows = run(server.url, args.clients, args.requests, args.seconds,
-                   args.uncached_requests)
+                   args.uncached_requests, pgid=server.process.pid,
+                   only=args.scenarios.split(",") if args.scenarios else None)
     finally:
         server.stop()
     print(table(rows))

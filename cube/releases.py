@@ -33,7 +33,7 @@ import re
 import threading
 import time as time_module
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -51,7 +51,6 @@ from cube.errors import (
     StatcubeError,
     unknown,
 )
-from cube.grammar import PointCut, format_cut
 from cube.model import Model
 from cube.settings import Settings
 from cube.workspace import CubeBrowser, Workspace, resolve_warehouse
@@ -362,8 +361,9 @@ class ReleaseSet:
 
     def __init__(self, model: Model, calendar: Calendar | None,
                  default_warehouse: str | Path | None, *, lazy: bool = False,
-                 statement_timeout_ms: int | None = None) -> None:
+                 statement_timeout_ms: int | None = None, threads: int | None = None) -> None:
         self.model = model
+        self._threads = threads
         self._calendar = calendar
         self._lazy = lazy
         self._timeout = statement_timeout_ms
@@ -411,7 +411,8 @@ class ReleaseSet:
         try:
             if slot.file is not None and identity is None:
                 raise ConfigError(f"warehouse not found: {slot.file}")
-            ws = Workspace.open(self.model, slot.target, statement_timeout_ms=self._timeout)
+            ws = Workspace.open(self.model, slot.target, statement_timeout_ms=self._timeout,
+                                threads=self._threads)
             try:
                 own = warehouse_calendar(ws) if self._calendar is None else None
             except BaseException:
@@ -612,39 +613,26 @@ def open_releases(settings: Settings, model: Model, *, lazy: bool = False) -> Re
     no warehouse use the configured one, else the newest in ``DATA_DIR/warehouse``.
 
     ``lazy`` (the server): open nothing now, retry what is unavailable (see
-    :class:`ReleaseSet`), and apply ``settings.statement_timeout_ms`` to every statement."""
+    :class:`ReleaseSet`), apply ``settings.statement_timeout_ms`` to every statement and run
+    DuckDB statements on ``settings.duckdb_threads`` threads."""
     path = settings.release_calendar()
     calendar = Calendar.load(path) if path else None
     warehouse = None
     if calendar is None or any(r.warehouse is None for r in calendar.releases):
         warehouse = resolve_warehouse(settings.warehouse, settings.data_dir)
     timeout = settings.statement_timeout_ms if lazy else None
-    return ReleaseSet(model, calendar, warehouse, lazy=lazy, statement_timeout_ms=timeout)
+    threads = settings.duckdb_threads if lazy else None
+    return ReleaseSet(model, calendar, warehouse, lazy=lazy, statement_timeout_ms=timeout,
+                      threads=threads)
 
 
 # --- Embargo-safe cell details -----------------------------------------------------------------
 
 def cell_details(browser: CubeBrowser, cut: str) -> list[dict[str, Any]]:
-    """``browser.cell_details`` with time paths after the visible period shown exactly as paths
-    that do not exist (None): the time dimension table can hold months a view may not see,
-    and their labels must not confirm that they exist."""
-    details = browser.cell_details(cut)
-    tdim = browser.cube.time_dimension
-    if tdim is None or browser.period_limit is None:
-        return details
-    for d in details:
-        if d["dimension"] != tdim.name:
-            continue
-        d["paths"] = [path if path is not None and _visible_path(browser, d["hierarchy"], path)
-                      else None for path in d["paths"]]
-    return details
-
-
-def _visible_path(browser: CubeBrowser, hierarchy: str, path: Sequence[Mapping[str, Any]]
-                  ) -> bool:
-    tdim = browser.cube.time_dimension
-    assert tdim is not None
-    keys = tuple(str(e["_key"]) for e in path)
-    cut = format_cut(PointCut(tdim.name, keys, hierarchy))
-    found = browser.members(tdim.name, hierarchy=hierarchy, depth=len(keys), cut=cut)
-    return bool(found.members.num_rows > 0)
+    """``browser.cell_details``: time paths after the visible period come back exactly as
+    paths that do not exist (None) — the time dimension table can hold months a view may not
+    see, and their labels must not confirm that they exist. The browser's own path lookup
+    applies the view's period limit (:func:`cube.sql.path_details`) with the condition its
+    member listing uses, so no second lookup per time path is needed (one was, and cost a
+    query per path on every /cell)."""
+    return browser.cell_details(cut)

@@ -78,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("statement_timeout_ms", "STATCUBE_STATEMENT_TIMEOUT_MS", 20000,
             "Longest time (milliseconds) one SQL statement of the server may run before it is "
             "cancelled and the request answers 504 query_timeout (0: no limit)."),
+    Setting("duckdb_threads", "STATCUBE_DUCKDB_THREADS", 1,
+            "DuckDB threads per query in a server worker (0: DuckDB's default, one per core); "
+            "workers and their threads already answer requests in parallel."),
     Setting("proxy_hops", "STATCUBE_PROXY_HOPS", 0,
             "Reverse proxies in front of the server whose X-Forwarded-For is trusted (for IPs)."),
     # --- SQL API (wire/) ---
@@ -126,6 +129,7 @@ class Settings:
     workers: int = 0
     threads: int = 4
     statement_timeout_ms: int = 20000
+    duckdb_threads: int = 1
     proxy_hops: int = 0
     sql_host: str = "127.0.0.1"
     sql_port: int = 5433

@@ -75,9 +75,10 @@ class Workspace:
     @classmethod
     def open(cls, model: Model, target: str | Path,
              visible_until: tuple[int, int] | None = None, *,
-             statement_timeout_ms: int | None = None) -> Workspace:
-        """``statement_timeout_ms``: cancel any statement running longer (servers set it)."""
-        engine = Engine(target, statement_timeout_ms=statement_timeout_ms)
+             statement_timeout_ms: int | None = None, threads: int | None = None) -> Workspace:
+        """``statement_timeout_ms``: cancel any statement running longer; ``threads``: DuckDB
+        threads per statement (servers set both; see :class:`cube.engine.Engine`)."""
+        engine = Engine(target, statement_timeout_ms=statement_timeout_ms, threads=threads)
         try:
             return cls(model, engine, visible_until)
         except BaseException:

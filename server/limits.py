@@ -27,6 +27,7 @@ from cube.query import Query
 from cube.settings import Settings
 from cube.workspace import CubeBrowser
 from server.auth import KeyStore, Principal, Role
+from server.ratestore import storage_uri
 
 #: Characters of one request's cut (every cut parameter joined), or of one report query's.
 MAX_CUT_CHARS = 20_000
@@ -124,7 +125,7 @@ def make_limiter(app: Flask, settings: Settings, keys: KeyStore) -> Limiter:
         application_limits_exempt_when=lambda: request.method == "OPTIONS"
         or request.path in ("/health/live", "/health/ready"),
         headers_enabled=True,
-        storage_uri=settings.rate_limit_storage,
+        storage_uri=storage_uri(settings.rate_limit_storage),
         strategy="fixed-window",
         key_prefix="statcube",
     )
