@@ -22,8 +22,6 @@ from cube.model import Level, Model
 from cube.workspace import CubeBrowser, Workspace
 
 pytestmark = pytest.mark.integration
-#: tests/pg.py: the PostgreSQL fixtures (any_workspace runs each test on both engines).
-pytest_plugins = ["pg"]
 
 
 def _level(browser: CubeBrowser, name: str, dimension: str = "geography") -> Level:
