@@ -105,6 +105,48 @@ def any_warehouse(serving_engine: str, request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("pg_warehouse"))
 
 
+#: ``serve(model, warehouse)``: a DuckDB warehouse a test built, opened on the serving engine.
+Serve = Callable[[Model, Path], Workspace]
+
+
+@pytest.fixture(scope="session")
+def serve(serving_engine: str, request: pytest.FixtureRequest) -> Iterator[Serve]:
+    """For tests that build their own warehouse (crafted microdata): open it on the serving
+    engine — on PostgreSQL after ``load-pg`` into a schema of its own, dropped at the end."""
+    import secrets
+
+    import sqlalchemy as sa
+    from pg import with_search_path
+
+    from cube.pg_load import load_pg
+    from cube.pg_load import pg_url as to_pg_url
+
+    url = str(request.getfixturevalue("pg_url")) if serving_engine == "postgresql" else ""
+    opened: list[Workspace] = []
+    schemas: list[str] = []
+
+    def open_on_engine(model: Model, warehouse: Path) -> Workspace:
+        target: str | Path = warehouse
+        if url:
+            schema = f"t_{os.getpid()}_{secrets.token_hex(3)}"
+            schemas.append(schema)
+            load_pg(model, warehouse, url, schema=schema)
+            target = with_search_path(url, schema)
+        ws = Workspace.open(model, target)
+        opened.append(ws)
+        return ws
+
+    yield open_on_engine
+    for ws in opened:
+        ws.close()
+    if schemas:
+        engine = sa.create_engine(to_pg_url(url))
+        with engine.begin() as conn:
+            for schema in schemas:
+                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+
+
 # --- exporting and building: DuckDB | Spark ------------------------------------------------------
 
 @pytest.fixture(scope="session")
