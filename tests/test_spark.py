@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SMALL = GenerateOptions(scale=0.002, seed=11, start="2026-01", months=2)
 HB = "housing_benefit"
 HB_JAN = Path("microdata") / HB / "2026-01.parquet"
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    from cube.spark.session import local_session
-
-    session = local_session("local[2]")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
@@ -167,50 +157,6 @@ def test_bad_rows_are_refused_or_skipped_as_the_duckdb_build_does(
     report = json.loads(b.report_path.read_text(encoding="utf-8"))
     assert report["cubes"][HB]["problems"] == list(expected)
     assert _tables(a.warehouse) == _tables(b.warehouse)
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
-
-
-def test_export_on_spark_writes_the_duckdb_exports_bytes_and_resumes(
-        both: tuple[BuildReport, BuildReport], model: Model, spark: Any,
-        tmp_path: Path) -> None:
-    """Every file of a Spark-computed export (partitions, codelists, datapackage.json,
-    SHA256SUMS) equals the DuckDB export of the same release byte for byte; its cells equal
-    those exported from the DuckDB build too. A run stopped after one partition leaves no
-    visible grain, and a rerun keeps that partition and finishes."""
-    from cube.export import export_grain, export_release
-    from cube.spark.engine import SparkEngine, parquet_tree
-
-    on_duckdb, on_spark = both
-    cubes = [HB, "sanctions"]
-    for rep, out in ((on_duckdb, "duckdb-build"), (on_spark, "duckdb")):
-        ws = Workspace.open(model, rep.warehouse)
-        try:
-            export_release(ws, tmp_path / out, cubes=cubes)
-        finally:
-            ws.close()
-    ws = Workspace.open(model, on_spark.warehouse)
-    try:
-        engine = SparkEngine(spark, parquet_tree(on_spark.warehouse))
-        stopped = export_grain(ws, HB, "oa", tmp_path / "spark", stop_after=1, engine=engine)
-        assert not stopped.complete
-        assert not (tmp_path / "spark" / "2026-02" / HB / "oa").exists()
-        results = export_release(ws, tmp_path / "spark", cubes=cubes, engine=engine)
-    finally:
-        ws.close()
-    oa = next(r for r in results if r.path.name == "oa" and r.path.parent.name == HB)
-    assert oa.skipped_partitions == 1  # the partition written before the stop was kept
-    want, got = _files(tmp_path / "duckdb"), _files(tmp_path / "spark")
-    assert sorted(got) == sorted(want)
-    assert any(name.endswith("SHA256SUMS") for name in want)
-    assert [n for n in want if want[n] != got[n]] == []
-    # The other build differs only in its build id (datapackage.json, SHA256SUMS, README).
-    other = _files(tmp_path / "duckdb-build")
-    cells = [n for n in want if n.endswith(".parquet")]
-    assert cells and [n for n in cells if other[n] != got[n]] == []
 
 
 def test_a_duckdb_release_becomes_a_parquet_tree_for_spark(
