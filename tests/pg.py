@@ -1,7 +1,7 @@
 """PostgreSQL for the test suite: a real server, never a mock, never a skip.
 
-Import the fixtures you need into a test module (``from pg import pg_url, ...``); conftest.py
-is shared and stays untouched.
+conftest.py registers this module (``pytest_plugins``), so every test can ask for its
+fixtures; tests that run on both serving engines ask conftest's ``any_workspace`` instead.
 
 Where the server comes from, in order:
 1. ``STATCUBE_TEST_PG_URL`` (what .ci/run exports after starting the cluster);
@@ -177,11 +177,3 @@ def pg_workspace(model: Model, pg_warehouse: str) -> Iterator[Workspace]:
     ws = Workspace.open(model, pg_warehouse)
     yield ws
     ws.close()
-
-
-@pytest.fixture(scope="session", params=["duckdb", "postgresql"])
-def any_workspace(request: pytest.FixtureRequest) -> Workspace:
-    """One suite, every engine: the session warehouse on DuckDB and on PostgreSQL."""
-    name = "workspace" if request.param == "duckdb" else "pg_workspace"
-    ws: Workspace = request.getfixturevalue(name)
-    return ws

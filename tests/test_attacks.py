@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import TEST_SECRET
+from conftest import TEST_SECRET, Serve
 from test_disclosure import expected_sum
 
 from cube import sql as compiler
@@ -51,12 +51,12 @@ ALL = 1_000_000
 # --- (a) differencing ---------------------------------------------------------------------
 
 
-def test_parent_minus_children_keeps_the_noise_of_every_cell(workspace: Workspace) -> None:
+def test_parent_minus_children_keeps_the_noise_of_every_cell(any_workspace: Workspace) -> None:
     """For local authorities of about 50 OAs, published LA − Σ published OAs is pure noise:
     the sum of k + 1 independent draws of variance V, so its standard deviation is about
     √((k+1)·V). Standardised per trial, the spread must stay ≥ 0.8 (and centred on 0)."""
-    v = workspace.gate.protection.ptable.params.V
-    oa_members = workspace.cube("housing_benefit").members("geography", level="oa",
+    v = any_workspace.gate.protection.ptable.params.V
+    oa_members = any_workspace.cube("housing_benefit").members("geography", level="oa",
                                                            pagesize=ALL).members
     oas_in: dict[str, int] = defaultdict(int)
     for la in oa_members.column("geography.la_code").to_pylist():
@@ -64,7 +64,7 @@ def test_parent_minus_children_keeps_the_noise_of_every_cell(workspace: Workspac
     z: list[float] = []
     ks: list[int] = []
     for cube in ("housing_benefit", "universal_credit", "pip", "sanctions"):
-        b = workspace.cube(cube)
+        b = any_workspace.cube(cube)
         count = next(a.name for a in b.cube.aggregates if a.measure.kind == "count")
         oas = b.aggregate(drilldown="geography:oa|time:month", aggregates=count,
                           pagesize=ALL).cells.to_pylist()
@@ -194,10 +194,9 @@ def crafted(model: Model, workspace: Workspace, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture(scope="module")
-def crafted_ws(model: Model, crafted: Crafted) -> Iterator[Workspace]:
-    ws = Workspace.open(model, crafted.warehouse)
-    yield ws
-    ws.close()
+def crafted_ws(model: Model, crafted: Crafted, serve: Serve) -> Workspace:
+    """The crafted warehouse on the serving engine (DuckDB, or its PostgreSQL copy)."""
+    return serve(model, crafted.warehouse)
 
 
 # --- (b) the one-record sliver ------------------------------------------------------------
@@ -243,13 +242,13 @@ GB, LON = "E92000001", "E12000007"
 
 
 @pytest.fixture(scope="module")
-def geo(workspace: Workspace) -> dict[str, str]:
+def geo(any_workspace: Workspace) -> dict[str, str]:
     """Real codes from the session warehouse: an LA path, two MSOAs and an OA path in it."""
-    cells = workspace.cube("housing_benefit").aggregate(
+    cells = any_workspace.cube("housing_benefit").aggregate(
         drilldown="geography:oa", pagesize=5).cells.to_pylist()
     r = cells[0]
     la = f"{r['geography.country_code']},{r['geography.region_code']},{r['geography.la_code']}"
-    msoas = workspace.cube("housing_benefit").members(
+    msoas = any_workspace.cube("housing_benefit").members(
         "geography", level="msoa", cut=f"geography:{la}").members.to_pylist()
     return {"la": la, "msoa1": msoas[0]["geography.msoa_code"],
             "msoa2": msoas[1]["geography.msoa_code"],
@@ -274,27 +273,27 @@ REFUSED = [
 
 @pytest.mark.parametrize(("what", "request_kw", "rule", "parameter"), REFUSED,
                          ids=[r[0] for r in REFUSED])
-def test_grammar_limits_refuse_averaging_queries(workspace: Workspace, geo: dict[str, str],
+def test_grammar_limits_refuse_averaging_queries(any_workspace: Workspace, geo: dict[str, str],
                                                  what: str, request_kw: dict[str, Any],
                                                  rule: str, parameter: str) -> None:
-    hb = workspace.cube("housing_benefit")
+    hb = any_workspace.cube("housing_benefit")
     kw = {k: v.format(**geo) if isinstance(v, str) else v for k, v in request_kw.items()}
     query = hb.query(Request.make("housing_benefit", **kw))
     with pytest.raises(DisclosureRuleError) as api:
         hb.aggregate_query(query)
     with pytest.raises(DisclosureRuleError) as export:
-        workspace.gate.stream(hb.raw, replace(query, page=None, pagesize=None))
+        any_workspace.gate.stream(hb.raw, replace(query, page=None, pagesize=None))
     for exc in (api.value, export.value):
         assert exc.message.startswith(f"refused by disclosure rule {rule!r}")
         assert exc.parameter == parameter and exc.status == 403
         assert rule in (exc.hint or "")
 
 
-def test_jobcentre_offices_count_toward_the_oa_limit(workspace: Workspace) -> None:
+def test_jobcentre_offices_count_toward_the_oa_limit(any_workspace: Workspace) -> None:
     """Measured: ``geography:oa|jcp:office|reason`` was answered while
     ``geography:oa|reason|outcome`` was refused. Every dimension but geography and time
     counts."""
-    sanctions = workspace.cube("sanctions")
+    sanctions = any_workspace.cube("sanctions")
     for drill in ("geography:oa|jcp:office|reason", "geography:oa|reason|outcome"):
         with pytest.raises(DisclosureRuleError) as exc:
             sanctions.aggregate(drilldown=drill, pagesize=10)
@@ -317,10 +316,10 @@ ALLOWED = [
 
 
 @pytest.mark.parametrize("request_kw", ALLOWED)
-def test_grammar_limits_allow_ordinary_queries(workspace: Workspace, geo: dict[str, str],
+def test_grammar_limits_allow_ordinary_queries(any_workspace: Workspace, geo: dict[str, str],
                                                request_kw: dict[str, Any]) -> None:
     kw = {k: v.format(**geo) if isinstance(v, str) else v for k, v in request_kw.items()}
-    result = workspace.cube("housing_benefit").aggregate(**kw)
+    result = any_workspace.cube("housing_benefit").aggregate(**kw)
     assert result.total_cell_count >= 1
 
 
@@ -373,9 +372,9 @@ LEAK_QUERIES: list[tuple[str, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("cube", "kw"), LEAK_QUERIES)
-def test_no_raw_column_name_in_results_json_or_streams(workspace: Workspace, cube: str,
+def test_no_raw_column_name_in_results_json_or_streams(any_workspace: Workspace, cube: str,
                                                        kw: dict[str, Any]) -> None:
-    b = workspace.cube(cube)
+    b = any_workspace.cube(cube)
     measures = {m.name for m in b.cube.measures if m.kind == "amount"}
     result = b.aggregate(**kw)
     _assert_public_names(set(result.cells.column_names) | set(result.summary), measures)
@@ -383,9 +382,9 @@ def test_no_raw_column_name_in_results_json_or_streams(workspace: Workspace, cub
     query = replace(b.query(Request.make(cube, **kw)), page=None, pagesize=None)
     if not is_predefined(query):  # exports stream predefined cells only
         with pytest.raises(ArgumentError, match="predefined cells only"):
-            workspace.gate.stream(b.raw, query, 50)
+            any_workspace.gate.stream(b.raw, query, 50)
         return
-    reader = workspace.gate.stream(b.raw, query, 50)
+    reader = any_workspace.gate.stream(b.raw, query, 50)
     for batch in reader:
         _assert_public_names(set(batch.schema.names), measures)
     _assert_public_names(set(reader.schema.names), measures)
@@ -469,10 +468,11 @@ def _dominated_cells(n_oas: int) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
-def dominated(model: Model, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[tuple[Workspace, dict[str, list[int]], pa.Table]]:
+def dominated(model: Model, serve: Serve, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[Workspace, dict[str, list[int]], pa.Table]:
     """A warehouse whose benefit-cap cube holds only the cells of ``_dominated_cells``, one
-    per OA of the first 120 OAs; yields it with each OA's amounts and the geography."""
+    per OA of the first 120 OAs, on the serving engine; with each OA's amounts and the
+    geography."""
     root = tmp_path_factory.mktemp("dominated")
     inp = root / "in"
     generate(inp, GenerateOptions(scale=0.002, seed=5, start=DOM_MONTH, months=1,
@@ -496,9 +496,7 @@ def dominated(model: Model, tmp_path_factory: pytest.TempPathFactory
         f.unlink()
     pq.write_table(cap, cap_dir / f"{DOM_MONTH}.parquet")
     report = build(model, inp, root / "warehouse", TEST_SECRET, BuildOptions())
-    ws = Workspace.open(model, report.warehouse)
-    yield ws, amounts, lookup
-    ws.close()
+    return serve(model, report.warehouse), amounts, lookup
 
 
 def _p_rule(values: list[int], p: int = 10) -> bool:

@@ -29,7 +29,6 @@ from server.limits import MAX_CUT_CHARS, MAX_CUT_MEMBERS
 from server.params import MAX_REPORT_QUERIES
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["pg"]
 
 HB = "/cube/housing_benefit"
 #: Runs for minutes on any machine unless interrupted: 10^10 rows to count.

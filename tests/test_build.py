@@ -3,7 +3,10 @@
 Everything here is checked against the input files read independently (pyarrow / plain
 DuckDB over the Parquet) and against record keys computed one record at a time with the
 reference :func:`cube.keys.record_keys` — never against the build's own intermediate tables.
-Bad-input tests edit a tiny generated dataset (two cubes, two months, ~9k records).
+Bad-input tests edit a tiny generated dataset (two cubes, two months, ~9k records). Those a
+Spark build supports run on both builds (``build_on``: duckdb | spark, tests/conftest.py):
+the same refusals in the same words (file, row or line, column, value), the same
+skip-bad-rows report, and the same facts as the DuckDB build of the same input.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import TEST_SECRET
+from conftest import TEST_SECRET, Builder
 
 from cube.build import WAREHOUSE_FORMAT, BuildOptions, BuildReport, build, required_columns
 from cube.errors import ArgumentError, InputDataError
@@ -375,30 +378,32 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("column", "value", "what"), BAD_VALUES,
-                         ids=[f"{c}={v}" for c, v, _ in BAD_VALUES])
-def test_bad_value_is_refused_naming_file_row_and_value(
-        model: Model, inp: Path, tmp_path: Path, column: str, value: Any, what: str) -> None:
-    _edit(inp / HB_JAN, {41: {column: value}})
+def test_bad_values_are_refused_naming_file_row_and_value(
+        model: Model, inp: Path, tmp_path: Path, build_on: Builder) -> None:
+    """Every kind of bad value (one per row, rows 42 to 49 as a spreadsheet numbers them)
+    and a unit twice in one month of a stock: the build refuses, names each row, column and
+    value in one fixed order (missing ids, then column by column, then duplicates) and
+    writes nothing — in the same words on either engine."""
+    unit = _value(inp / HB_JAN, 3, "unit_id")
+    rows: dict[int, dict[str, Any]] = {41 + i: {column: value}
+                                       for i, (column, value, _) in enumerate(BAD_VALUES)}
+    rows[7] = {"unit_id": unit}
+    _edit(inp / HB_JAN, rows)
     out = tmp_path / "wh"
     with pytest.raises(InputDataError) as info:
-        _build(inp, out, model)
+        build_on(model, inp, out, TEST_SECRET, BuildOptions())
     err = info.value
-    assert err.message.startswith(f"{HB}: 1 bad input row(s); nothing was built")
+    assert err.message.startswith(f"{HB}: 10 bad input row(s); nothing was built")
+    row = {(column, value): f"{HB_JAN} row {42 + i}: {column}="
+           f"{None if value is None else str(value)!r}: {what}"
+           for i, (column, value, what) in enumerate(BAD_VALUES)}
     assert err.problems == (
-        f"{HB_JAN} row 42: {column}={None if value is None else str(value)!r}: {what}",)
+        row["unit_id", None], row["month", "2026-13"], row["month", "Jan 2026"],
+        row["oa_code", "E00999999"], row["oa_code", None], row["tenure", "council"],
+        row["weekly_award", -500], row["weekly_award", None],
+        *(f"{HB_JAN} row {r}: unit_id='{unit}': unit appears 2 times in month 2026-01"
+          for r in (4, 8)))
     assert list(out.iterdir()) == []  # no warehouse, no temporary file, no report
-
-
-def test_duplicate_unit_in_a_month_of_a_stock(model: Model, inp: Path, tmp_path: Path) -> None:
-    unit = _value(inp / HB_JAN, 3, "unit_id")
-    _edit(inp / HB_JAN, {7: {"unit_id": unit}})
-    with pytest.raises(InputDataError) as info:
-        _build(inp, tmp_path / "wh", model)
-    assert info.value.message.startswith(f"{HB}: 2 bad input row(s)")
-    assert info.value.problems == tuple(
-        f"{HB_JAN} row {r}: unit_id='{unit}': unit appears 2 times in month 2026-01"
-        for r in (4, 8))
 
 
 def test_the_same_unit_twice_in_a_month_of_a_flow_is_fine(model: Model, inp: Path,
@@ -411,16 +416,18 @@ def test_the_same_unit_twice_in_a_month_of_a_flow_is_fine(model: Model, inp: Pat
         pq.ParquetFile(f).metadata.num_rows for f in path.parent.glob("*.parquet"))
 
 
-def test_missing_column_names_the_file(model: Model, inp: Path, tmp_path: Path) -> None:
+def test_missing_column_names_the_file(model: Model, inp: Path, tmp_path: Path,
+                                       build_on: Builder) -> None:
     _edit(inp / HB_JAN, {}, drop="passported")
     with pytest.raises(InputDataError) as info:
-        _build(inp, tmp_path / "wh", model)
+        build_on(model, inp, tmp_path / "wh", TEST_SECRET, BuildOptions())
     assert "housing_benefit: microdata is missing required column(s)" in info.value.message
     assert info.value.problems == (f"{HB_JAN}: missing column(s) passported",)
     assert not (tmp_path / "wh").exists() or list((tmp_path / "wh").iterdir()) == []
 
 
-def test_bad_csv_rows_are_located_by_line(model: Model, inp: Path, tmp_path: Path) -> None:
+def test_bad_csv_rows_are_located_by_line(model: Model, inp: Path, tmp_path: Path,
+                                          build_on: Builder) -> None:
     """CSV inputs: the header is line 1, so data row i (0-based) is line i + 2."""
     table = pq.read_table(inp / HB_JAN)
     (inp / HB_JAN).unlink()
@@ -432,20 +439,21 @@ def test_bad_csv_rows_are_located_by_line(model: Model, inp: Path, tmp_path: Pat
     lines[3001] = ",".join(fields)
     csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(InputDataError) as info:
-        _build(inp, tmp_path / "wh", model)
+        build_on(model, inp, tmp_path / "wh", TEST_SECRET, BuildOptions())
     assert info.value.problems == (
         f"{HB_JAN.with_suffix('.csv')} line 3002: oa_code='W00000000': unknown output area "
         "code",)
 
 
 def test_csv_input_builds_the_same_warehouse_as_parquet(model: Model, inp: Path, tmp_path: Path,
-                                                        ro: Any) -> None:
-    """Text ids in CSV ("123") and integer ids in Parquet (123) get the same record keys."""
+                                                        ro: Any, build_on: Builder) -> None:
+    """Text ids in CSV ("123") and integer ids in Parquet (123) get the same record keys: the
+    CSV built on either engine gives the DuckDB build of the Parquet."""
     a = _build(inp, tmp_path / "a", model)
     for path in list((inp / "microdata").rglob("*.parquet")):
         pacsv.write_csv(pq.read_table(path), path.with_suffix(".csv"))
         path.unlink()
-    b = _build(inp, tmp_path / "b", model)
+    b = build_on(model, inp, tmp_path / "b", TEST_SECRET, BuildOptions())
     for fact in ("fact_housing_benefit", "fact_sanctions"):
         rows_a = ro(a.warehouse).execute(f"SELECT * FROM {fact} ORDER BY ALL").fetchall()
         rows_b = ro(b.warehouse).execute(f"SELECT * FROM {fact} ORDER BY ALL").fetchall()
@@ -453,11 +461,17 @@ def test_csv_input_builds_the_same_warehouse_as_parquet(model: Model, inp: Path,
 
 
 def test_skip_bad_rows_builds_without_them_and_reports_them(
-        model: Model, inp: Path, tmp_path: Path, ro: Any) -> None:
+        model: Model, inp: Path, tmp_path: Path, ro: Any, build_on: Builder) -> None:
+    """Refused by default; with skip_bad_rows built without them, reported in the same words,
+    and the facts are exactly the DuckDB build of the input without those rows."""
     unit = _value(inp / HB_JAN, 3, "unit_id")
     _edit(inp / HB_JAN, {10: {"oa_code": "S00999999"}, 20: {"weekly_award": -1},
                          7: {"unit_id": unit}})
-    rep = _build(inp, tmp_path / "wh", model, skip_bad_rows=True)
+    with pytest.raises(InputDataError) as refused:
+        build_on(model, inp, tmp_path / "refused", TEST_SECRET, BuildOptions())
+    assert refused.value.message.startswith(f"{HB}: 4 bad input row(s); nothing was built")
+    assert list((tmp_path / "refused").iterdir()) == []  # nothing written, no temporary
+    rep = build_on(model, inp, tmp_path / "wh", TEST_SECRET, BuildOptions(skip_bad_rows=True))
     hb = rep.cubes[HB]
     assert hb.skipped == 4  # two bad values, and both rows of the duplicated unit
     report = json.loads(rep.report_path.read_text(encoding="utf-8"))
@@ -471,6 +485,7 @@ def test_skip_bad_rows_builds_without_them_and_reports_them(
         f"{HB_JAN} row 8: unit_id='{unit}': unit appears 2 times in month 2026-01",
     ]
     assert report["cubes"]["sanctions"]["skipped"] == 0
+    assert refused.value.problems == tuple(report["cubes"][HB]["problems"])
 
     # The result is exactly the build of the input without those four rows.
     t = pq.read_table(inp / HB_JAN)

@@ -41,7 +41,6 @@ from cube.sql import sum_col
 from cube.workspace import Workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-pytest_plugins = ["pg"]
 
 HERE = Path(__file__).resolve().parent / "cubes11"
 #: What Cubes 1.1 needs, pinned to releases of its era that work together under Python 3.7.

@@ -74,9 +74,9 @@ def oracle_sum(b: CubeBrowser, tiles: list[tuple[str, ...]], extra: str = "",
 
 
 @pytest.fixture(scope="module")
-def la(workspace: Workspace) -> dict[str, Any]:
+def la(any_workspace: Workspace) -> dict[str, Any]:
     """An LA with several MSOAs and constituencies, with all its OAs."""
-    hb = workspace.cube("housing_benefit")
+    hb = any_workspace.cube("housing_benefit")
     las = hb.members("geography", level="la").members.to_pylist()
     for row in las:
         path = ",".join(row[f"geography.{lv}_code"] for lv in ("country", "region", "la"))
@@ -94,9 +94,9 @@ def la(workspace: Workspace) -> dict[str, Any]:
 @given(whole=st.integers(0, 50), picks=st.lists(st.integers(0, 10_000), min_size=1, max_size=12),
        negate=st.booleans())
 def test_a_set_of_oas_is_the_sum_of_the_published_cells_that_tile_it(
-        workspace: Workspace, la: dict[str, Any], whole: int, picks: list[int],
+        any_workspace: Workspace, la: dict[str, Any], whole: int, picks: list[int],
         negate: bool) -> None:
-    hb = workspace.cube("housing_benefit")
+    hb = any_workspace.cube("housing_benefit")
     oas = la["oas"]
     # A whole MSOA now and then, so coarser tiles are exercised too.
     msoas = sorted({r["geography.msoa_code"] for r in oas})
@@ -122,8 +122,8 @@ def test_a_set_of_oas_is_the_sum_of_the_published_cells_that_tile_it(
 
 
 def test_a_custom_groups_mean_is_its_summed_total_over_its_summed_count(
-        workspace: Workspace, la: dict[str, Any]) -> None:
-    hb = workspace.cube("housing_benefit")
+        any_workspace: Workspace, la: dict[str, Any]) -> None:
+    hb = any_workspace.cube("housing_benefit")
     msoas = sorted({r["geography.msoa_code"] for r in la["oas"]})[:2]
     cut = "geography:" + ";".join(f"{la['path']},{m}" for m in msoas)
     got = hb.aggregate(cut=cut).summary
@@ -136,10 +136,10 @@ def test_a_custom_groups_mean_is_its_summed_total_over_its_summed_count(
 
 # --- the LA ∩ constituency pieces (measured: 86 of 93 monthly counts recovered) ---------------
 
-def test_cross_hierarchy_pieces_are_sums_of_ons_cells(workspace: Workspace,
+def test_cross_hierarchy_pieces_are_sums_of_ons_cells(any_workspace: Workspace,
                                                       la: dict[str, Any]) -> None:
-    sanctions = workspace.cube("sanctions")
-    hb = workspace.cube("housing_benefit")
+    sanctions = any_workspace.cube("sanctions")
+    hb = any_workspace.cube("housing_benefit")
     region = ",".join(la["path"].split(",")[:2])
     pcons = sorted({r["geography.pcon_code"] for r in _oas(
         hb, f"geography:{la['path']}")}) if "geography.pcon_code" in la["oas"][0] else []
@@ -182,8 +182,8 @@ def test_cross_hierarchy_pieces_are_sums_of_ons_cells(workspace: Workspace,
 # --- averaging many custom groups (measured: 102/102 cells recovered) --------------------------
 
 def test_averaging_custom_groups_recovers_nothing_beyond_the_published_cells(
-        workspace: Workspace, la: dict[str, Any]) -> None:
-    sanctions = workspace.cube("sanctions")
+        any_workspace: Workspace, la: dict[str, Any]) -> None:
+    sanctions = any_workspace.cube("sanctions")
     q = sanctions.query(Request.make("sanctions", cut=f"geography:{la['path']}",
                                      drilldown="time:month|reason"))
     key = ("time.year", "time.quarter", "time.month", "reason.reason_code")
@@ -251,8 +251,9 @@ def test_averaging_custom_groups_recovers_nothing_beyond_the_published_cells(
 # --- every route answers the same sums ------------------------------------------------------------
 
 def test_http_json_and_csv_give_the_same_custom_group_values(
-        workspace: Workspace, warehouse: Path, la: dict[str, Any], tmp_path: Path) -> None:
-    app = create_app(Settings(model=str(ROOT / "model.json"), warehouse=str(warehouse),
+        any_workspace: Workspace, any_warehouse: str, la: dict[str, Any], tmp_path: Path
+        ) -> None:
+    app = create_app(Settings(model=str(ROOT / "model.json"), warehouse=any_warehouse,
                               data_dir=str(tmp_path), rate_limit_guest="100000/minute"))
     try:
         client = app.test_client()
@@ -261,7 +262,7 @@ def test_http_json_and_csv_give_the_same_custom_group_values(
             "|tenure:private;social_la"
         url = f"/cube/housing_benefit/aggregate?cut={cut}&drilldown=age_band"
         doc = orjson.loads(client.get(url).get_data())
-        py = workspace.cube("housing_benefit").aggregate(cut=cut, drilldown="age_band")
+        py = any_workspace.cube("housing_benefit").aggregate(cut=cut, drilldown="age_band")
         assert doc["cells"] == py.to_json()["cells"] and doc["summary"] == py.summary
         csv_lines = client.get(url + "&format=csv").get_data(as_text=True).splitlines()
         assert len(csv_lines) == 1 + len(doc["cells"])
@@ -271,11 +272,11 @@ def test_http_json_and_csv_give_the_same_custom_group_values(
         service(app).releases.close()
 
 
-def test_predefined_queries_keep_the_direct_path(workspace: Workspace) -> None:
+def test_predefined_queries_keep_the_direct_path(any_workspace: Workspace) -> None:
     """Queries whose every cell is one member per dimension are not custom groups (and so
     not sums): drilldowns under point cuts, set cuts drilled at their own level, a split
     that every drilled member lies wholly inside or outside of."""
-    hb = workspace.cube("housing_benefit")
+    hb = any_workspace.cube("housing_benefit")
     for kw in ({"drilldown": "geography:region|tenure"},
                {"cut": "geography:E92000001", "drilldown": "geography"},
                {"cut": "tenure:private;social_la", "drilldown": "tenure"},
@@ -292,9 +293,9 @@ def test_predefined_queries_keep_the_direct_path(workspace: Workspace) -> None:
         assert not is_predefined(hb.query(Request.make("housing_benefit", **kw))), kw
 
 
-def test_paging_ordering_and_top_apply_to_the_summed_cells(workspace: Workspace,
+def test_paging_ordering_and_top_apply_to_the_summed_cells(any_workspace: Workspace,
                                                            la: dict[str, Any]) -> None:
-    hb = workspace.cube("housing_benefit")
+    hb = any_workspace.cube("housing_benefit")
     cut = f"geography:{la['path']}|tenure:private;social_la"
     whole = hb.aggregate(cut=cut, drilldown="geography:msoa", order="claimants:desc")
     values = [c["claimants"] for c in whole.cells.to_pylist()]

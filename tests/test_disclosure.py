@@ -15,15 +15,16 @@ re-running its code:
 (the flex share is truncated to whole 1/100000ths at each step, as the method states it, so
 both sides compute the same penny.)
 
-Everything runs on the session warehouse (tests/conftest.py) except the SQL-arithmetic
-property test, which feeds extreme raw cells through the SQL template on DuckDB.
+Everything runs on the session warehouse on both serving engines (``any_workspace``:
+DuckDB and its PostgreSQL copy), including the SQL-arithmetic property test, which feeds
+extreme raw cells through each engine's SQL template and its own ``sdc_ptable``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,7 @@ from cube import sql as compiler
 from cube.disclosure.protect import RK, RK2, N, protect_table, withheld_column
 from cube.disclosure.report import sdc_report
 from cube.disclosure.rules import Protection
-from cube.disclosure.sql_path import PTABLE, protected_stage
-from cube.engine import Engine
+from cube.disclosure.sql_path import protected_stage
 from cube.errors import ArgumentError, UserError
 from cube.model import Aggregate, Model
 from cube.query import Query, Request
@@ -252,10 +252,10 @@ INVARIANT_QUERIES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def test_published_values_obey_the_method_on_every_cell(workspace: Workspace) -> None:
+def test_published_values_obey_the_method_on_every_cell(any_workspace: Workspace) -> None:
     tally = Tally()
     for cube, kw in INVARIANT_QUERIES:
-        browser = workspace.cube(cube)
+        browser = any_workspace.cube(cube)
         check_query(browser, browser.query(Request.make(cube, **kw)), tally)
     # Not vacuous: many cells, small counts, changed cells, withheld and published means.
     assert tally.cells > 8_000
@@ -266,18 +266,18 @@ def test_published_values_obey_the_method_on_every_cell(workspace: Workspace) ->
     assert tally.dropped > 100  # the zero-dropping rule was exercised
 
 
-def test_an_empty_selection_is_published_as_zero(workspace: Workspace) -> None:
+def test_an_empty_selection_is_published_as_zero(any_workspace: Workspace) -> None:
     """A true zero stays zero: a cut that selects no records (a real OA, a real tenure, but
     nobody of that tenure there) gives n = 0, published 0, sum 0 and a withheld mean."""
-    hb = workspace.cube("housing_benefit")
-    q = _query(workspace, "housing_benefit", drilldown="geography:oa|tenure", pagesize=ALL)
+    hb = any_workspace.cube("housing_benefit")
+    q = _query(any_workspace, "housing_benefit", drilldown="geography:oa|tenure", pagesize=ALL)
     rows = hb._raw_aggregate(q).cells.to_pylist()
     present = {(r["geography.oa_code"], r["tenure.tenure_code"]) for r in rows}
     levels = ("country", "region", "la", "msoa", "lsoa", "oa")
     r, tenure = next((r, t) for r in rows for t in ("social_la", "social_ha", "private", "other")
                      if (r["geography.oa_code"], t) not in present)
     path = ",".join(r[f"geography.{lv}_code"] for lv in levels)
-    empty = _query(workspace, "housing_benefit", cut=f"geography:{path}|tenure:{tenure}")
+    empty = _query(any_workspace, "housing_benefit", cut=f"geography:{path}|tenure:{tenure}")
     assert hb._raw_aggregate(empty).summary.column(N).to_pylist() == [0]
     check_query(hb, empty, Tally())
     summary = hb.aggregate_query(empty).summary
@@ -302,18 +302,18 @@ HB_VALUES = ("claimants", "weekly_award_sum", "weekly_award_sum_withheld", "week
              "weekly_award_mean_withheld")
 
 
-def _la_paths(workspace: Workspace) -> list[tuple[str, str, str]]:
-    m = workspace.cube("housing_benefit").members("geography", level="la").members
+def _la_paths(any_workspace: Workspace) -> list[tuple[str, str, str]]:
+    m = any_workspace.cube("housing_benefit").members("geography", level="la").members
     return [(r["geography.country_code"], r["geography.region_code"], r["geography.la_code"])
             for r in m.to_pylist()]
 
 
-def test_same_la_through_different_drill_paths(workspace: Workspace) -> None:
-    hb = workspace.cube("housing_benefit")
+def test_same_la_through_different_drill_paths(any_workspace: Workspace) -> None:
+    hb = any_workspace.cube("housing_benefit")
     la = "geography.la_code"
     all_las = {v[la]: _values(v, HB_VALUES)
                for v in _published(hb, drilldown="geography:la").values()}
-    for country, region, code in _la_paths(workspace)[::5]:
+    for country, region, code in _la_paths(any_workspace)[::5]:
         # implicit next level under a region cut, explicit level, ordered by a value (SQL)
         under_region = _published(hb, cut=f"geography:{country},{region}", drilldown="geography")
         by_value = _published(hb, cut=f"geography:{country},{region}",
@@ -329,18 +329,18 @@ def test_same_la_through_different_drill_paths(workspace: Workspace) -> None:
         assert _values(drilled_below, HB_VALUES) == expected
 
 
-def test_same_region_through_either_geography_hierarchy(workspace: Workspace) -> None:
-    pip = workspace.cube("pip")
+def test_same_region_through_either_geography_hierarchy(any_workspace: Workspace) -> None:
+    pip = any_workspace.cube("pip")
     ons = {k[2]: v["claimants"] for k, v in _published(pip, drilldown="geography:region").items()}
     pcon = {k[2]: v["claimants"] for k, v in
             _published(pip, drilldown="geography@constituency:region").items()}
     assert ons == pcon and len(ons) == 11
 
 
-def test_dimensions_cut_to_their_totals_or_not_mentioned(workspace: Workspace) -> None:
+def test_dimensions_cut_to_their_totals_or_not_mentioned(any_workspace: Workspace) -> None:
     """Cutting a dimension to everything it has selects the same records as leaving it out,
     so the cells are the same cells: same keys, same noise."""
-    hb = workspace.cube("housing_benefit")
+    hb = any_workspace.cube("housing_benefit")
     plain = _published(hb, drilldown="geography:region|passported")
     every_tenure = _published(hb, drilldown="geography:region|passported",
                               cut="tenure:social_la;social_ha;private;other")
@@ -348,14 +348,14 @@ def test_dimensions_cut_to_their_totals_or_not_mentioned(workspace: Workspace) -
                                cut="geography:E92000001;S92000003;W92000004")
     latest = _published(hb, drilldown="geography:region|passported", cut="time:2026,4,11")
     assert plain == every_tenure == every_country == latest
-    nino = workspace.cube("nino_registrations")
+    nino = any_workspace.cube("nino_registrations")
     whole = _published(nino, drilldown="geography:la|gender")
     year = _published(nino, drilldown="geography:la|gender", cut="time:2026")
     assert whole == year
 
 
-def test_pages_orders_and_page_sizes_agree(workspace: Workspace) -> None:
-    uc = workspace.cube("universal_credit")
+def test_pages_orders_and_page_sizes_agree(any_workspace: Workspace) -> None:
+    uc = any_workspace.cube("universal_credit")
     base = _published(uc, drilldown="geography:oa", pagesize=ALL)
     for order in (None, "geography.oa_code:desc", "people:desc", "people"):
         pages: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -371,27 +371,27 @@ def test_pages_orders_and_page_sizes_agree(workspace: Workspace) -> None:
         assert pages == base, order
 
 
-def test_split_cells_equal_the_cells_of_the_split_cut(workspace: Workspace) -> None:
-    hb = workspace.cube("housing_benefit")
+def test_split_cells_equal_the_cells_of_the_split_cut(any_workspace: Workspace) -> None:
+    hb = any_workspace.cube("housing_benefit")
     split = _published(hb, drilldown="geography:region", split="tenure:private")
     inside = _published(hb, drilldown="geography:region", cut="tenure:private")
     assert {k[:-1]: v for k, v in split.items() if k[-1] is True} == {
         k: {**v, compiler.SPLIT: True} for k, v in inside.items()}
 
 
-def test_numpy_and_sql_paths_agree_cell_by_cell(workspace: Workspace) -> None:
+def test_numpy_and_sql_paths_agree_cell_by_cell(any_workspace: Workspace) -> None:
     """The same query through the gate's numpy path and through the protected SQL template
     (the export path), compared table against table."""
-    gate = workspace.gate
+    gate = any_workspace.gate
     p = gate.protection
     for cube, kw in INVARIANT_QUERIES:
-        browser = workspace.cube(cube)
+        browser = any_workspace.cube(cube)
         q = browser.query(Request.make(cube, **kw))
         if q.needs_measure_values_in_sql:
             continue
         numpy_cells = gate.aggregate(browser.raw, q).cells
         stmt = compiler.finish(q, p.k, protected_stage(p), keep_raw=False)
-        sql_cells = workspace.engine.execute(stmt)
+        sql_cells = any_workspace.engine.execute(stmt)
         if compiler.TOTAL in sql_cells.column_names:
             sql_cells = sql_cells.drop_columns([compiler.TOTAL])
         assert sql_cells.column_names == numpy_cells.column_names
@@ -430,28 +430,28 @@ def _requests(draw: st.DrawFn, model: Model, la_paths: Sequence[tuple[str, str, 
 
 
 @pytest.fixture(scope="module")
-def la_paths(workspace: Workspace) -> list[tuple[str, str, str]]:
-    return _la_paths(workspace)
+def la_paths(any_workspace: Workspace) -> list[tuple[str, str, str]]:
+    return _la_paths(any_workspace)
 
 
 @settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.filter_too_much])
 @given(data=st.data())
-def test_generated_queries_agree_on_both_paths(workspace: Workspace, model: Model,
+def test_generated_queries_agree_on_both_paths(any_workspace: Workspace, model: Model,
                                                la_paths: list[tuple[str, str, str]],
                                                data: st.DataObject) -> None:
     cube, kw = data.draw(_requests(model, la_paths))
-    browser = workspace.cube(cube)
+    browser = any_workspace.cube(cube)
     try:
         q = browser.query(Request.make(cube, **kw))
         numpy_result = browser.aggregate_query(q)
     except UserError:
         assume(False)
         return
-    gate = workspace.gate
+    gate = any_workspace.gate
     p = gate.protection
-    sql_cells = workspace.engine.execute(compiler.finish(q, p.k, protected_stage(p),
+    sql_cells = any_workspace.engine.execute(compiler.finish(q, p.k, protected_stage(p),
                                                          keep_raw=False))
     if compiler.TOTAL in sql_cells.column_names:
         sql_cells = sql_cells.drop_columns([compiler.TOTAL])
@@ -469,22 +469,6 @@ def test_generated_queries_agree_on_both_paths(workspace: Workspace, model: Mode
 
 
 # --- the arithmetic itself, on extreme raw cells --------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ptable_engine(tmp_path_factory: pytest.TempPathFactory, workspace: Workspace
-                  ) -> Iterator[Engine]:
-    """A DuckDB file holding only ``sdc_ptable``: the SQL template runs on literal cells."""
-    import duckdb
-
-    path: Path = tmp_path_factory.mktemp("ptable") / "p.duckdb"
-    con = duckdb.connect(str(path))
-    con.register("p", workspace.gate.protection.ptable.to_arrow())
-    con.execute(f"CREATE TABLE {PTABLE} AS SELECT * FROM p")
-    con.close()
-    engine = Engine(path)
-    yield engine
-    engine.close()
 
 
 def _raw_cells() -> st.SearchStrategy[list[tuple[int, int, int, int, int]]]:
@@ -506,12 +490,11 @@ def _raw_cells() -> st.SearchStrategy[list[tuple[int, int, int, int, int]]]:
 @settings(max_examples=30, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=_raw_cells())
-def test_sql_template_and_numpy_agree_on_extreme_cells(workspace: Workspace,
-                                                       ptable_engine: Engine,
+def test_sql_template_and_numpy_agree_on_extreme_cells(any_workspace: Workspace,
                                                        rows: list[tuple[int, int, int, int, int]]
                                                        ) -> None:
-    q = _query(workspace, "housing_benefit", drilldown="tenure")
-    p = workspace.gate.protection
+    q = _query(any_workspace, "housing_benefit", drilldown="tenure")
+    p = any_workspace.gate.protection
     names = [N, RK, RK2, "__weekly_award_sum", "__weekly_award_max"]
     raw = pa.table({name: pa.array([r[i] for r in rows], pa.int64())
                     for i, name in enumerate(names)}).append_column(
@@ -525,7 +508,9 @@ def test_sql_template_and_numpy_agree_on_extreme_cells(workspace: Workspace,
     src = stage.source if stage.source is not None else sub  # the stage's outermost layer
     stmt = sa.select(src.c.i, *(v.label(k) for k, v in stage.values.items()), *stage.extra,
                      stage.keep.label("kept")).select_from(stage.frm).order_by(src.c.i)
-    from_sql = ptable_engine.execute(stmt).drop_columns(["i"])
+    # The serving engine runs the cell key arithmetic on literal cells, joining its own
+    # sdc_ptable (on PostgreSQL the table load-pg copied).
+    from_sql = any_workspace.engine.execute(stmt).drop_columns(["i"])
     kept = from_sql.column("kept").to_pylist()
     from_sql = from_sql.drop_columns(["kept"])
     from_numpy = protect_table(raw, q.aggregates, p, [], drop_zero=False)
@@ -551,13 +536,13 @@ def test_noise_is_unbiased_and_has_variance_v_on_large_counts(workspace: Workspa
 # --- sdc-report -------------------------------------------------------------------------------
 
 
-def test_sdc_report_figures_match_raw_against_published(workspace: Workspace) -> None:
+def test_sdc_report_figures_match_raw_against_published(any_workspace: Workspace) -> None:
     """The report's figures, recomputed here from the raw cells and the cells the public API
     publishes for the same level and period."""
-    hb = workspace.cube("housing_benefit")
+    hb = any_workspace.cube("housing_benefit")
     report = sdc_report(hb, "geography:la", "2026-09").to_json()
     kw: dict[str, Any] = {"drilldown": "geography:la", "cut": "time:2026,3,9"}
-    raw = _by_key(hb._raw_aggregate(_query(workspace, "housing_benefit", **kw)).cells,
+    raw = _by_key(hb._raw_aggregate(_query(any_workspace, "housing_benefit", **kw)).cells,
                   ["geography.la_code"])
     pub = _by_key(hb.aggregate(**kw).cells, ["geography.la_code"])
     n = np.array([raw[k][N] for k in raw])
@@ -578,45 +563,46 @@ def test_sdc_report_figures_match_raw_against_published(workspace: Workspace) ->
 
 
 def test_sdc_report_command_prints_aggregate_figures_only(
-        workspace: Workspace, warehouse: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        any_workspace: Workspace, any_warehouse: str, capsys: pytest.CaptureFixture[str]
+        ) -> None:
     from cli.main import main
 
     assert main(["sdc-report", "--cube", "housing_benefit", "--level", "geography:la",
-                 "--warehouse", str(warehouse)]) == 0
+                 "--warehouse", any_warehouse]) == 0
     out = capsys.readouterr().out
     for label in ("claimants: mean absolute deviation", "claimants: share of cells changed",
                   "claimants: Hellinger distance", "relative error of LA means"):
         assert label in out
     # No raw LA figure (count, sum or maximum, in pence or pounds) is printed.
-    hb = workspace.cube("housing_benefit")
-    raw = hb._raw_aggregate(_query(workspace, "housing_benefit", drilldown="geography:la"))
+    hb = any_workspace.cube("housing_benefit")
+    raw = hb._raw_aggregate(_query(any_workspace, "housing_benefit", drilldown="geography:la"))
     tokens = set(out.replace("(", " ").replace(")", " ").replace(",", "").split())
     for name in (N, "__weekly_award_sum", "__weekly_award_max"):
         for v in raw.cells.column(name).to_pylist():
             assert str(v) not in tokens and f"{v / 100:.2f}" not in tokens
     assert main(["sdc-report", "--cube", "nino_registrations", "--level", "world_area",
-                 "--period", "2026-Q3", "--warehouse", str(warehouse), "--json"]) == 0
+                 "--period", "2026-Q3", "--warehouse", any_warehouse, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["period"] == "2026-Q3" and doc["means"] == [] and doc["cells"] == 10
 
 
-def test_sdc_report_refusals(workspace: Workspace) -> None:
-    hb = workspace.cube("housing_benefit")
+def test_sdc_report_refusals(any_workspace: Workspace) -> None:
+    hb = any_workspace.cube("housing_benefit")
     with pytest.raises(ArgumentError, match="at least 10"):
         sdc_report(hb, "geography:country")
     with pytest.raises(ArgumentError, match="YYYY-MM"):
         sdc_report(hb, "geography:la", "September")
     with pytest.raises(ArgumentError, match="exactly one level"):
         sdc_report(hb, "geography:la|tenure")
-    nino = workspace.cube("nino_registrations")
+    nino = any_workspace.cube("nino_registrations")
     assert sdc_report(nino, "geography:la", "2026-08") == sdc_report(nino, "geography:la",
                                                                     "2026-Q3")
 
 
-def test_a_summary_is_the_same_whichever_path_answers_it(workspace: Workspace) -> None:
+def test_a_summary_is_the_same_whichever_path_answers_it(any_workspace: Workspace) -> None:
     """Without a drilldown there are no cells; ordering or filtering on values must not
     change the summary (nor empty it)."""
-    hb = workspace.cube("housing_benefit")
+    hb = any_workspace.cube("housing_benefit")
     plain = hb.aggregate(cut="geography:E92000001")
     for kw in ({"order": "claimants:desc"}, {"having": "claimants>0"},
                {"order": "weekly_award_mean", "pagesize": 3}):

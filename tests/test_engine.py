@@ -33,8 +33,6 @@ from cube.workspace import RawResult, Workspace
 
 pytestmark = pytest.mark.integration
 
-#: tests/pg.py: the PostgreSQL fixtures, registered once for the whole session.
-pytest_plugins = ["pg"]
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = load_model(ROOT / "model.json")
 LATEST = (2026, 11)  # tests/conftest.py: 6 months from 2026-06

@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 
 from cube.disclosure.gate import Gate, ProtectedResult
 from cube.disclosure.ptable import PTableParams, build_ptable
@@ -30,46 +31,43 @@ from cube.query import Request
 from cube.workspace import Workspace
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["pg"]
 
 
 # --- the p-table in the warehouse -------------------------------------------------------------
 
 
-def test_warehouse_ptable_equals_the_models(model: Model, warehouse: Path) -> None:
+def test_warehouse_ptable_equals_the_models(model: Model, any_workspace: Workspace) -> None:
+    """On every serving engine: ``load-pg`` copies the p-table and its digest unchanged."""
     params = PTableParams.from_mapping(model.disclosure.get("ptable", {}))
     expected = build_ptable(params)
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        rows = con.execute("SELECT pcv, ckey, pvalue FROM sdc_ptable ORDER BY pcv, ckey"
-                           ).fetchnumpy()
-        meta = dict(con.execute("SELECT key, value FROM statcube_meta").fetchall())
-    finally:
-        con.close()
+    t = sa.table("sdc_ptable", sa.column("pcv"), sa.column("ckey"), sa.column("pvalue"))
+    rows = any_workspace.engine.execute(
+        sa.select(t.c.pcv, t.c.ckey, t.c.pvalue).order_by(t.c.pcv, t.c.ckey))
+    pcv, ckey, pvalue = (rows.column(c).to_numpy() for c in ("pcv", "ckey", "pvalue"))
     ncat, k = params.ncat, params.K
-    assert len(rows["pcv"]) == (ncat + 1) * k
-    assert np.array_equal(rows["pcv"], np.repeat(np.arange(ncat + 1), k))
-    assert np.array_equal(rows["ckey"], np.tile(np.arange(k), ncat + 1))
-    assert np.array_equal(rows["pvalue"].reshape(ncat + 1, k), expected.values)
-    assert json.loads(meta["ptable_digest"]) == expected.digest
+    assert len(pcv) == (ncat + 1) * k
+    assert np.array_equal(pcv, np.repeat(np.arange(ncat + 1), k))
+    assert np.array_equal(ckey, np.tile(np.arange(k), ncat + 1))
+    assert np.array_equal(pvalue.reshape(ncat + 1, k), expected.values)
+    assert any_workspace.meta["ptable_digest"] == expected.digest
     assert (params.D, params.V, params.js, params.K) == (3, 2.0, 2, 4096)
 
 
-def test_gate_refuses_a_warehouse_with_another_digest(model: Model, workspace: Workspace
+def test_gate_refuses_a_warehouse_with_another_digest(model: Model, any_workspace: Workspace
                                                       ) -> None:
-    for meta in ({**workspace.meta, "ptable_digest": "0" * 64},
-                 {k: v for k, v in workspace.meta.items() if k != "ptable_digest"}):
+    ws = any_workspace
+    for meta in ({**ws.meta, "ptable_digest": "0" * 64},
+                 {k: v for k, v in ws.meta.items() if k != "ptable_digest"}):
         with pytest.raises(ConfigError, match="rebuild the warehouse"):
-            Workspace(model, workspace.engine, meta=meta)
+            Workspace(model, ws.engine, meta=meta)
 
 
-def test_gate_refuses_a_model_with_other_ptable_parameters(model: Model, warehouse: Path
-                                                           ) -> None:
+def test_gate_refuses_a_model_with_other_ptable_parameters(any_warehouse: str) -> None:
     raw = json.loads((Path(__file__).parent.parent / "model.json").read_text(encoding="utf-8"))
     raw["info"]["disclosure"]["ptable"]["seed"] = 12345
     other = parse_model(raw)
     with pytest.raises(ConfigError, match=r"model\.json describes p-table"):
-        Workspace.open(other, warehouse)
+        Workspace.open(other, any_warehouse)
 
 
 def test_gate_refuses_a_warehouse_whose_ptable_rows_were_changed(model: Model, warehouse: Path,
@@ -100,8 +98,8 @@ def test_the_gate_uses_the_models_parameters(model: Model, workspace: Workspace)
 # --- the result type --------------------------------------------------------------------------
 
 
-def test_protected_result_refuses_internal_columns(workspace: Workspace) -> None:
-    good = workspace.cube("pip").aggregate(drilldown="gender")
+def test_protected_result_refuses_internal_columns(any_workspace: Workspace) -> None:
+    good = any_workspace.cube("pip").aggregate(drilldown="gender")
     for name in ("__n", "__rk", "__rk2", "__weekly_award_max", "__total_cells"):
         cells = good.cells.append_column(name, pa.array([1] * good.cells.num_rows))
         with pytest.raises(AssertionError, match="cannot carry"):
@@ -113,8 +111,8 @@ def test_protected_result_refuses_internal_columns(workspace: Workspace) -> None
         replace(good, cells=good.cells.append_column("n", pa.array([1] * good.cells.num_rows)))
 
 
-def test_public_methods_return_protected_results(workspace: Workspace) -> None:
-    hb = workspace.cube("housing_benefit")
+def test_public_methods_return_protected_results(any_workspace: Workspace) -> None:
+    hb = any_workspace.cube("housing_benefit")
     q = hb.query(Request.make("housing_benefit", drilldown="tenure"))
     for result in (hb.aggregate(drilldown="tenure"), hb.aggregate_query(q)):
         assert isinstance(result, ProtectedResult)
@@ -136,12 +134,12 @@ def test_public_methods_return_protected_results(workspace: Workspace) -> None:
     ("sanctions", {"drilldown": "jcp:office|outcome", "cut": "time:2026,3,8"}),
     ("pip", {"drilldown": "geography:region", "order": "claimants:desc"}),
 ])
-def test_the_export_stream_publishes_what_the_api_does(workspace: Workspace, cube: str,
+def test_the_export_stream_publishes_what_the_api_does(any_workspace: Workspace, cube: str,
                                                        kw: dict[str, str]) -> None:
-    b = workspace.cube(cube)
+    b = any_workspace.cube(cube)
     q = b.query(Request.make(cube, **kw))
     api = b.aggregate_query(q).cells
-    streamed = pa.Table.from_batches(list(workspace.gate.stream(b.raw, q, 37)))
+    streamed = pa.Table.from_batches(list(any_workspace.gate.stream(b.raw, q, 37)))
     assert streamed.column_names == api.column_names
     assert streamed.to_pylist() == api.to_pylist()
 
@@ -173,18 +171,18 @@ def test_the_export_stream_is_never_paged(workspace: Workspace) -> None:
                    "split": "outcome:adverse"}),
 ])
 def test_a_page_is_the_same_from_numpy_or_from_the_protected_sql(
-        workspace: Workspace, cube: str, kw: dict[str, str]) -> None:
+        any_workspace: Workspace, cube: str, kw: dict[str, str]) -> None:
     """A paged query, or one ordered or filtered on published values, is answered in numpy
     from its complete raw cells when they are few, by the protected SQL when they are many.
     Both give the same cells in the same order, the same page, total (counted after cells
     published as zero are dropped and after the filters) and summary — also for a page past
     the end."""
-    b = workspace.cube(cube)
+    b = any_workspace.cube(cube)
     if kw.get("cut") == "LA":  # the OAs of the first local authority
         la = b.members("geography", level="la").members.to_pylist()[0]
         kw = {**kw, "cut": "geography:" + ",".join(
             la[f"geography.{lvl}_code"] for lvl in ("country", "region", "la"))}
-    gate = workspace.gate
+    gate = any_workspace.gate
     everything = b.aggregate(**kw, pagesize=1_000_000)
     assert everything.cells.num_rows == everything.total_cell_count
     last = everything.total_cell_count // 7
@@ -226,11 +224,11 @@ def test_withheld_values_sort_where_each_engines_sql_puts_them(any_workspace: Wo
 # --- counting cells on the SQL path ---------------------------------------------------------
 
 
-def test_a_page_past_the_end_counts_protected_cells_not_raw_ones(workspace: Workspace) -> None:
+def test_a_page_past_the_end_counts_protected_cells_not_raw_ones(any_workspace: Workspace) -> None:
     """With a filter on a published value, the total of a page past the end must count the
     cells whose *published* value passes; counting raw values would tell how many raw
     counts pass the filter."""
-    b = workspace.cube("benefit_cap")
+    b = any_workspace.cube("benefit_cap")
     kw = {"drilldown": "geography:oa", "having": "households>=3"}
     everything = b.aggregate(**kw, pagesize=1_000_000)
     past_end = b.aggregate(**kw, pagesize=10, page=10_000)
@@ -240,8 +238,9 @@ def test_a_page_past_the_end_counts_protected_cells_not_raw_ones(workspace: Work
     assert raw_count != past_end.total_cell_count  # the two differ: the fix matters here
 
 
-def test_gate_for_warehouse_checks_an_engine_directly(model: Model, warehouse: Path) -> None:
-    engine = Engine(warehouse)
+def test_gate_for_warehouse_checks_an_engine_directly(model: Model, any_warehouse: str
+                                                    ) -> None:
+    engine = Engine(any_warehouse)
     try:
         ws = Workspace(model, engine)
         gate = Gate.for_warehouse(model, engine, ws.meta)

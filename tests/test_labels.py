@@ -22,8 +22,6 @@ from cube.model import Level, Model
 from cube.workspace import CubeBrowser, Workspace
 
 pytestmark = pytest.mark.integration
-#: tests/pg.py: the PostgreSQL fixtures (any_workspace runs each test on both engines).
-pytest_plugins = ["pg"]
 
 
 def _level(browser: CubeBrowser, name: str, dimension: str = "geography") -> Level:
@@ -40,6 +38,7 @@ def _names(warehouse: Path, level: str) -> dict[str, tuple[str, str | None]]:
 @pytest.mark.parametrize("level", ["lsoa", "msoa", "la", "region", "country", "pcon"])
 def test_welsh_names_of_welsh_areas_and_no_others(any_workspace: Workspace, warehouse: Path,
                                                   level: str) -> None:
+    """On PostgreSQL too: ``load-pg`` copies the translation columns of dim_geography."""
     b = any_workspace.cube("pip")
     names = labels.translations(b, _level(b, level), "cy")
     expected = {code: cy for code, (_, cy) in _names(warehouse, level).items() if cy}
@@ -82,18 +81,11 @@ def test_a_warehouse_without_welsh_columns_has_no_translations(model: Model, war
         ws.close()
 
 
-def test_load_pg_carries_the_welsh_names(pg_workspace: Workspace, warehouse: Path) -> None:
-    """statcube load-pg copies the translation columns with the rest of dim_geography."""
-    b = pg_workspace.cube("sanctions")
-    expected = {c: cy for c, (_, cy) in _names(warehouse, "la").items() if cy}
-    assert dict(labels.translations(b, _level(b, "la"), "cy")) == expected
-
-
-def test_localise_rows_relabels_members_of_every_level_of_a_path(workspace: Workspace,
+def test_localise_rows_relabels_members_of_every_level_of_a_path(any_workspace: Workspace,
                                                                   warehouse: Path) -> None:
     """Members with ancestors (a members listing or drilled cells): each level's label in
     Welsh where it has one, English otherwise, keys and other attributes untouched."""
-    b = workspace.cube("pip")
+    b = any_workspace.cube("pip")
     hier = b.cube.dimension("geography").hierarchy("ons")
     levels = hier.levels[:4]  # country, region, la, msoa
     rows = b.members("geography", level="msoa").members.to_pylist()

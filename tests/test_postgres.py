@@ -30,8 +30,6 @@ from cube.query import Request
 from cube.workspace import Workspace
 
 pytestmark = pytest.mark.integration
-#: tests/pg.py: the PostgreSQL fixtures, registered once for the whole session.
-pytest_plugins = ["pg"]
 
 
 # --- the session load ---------------------------------------------------------------------------

@@ -29,8 +29,6 @@ from cube.model import Model
 from cube.pg_load import load_pg
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-#: tests/pg.py, registered as the plugin it is (imported here only inside fixtures).
-pytest_plugins = ["pg"]
 
 AGG = "/cube/housing_benefit/aggregate?drilldown=geography:region&aggregates=claimants"
 _fresh = itertools.count(1)

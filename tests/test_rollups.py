@@ -28,7 +28,6 @@ from cube.rollups import declared, from_meta
 from cube.workspace import Workspace
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["pg"]
 
 
 def _without_rollups(ws: Workspace) -> Workspace:

@@ -66,6 +66,20 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture(scope="module")
+def any_app(any_warehouse: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """The same app over the session warehouse on each serving engine (``--warehouse`` a
+    DuckDB file or a PostgreSQL URL): what the API answers must not depend on it."""
+    app = make_app(any_warehouse, tmp_path_factory.mktemp("server-any"))
+    yield app
+    service(app).releases.close()
+
+
+@pytest.fixture
+def any_client(any_app: Flask) -> FlaskClient:
+    return any_app.test_client()
+
+
+@pytest.fixture(scope="module")
 def small_app(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     """Guests limited to 20 cells, registered users to 60; CORS for one origin."""
     app = make_app(warehouse, tmp_path_factory.mktemp("small"), max_cells_guest=20,
@@ -84,9 +98,10 @@ def rate_app(warehouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="module")
-def published_view(workspace: Workspace) -> Workspace:
-    """What guests see by default: release 2026-11, data to August 2026."""
-    return workspace.view((2026, 8))
+def published_view(any_workspace: Workspace) -> Workspace:
+    """What guests see by default: release 2026-11, data to August 2026 (on the serving
+    engine of ``any_client``)."""
+    return any_workspace.view((2026, 8))
 
 
 def get_json(client: FlaskClient, url: str, headers: dict[str, str] | None = None,
@@ -207,8 +222,8 @@ AGGREGATE_KEYS = {"summary", "cells", "total_cell_count", "aggregates", "cell", 
                   "attributes", "has_split", "remainder", "disclosure", "release"}
 
 
-def test_aggregate_shape_field_by_field(client: FlaskClient, published_view: Workspace) -> None:
-    body = get_json(client, f"{HB}/aggregate?cut=geography:E92000001&drilldown=geography")
+def test_aggregate_shape_field_by_field(any_client: FlaskClient, published_view: Workspace) -> None:
+    body = get_json(any_client, f"{HB}/aggregate?cut=geography:E92000001&drilldown=geography")
     core = published_view.cube("housing_benefit").aggregate(
         cut="geography:E92000001", drilldown="geography:region").to_json()
     assert set(body) == AGGREGATE_KEYS | {"period"}
@@ -251,20 +266,20 @@ def test_drilldown_forms_are_equivalent(client: FlaskClient) -> None:
     assert len(etags) == 1  # normalised query, one ETag
 
 
-def test_aggregates_order_paging(client: FlaskClient, published_view: Workspace) -> None:
+def test_aggregates_order_paging(any_client: FlaskClient, published_view: Workspace) -> None:
     url = f"{HB}/aggregate?drilldown=geography:la&aggregates=claimants&order=claimants:desc"
-    full = get_json(client, url)
+    full = get_json(any_client, url)
     assert full["aggregates"] == ["claimants"]
     values = [c["claimants"] for c in full["cells"]]
     assert values == sorted(values, reverse=True)
     assert set(full["cells"][0]) == {*full["attributes"], "claimants"}
-    page = get_json(client, url + "&page=1&pagesize=10")
+    page = get_json(any_client, url + "&page=1&pagesize=10")
     assert page["page"] == 1 and page["page_size"] == 10
     assert page["total_cell_count"] == full["total_cell_count"] == 35
     assert page["cells"] == full["cells"][10:20]
-    alias = get_json(client, url + "&page=1&page_size=10")
+    alias = get_json(any_client, url + "&page=1&page_size=10")
     assert alias == page
-    both = get_json(client, url + "&pagesize=10&page_size=10", status=400)
+    both = get_json(any_client, url + "&pagesize=10&page_size=10", status=400)
     assert both["parameter"] == "pagesize"
     core = published_view.cube("housing_benefit").aggregate(
         drilldown="geography:la", aggregates="claimants", order="claimants:desc", page=1,
@@ -301,10 +316,10 @@ def test_prettyprint(client: FlaskClient) -> None:
 WITHHELD_URL = "/cube/benefit_cap/aggregate?drilldown=geography:msoa"
 
 
-def test_csv_parses_back_to_the_json_cells(client: FlaskClient) -> None:
-    body = get_json(client, WITHHELD_URL)
+def test_csv_parses_back_to_the_json_cells(any_client: FlaskClient) -> None:
+    body = get_json(any_client, WITHHELD_URL)
     assert body["disclosure"]["withheld_values"] > 0  # the test needs withheld means
-    resp = client.get(WITHHELD_URL + "&format=csv")
+    resp = any_client.get(WITHHELD_URL + "&format=csv")
     assert resp.status_code == 200 and resp.mimetype == "text/csv"
     raw = resp.get_data()
     assert b"\x00" not in raw
@@ -347,9 +362,9 @@ def test_csv_header_options_and_accept(client: FlaskClient, model: Model) -> Non
 
 
 @pytest.mark.parametrize("fmt", ["arrow", "parquet"])
-def test_arrow_and_parquet(client: FlaskClient, fmt: str) -> None:
-    body = get_json(client, WITHHELD_URL)
-    resp = client.get(WITHHELD_URL + f"&format={fmt}")
+def test_arrow_and_parquet(any_client: FlaskClient, fmt: str) -> None:
+    body = get_json(any_client, WITHHELD_URL)
+    resp = any_client.get(WITHHELD_URL + f"&format={fmt}")
     assert resp.status_code == 200
     data = resp.get_data()
     if fmt == "arrow":
@@ -361,7 +376,7 @@ def test_arrow_and_parquet(client: FlaskClient, fmt: str) -> None:
     assert table.to_pylist() == body["cells"]
     meta = orjson.loads(table.schema.metadata[b"statcube"])
     assert {k: v for k, v in body.items() if k != "cells"} == meta
-    accepted = client.get(WITHHELD_URL, headers={"Accept": resp.mimetype})
+    accepted = any_client.get(WITHHELD_URL, headers={"Accept": resp.mimetype})
     assert accepted.get_data() == data
 
 
@@ -418,39 +433,39 @@ def test_levels_name_the_hierarchy_and_the_split(client: FlaskClient) -> None:
                               "tenure": ["tenure"], "__within_split__": ["__within_split__"]}
 
 
-def test_members(client: FlaskClient, published_view: Workspace) -> None:
-    body = get_json(client, f"{HB}/members/geography?depth=2")
+def test_members(any_client: FlaskClient, published_view: Workspace) -> None:
+    body = get_json(any_client, f"{HB}/members/geography?depth=2")
     assert set(body) == {"dimension", "hierarchy", "depth", "level", "data", "release"}
     assert (body["dimension"], body["hierarchy"], body["depth"], body["level"]) == (
         "geography", "ons", 2, "region")
     assert len(body["data"]) == 11
     assert set(body["data"][0]) == {"geography.country_code", "geography.country_name",
                                     "geography.region_code", "geography.region_name"}
-    by_level = get_json(client, f"{HB}/members/geography?level=region")
+    by_level = get_json(any_client, f"{HB}/members/geography?level=region")
     assert by_level == body
-    pcon = get_json(client, f"{HB}/members/geography?hierarchy=constituency&level=pcon"
+    pcon = get_json(any_client, f"{HB}/members/geography?hierarchy=constituency&level=pcon"
                             "&cut=geography@constituency:E92000001")
     assert pcon["hierarchy"] == "constituency" and pcon["level"] == "pcon"
     assert all(m["geography.country_code"] == "E92000001" for m in pcon["data"])
-    paged = get_json(client, f"{HB}/members/geography?level=lsoa&page=2&pagesize=5")
+    paged = get_json(any_client, f"{HB}/members/geography?level=lsoa&page=2&pagesize=5")
     assert set(paged) == {"dimension", "hierarchy", "depth", "level", "data", "release",
                           "total_member_count"}
     assert len(paged["data"]) == 5 and paged["total_member_count"] > 100
-    high = get_json(client, f"{HB}/members/geography?level=oa", status=400)
+    high = get_json(any_client, f"{HB}/members/geography?level=oa", status=400)
     assert high["parameter"] == "pagesize"
-    csv_text = client.get(f"{HB}/members/geography?depth=2&format=csv").get_data(as_text=True)
+    csv_text = any_client.get(f"{HB}/members/geography?depth=2&format=csv").get_data(as_text=True)
     rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert rows == [{k: str(v) for k, v in m.items()} for m in body["data"]]
-    months = get_json(client, f"{HB}/members/time?depth=3")["data"]
+    months = get_json(any_client, f"{HB}/members/time?depth=3")["data"]
     assert [m["time.month_label"] for m in months] == ["Jun 2026", "Jul 2026", "Aug 2026"]
     core = published_view.cube("housing_benefit").members("time", depth=3)
     assert core.members.to_pylist() == months
-    get_json(client, f"{HB}/members/nope", status=404)
-    get_json(client, f"{HB}/members/geography?hierarchy=nope", status=400)
+    get_json(any_client, f"{HB}/members/nope", status=404)
+    get_json(any_client, f"{HB}/members/geography?hierarchy=nope", status=400)
 
 
-def test_cell(client: FlaskClient) -> None:
-    body = get_json(client, f"{HB}/cell?cut=geography:E92000001,E12000007|tenure:social;"
+def test_cell(any_client: FlaskClient) -> None:
+    body = get_json(any_client, f"{HB}/cell?cut=geography:E92000001,E12000007|tenure:social;"
                             "private|time:2026,2,6-2026,3,8")
     assert set(body) == {"cube", "cuts", "release"} and body["cube"] == "housing_benefit"
     geo, tenure, time = body["cuts"]
@@ -478,10 +493,10 @@ def test_cell(client: FlaskClient) -> None:
     assert time["details"]["to"][2] == {"time.month": 8, "time.month_label": "Aug 2026",
                                         "_key": 8, "_label": "Aug 2026"}
     assert time["details"]["from"][0] == {"time.year": 2026, "_key": 2026, "_label": 2026}
-    only = get_json(client, f"{HB}/cell?cut=geography:E92000001|tenure:social"
+    only = get_json(any_client, f"{HB}/cell?cut=geography:E92000001|tenure:social"
                             "&dimension=tenure")
     assert [c["dimension"] for c in only["cuts"]] == ["tenure"]
-    empty = get_json(client, f"{HB}/cell")
+    empty = get_json(any_client, f"{HB}/cell")
     assert empty["cuts"] == []
 
 
@@ -621,7 +636,7 @@ def test_engine_unavailable_is_generic_503(client: FlaskClient,
 
 # --- no internal values anywhere ------------------------------------------------------------
 
-def test_no_internal_columns_in_any_response(client: FlaskClient) -> None:
+def test_no_internal_columns_in_any_response(any_client: FlaskClient) -> None:
     urls = [f"{HB}/aggregate?drilldown=geography:region|tenure",
             f"{HB}/aggregate?drilldown=geography:region&order=weekly_award_mean:desc",
             f"{HB}/aggregate?drilldown=geography:la&having=claimants>10&top=2:claimants:"
@@ -629,9 +644,9 @@ def test_no_internal_columns_in_any_response(client: FlaskClient) -> None:
             WITHHELD_URL, f"{HB}/members/geography?depth=3", f"{HB}/model", "/info",
             f"{HB}/cell?cut=geography:E92000001"]
     for url in urls:
-        get_json(client, url)  # asserts internal_keys(body) == []
+        get_json(any_client, url)  # asserts internal_keys(body) == []
     for fmt in ("arrow", "parquet"):
-        data = client.get(f"{WITHHELD_URL}&format={fmt}").get_data()
+        data = any_client.get(f"{WITHHELD_URL}&format={fmt}").get_data()
         table = pa.ipc.open_stream(data).read_all() if fmt == "arrow" else pq.read_table(
             pa.BufferReader(data))
         assert not [c for c in table.column_names if c.startswith("__")]
@@ -818,17 +833,17 @@ def _all_responses(client: FlaskClient, headers: dict[str, str], release: str = 
 
 
 @pytest.mark.parametrize("headers", [GUEST, REGISTERED], ids=["guest", "registered"])
-def test_embargoed_periods_never_appear(client: FlaskClient, headers: dict[str, str]) -> None:
+def test_embargoed_periods_never_appear(any_client: FlaskClient, headers: dict[str, str]) -> None:
     for release, newest, hidden_too in (("", "Aug 2026", ()), ("2026-11", "Aug 2026", ()),
                                         ("2026-08", "Jun 2026", ("Jul 2026", "Aug 2026"))):
-        bodies = _all_responses(client, headers, release)
+        bodies = _all_responses(any_client, headers, release)
         everything = b"".join(bodies).decode("utf-8", errors="replace")
         assert newest in everything  # the scan below is not vacuous
         for label in hidden_too:
             assert label not in everything
         for body in bodies:
             text = body.decode("utf-8", errors="replace")
-            # the one place the future id may appear: the client's own value, echoed
+            # the one place the future id may appear: the any_client's own value, echoed
             text = text.replace('"value":"2027-02"', "").replace("release '2027-02'", "")
             # release ids are publication months: "2026-11" names a release, not data
             for key in ("id", "release", "default_release"):
@@ -848,35 +863,35 @@ def test_embargoed_release_is_reported_as_unknown(client: FlaskClient) -> None:
         assert "2027-02" not in (body["hint"] or "")
 
 
-def test_embargoed_month_looks_like_a_missing_month(client: FlaskClient) -> None:
+def test_embargoed_month_looks_like_a_missing_month(any_client: FlaskClient) -> None:
     for month in ("2026,4,11", "2026,4,12"):  # embargoed vs not in the warehouse at all
-        body = get_json(client, f"{HB}/aggregate?cut=time:{month}&drilldown=tenure")
+        body = get_json(any_client, f"{HB}/aggregate?cut=time:{month}&drilldown=tenure")
         assert body["cells"] == [] and body["total_cell_count"] == 0
         assert body["summary"]["claimants"] == 0
     for month in ("2026,4,11", "2026,4,12"):  # both: no such member (Cubes: null)
-        cell = get_json(client, f"{HB}/cell?cut=time:{month}")
+        cell = get_json(any_client, f"{HB}/cell?cut=time:{month}")
         assert cell["cuts"][0]["details"] is None
 
 
-def test_prerelease_sees_the_future_release(client: FlaskClient) -> None:
+def test_prerelease_sees_the_future_release(any_client: FlaskClient) -> None:
     for headers in (PRERELEASE, ADMIN):
-        months = get_json(client, f"{HB}/members/time?depth=3&release=2027-02", headers)
+        months = get_json(any_client, f"{HB}/members/time?depth=3&release=2027-02", headers)
         assert [m["time.month_label"] for m in months["data"]][-3:] == list(EMBARGOED_LABELS[:3])
-        agg = get_json(client, f"{HB}/aggregate?drilldown=time:month&release=2027-02", headers)
+        agg = get_json(any_client, f"{HB}/aggregate?drilldown=time:month&release=2027-02", headers)
         assert agg["release"] == "2027-02" and len(agg["cells"]) == 6
-        cell = get_json(client, f"{HB}/cell?cut=time:2026,4,11&release=2027-02", headers)
+        cell = get_json(any_client, f"{HB}/cell?cut=time:2026,4,11&release=2027-02", headers)
         assert cell["cuts"][0]["details"][2] == {"time.month": 11, "time.month_label": "Nov 2026",
                                                  "_key": 11, "_label": "Nov 2026"}
-        model = get_json(client, f"{HB}/model?release=2027-02", headers)
+        model = get_json(any_client, f"{HB}/model?release=2027-02", headers)
         assert model["latest_period"] == "2026-11"
-    default = get_json(client, f"{HB}/aggregate?drilldown=time:month", PRERELEASE)
+    default = get_json(any_client, f"{HB}/aggregate?drilldown=time:month", PRERELEASE)
     assert default["release"] == "2026-11" and len(default["cells"]) == 3
 
 
-def test_older_release_sees_less(client: FlaskClient) -> None:
-    body = get_json(client, f"{HB}/members/time?depth=3&release=2026-08")
+def test_older_release_sees_less(any_client: FlaskClient) -> None:
+    body = get_json(any_client, f"{HB}/members/time?depth=3&release=2026-08")
     assert [m["time.month_label"] for m in body["data"]] == ["Jun 2026"]
-    assert get_json(client, f"{HB}/model?release=2026-08")["latest_period"] == "2026-06"
+    assert get_json(any_client, f"{HB}/model?release=2026-08")["latest_period"] == "2026-06"
 
 
 def test_publication_moment(warehouse: Path, tmp_path: Path) -> None:

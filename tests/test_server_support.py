@@ -80,7 +80,7 @@ def write_config(directory: Path, *, relative: bool) -> tuple[Path, Path]:
     return cal, keys
 
 
-def make_app(warehouse: Path, config: Path, **overrides: Any) -> Flask:
+def make_app(warehouse: Path | str, config: Path, **overrides: Any) -> Flask:
     """A test app over ``warehouse`` with the test calendar, keys and clock; rate limits out
     of the way unless ``overrides`` set them."""
     cal, keys = write_config(config, relative=False)

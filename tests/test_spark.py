@@ -1,30 +1,26 @@
 """Same cells, any engine: the Spark build gives the DuckDB build's warehouse.
 
-One small input (scale 0.002, two months) is built by :func:`cube.build.build` and by
-:func:`cube.spark.build.build_spark` on a real local Spark (``local[2]``, Java 17); every table
-must match row for row and column type for column type, and the API must answer the same. A
-second test puts bad rows into one cube's input: Spark must report them in the DuckDB build's
-words (file, row, column, value), refuse by default, and with ``skip_bad_rows`` build exactly
-what the DuckDB build builds without them. One SparkSession serves the module (starting one
-costs about 15 s here).
+One small input (scale 0.002, six cubes, two months) is built by :func:`cube.build.build` and
+by :func:`cube.spark.build.build_spark` on a real local Spark (``local[2]``, Java 17); every
+table must match row for row and column type for column type, and the API must answer the
+same. What is not a comparison of the two builds runs in the engine-parametrised suite
+instead: refusals, skip-bad-rows reports and CSV input in tests/test_build.py
+(``build_on``), exports and their resumption in tests/test_export.py (``export_engine``).
+The SparkSession is the test session's one (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow.parquet as pq
 import pytest
 from conftest import TEST_SECRET
-from test_build import _edit  # one helper for rewriting input Parquet in tests
 
 from cube.build import BuildOptions, BuildReport, build
-from cube.errors import InputDataError
 from cube.model import Model
 from cube.synthetic import GenerateOptions, generate
 from cube.workspace import Workspace
@@ -33,16 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SMALL = GenerateOptions(scale=0.002, seed=11, start="2026-01", months=2)
 HB = "housing_benefit"
-HB_JAN = Path("microdata") / HB / "2026-01.parquet"
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    from cube.spark.session import local_session
-
-    session = local_session("local[2]")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
@@ -133,86 +119,6 @@ def test_the_api_answers_the_same_from_either_build(
     assert answers[0]["cells"]
 
 
-def test_bad_rows_are_refused_or_skipped_as_the_duckdb_build_does(
-        model: Model, small: Path, spark: Any, tmp_path: Path) -> None:
-    from cube.spark.build import build_spark
-
-    inp = tmp_path / "in"
-    shutil.copytree(small / "geography", inp / "geography")
-    shutil.copytree(small / "microdata" / HB, inp / "microdata" / HB)
-    unit = pq.read_table(inp / HB_JAN, columns=["unit_id"]).column(0)[3].as_py()
-    _edit(inp / HB_JAN, {10: {"oa_code": "S00999999"}, 20: {"weekly_award": -1},
-                         30: {"tenure": "council"}, 7: {"unit_id": unit}})
-    expected = (
-        f"{HB_JAN} row 11: oa_code='S00999999': unknown output area code",
-        f"{HB_JAN} row 31: tenure='council': unknown tenure type code",
-        f"{HB_JAN} row 21: weekly_award='-1': amount must be a whole, non-negative number "
-        "of pence",
-        f"{HB_JAN} row 4: unit_id='{unit}': unit appears 2 times in month 2026-01",
-        f"{HB_JAN} row 8: unit_id='{unit}': unit appears 2 times in month 2026-01",
-    )
-    with pytest.raises(InputDataError) as duck:
-        build(model, inp, tmp_path / "duck-refused", TEST_SECRET)
-    with pytest.raises(InputDataError) as info:
-        build_spark(model, inp, tmp_path / "refused", TEST_SECRET, spark)
-    assert info.value.message == duck.value.message
-    assert info.value.message.startswith(f"{HB}: 5 bad input row(s); nothing was built")
-    assert info.value.problems == duck.value.problems == expected
-    assert list((tmp_path / "refused").iterdir()) == []  # nothing written, no temporary
-
-    skip = BuildOptions(skip_bad_rows=True)
-    a = build(model, inp, tmp_path / "duck", TEST_SECRET, skip)
-    b = build_spark(model, inp, tmp_path / "spark", TEST_SECRET, spark, skip)
-    assert b.cubes[HB].skipped == a.cubes[HB].skipped == 5
-    report = json.loads(b.report_path.read_text(encoding="utf-8"))
-    assert report["cubes"][HB]["problems"] == list(expected)
-    assert _tables(a.warehouse) == _tables(b.warehouse)
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
-
-
-def test_export_on_spark_writes_the_duckdb_exports_bytes_and_resumes(
-        both: tuple[BuildReport, BuildReport], model: Model, spark: Any,
-        tmp_path: Path) -> None:
-    """Every file of a Spark-computed export (partitions, codelists, datapackage.json,
-    SHA256SUMS) equals the DuckDB export of the same release byte for byte; its cells equal
-    those exported from the DuckDB build too. A run stopped after one partition leaves no
-    visible grain, and a rerun keeps that partition and finishes."""
-    from cube.export import export_grain, export_release
-    from cube.spark.engine import SparkEngine, parquet_tree
-
-    on_duckdb, on_spark = both
-    cubes = [HB, "sanctions"]
-    for rep, out in ((on_duckdb, "duckdb-build"), (on_spark, "duckdb")):
-        ws = Workspace.open(model, rep.warehouse)
-        try:
-            export_release(ws, tmp_path / out, cubes=cubes)
-        finally:
-            ws.close()
-    ws = Workspace.open(model, on_spark.warehouse)
-    try:
-        engine = SparkEngine(spark, parquet_tree(on_spark.warehouse))
-        stopped = export_grain(ws, HB, "oa", tmp_path / "spark", stop_after=1, engine=engine)
-        assert not stopped.complete
-        assert not (tmp_path / "spark" / "2026-02" / HB / "oa").exists()
-        results = export_release(ws, tmp_path / "spark", cubes=cubes, engine=engine)
-    finally:
-        ws.close()
-    oa = next(r for r in results if r.path.name == "oa" and r.path.parent.name == HB)
-    assert oa.skipped_partitions == 1  # the partition written before the stop was kept
-    want, got = _files(tmp_path / "duckdb"), _files(tmp_path / "spark")
-    assert sorted(got) == sorted(want)
-    assert any(name.endswith("SHA256SUMS") for name in want)
-    assert [n for n in want if want[n] != got[n]] == []
-    # The other build differs only in its build id (datapackage.json, SHA256SUMS, README).
-    other = _files(tmp_path / "duckdb-build")
-    cells = [n for n in want if n.endswith(".parquet")]
-    assert cells and [n for n in cells if other[n] != got[n]] == []
-
-
 def test_a_duckdb_release_becomes_a_parquet_tree_for_spark(
         both: tuple[BuildReport, BuildReport], tmp_path: Path) -> None:
     """Releases built on one machine can be exported on Spark too: their tables are written
@@ -239,34 +145,3 @@ def test_a_duckdb_release_becomes_a_parquet_tree_for_spark(
     finally:
         ro.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2026-02.duckdb", "2026-02.parquet"]
-
-
-def test_csv_input_is_read_validated_and_located_by_line_as_on_duckdb(
-        model: Model, small: Path, spark: Any, tmp_path: Path) -> None:
-    """CSV microdata (text ids, amounts as text) gives the same cells as on DuckDB, and a
-    bad row is named by its line (the header is line 1)."""
-    import pyarrow.csv as pacsv
-
-    from cube.spark.build import build_spark
-
-    inp = tmp_path / "in"
-    shutil.copytree(small / "geography", inp / "geography")
-    for path in sorted((small / "microdata" / HB).glob("*.parquet")):
-        target = inp / "microdata" / HB / path.with_suffix(".csv").name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pacsv.write_csv(pq.read_table(path), target)
-    a = build(model, inp, tmp_path / "duck", TEST_SECRET)
-    b = build_spark(model, inp, tmp_path / "spark", TEST_SECRET, spark)
-    assert _tables(a.warehouse) == _tables(b.warehouse)
-
-    csv = inp / HB_JAN.with_suffix(".csv")
-    lines = csv.read_text(encoding="utf-8").splitlines()
-    header = [h.strip('"') for h in lines[0].split(",")]
-    fields = lines[41].split(",")
-    fields[header.index("oa_code")] = '"W00000000"'
-    lines[41] = ",".join(fields)
-    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(InputDataError) as info:
-        build_spark(model, inp, tmp_path / "bad", TEST_SECRET, spark)
-    assert info.value.problems == (
-        f"{HB_JAN.with_suffix('.csv')} line 42: oa_code='W00000000': unknown output area code",)

@@ -29,8 +29,6 @@ from cube.model import Model, load_model
 from cube.query import Query, Request
 from cube.workspace import Workspace
 
-#: tests/pg.py: the PostgreSQL fixtures, registered once for the whole session.
-pytest_plugins = ["pg"]
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("STATCUBE_UPDATE_GOLDEN") == "1"
