@@ -51,7 +51,15 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -421,8 +429,24 @@ def _one_ahead(open_stream: Callable[[int], pa.RecordBatchReader], periods: Sequ
                     future.result().close()
 
 
-def _members(browser: CubeBrowser, drill: Drill, depth: int) -> pa.Table:
-    """Every member of a level (paged, as the API pages them)."""
+#: Members of a level already read in this export run: (dimension, hierarchy, depth) → table.
+MembersCache = MutableMapping[tuple[str, str, int], pa.Table]
+
+
+def _members(browser: CubeBrowser, drill: Drill, depth: int,
+             cache: MembersCache | None = None) -> pa.Table:
+    """Every member of a level (paged, as the API pages them); ``cache`` keeps them for the
+    other grains of the same cube (a cube's grains share its geography's codelists)."""
+    key = (drill.dimension.name, drill.hierarchy.name, depth)
+    if cache is not None and key in cache:
+        return cache[key]
+    found = _read_members(browser, drill, depth)
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+def _read_members(browser: CubeBrowser, drill: Drill, depth: int) -> pa.Table:
     pages = []
     page = 0
     while True:
@@ -434,8 +458,8 @@ def _members(browser: CubeBrowser, drill: Drill, depth: int) -> pa.Table:
         page += 1
 
 
-def _write_codelists(browser: CubeBrowser, query: Query, directory: Path
-                     ) -> list[tuple[Path, list[str]]]:
+def _write_codelists(browser: CubeBrowser, query: Query, directory: Path,
+                     cache: MembersCache | None = None) -> list[tuple[Path, list[str]]]:
     directory.mkdir(parents=True, exist_ok=True)
     out = []
     for drill in query.drilldown:
@@ -444,7 +468,7 @@ def _write_codelists(browser: CubeBrowser, query: Query, directory: Path
         for depth, lvl in enumerate(drill.levels, start=1):
             cols = [lvl.key.ref] + ([lvl.label_attribute.ref]
                                     if lvl.label_attribute != lvl.key else [])
-            t = _members(browser, drill, depth).select(cols).rename_columns(
+            t = _members(browser, drill, depth, cache).select(cols).rename_columns(
                 ["code"] + (["label"] if len(cols) > 1 else []))
             base = directory / f"{drill.dimension.name}_{lvl.name}"
             pq_path = base.with_suffix(".parquet")
@@ -761,7 +785,8 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
                  progress: ProgressFn | None = None, stop_after: int | None = None,
                  row_group_rows: int = ROW_GROUP_ROWS, batch_rows: int = BATCH_ROWS,
                  engine: Engine | None = None, carry: bool = True,
-                 digests: CubeDigests | None = None) -> ExportResult:
+                 digests: CubeDigests | None = None,
+                 members: MembersCache | None = None) -> ExportResult:
     """Write (or resume) one grain of one cube to ``out_root/<release>/<cube>/<grain>``.
 
     ``engine`` runs the protected cells' SQL somewhere else than the workspace's own
@@ -777,7 +802,8 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
     equals that of the same period in another release's complete export of this grain under
     ``out_root`` is carried over — hard-linked or copied, its checksum verified — instead of
     computed; the files are byte-identical to a fresh export either way. ``digests`` are the
-    cube's (:func:`cube_digests`), when the caller already has them.
+    cube's (:func:`cube_digests`), when the caller already has them; ``members`` keeps the
+    codelists' members read for the cube's other grains.
     """
     if row_group_rows < 1 or batch_rows < 1:
         raise ArgumentError("row groups and batches need at least one row")
@@ -855,7 +881,8 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
                     progress(f"{cube.name}/{g.name} {label}: {rows:,} rows, "
                              f"{format_bytes(nbytes)}", i + 1, len(periods))
         skipped = len(finished) - carried
-        _finish(ws, browser, g, partial, manifest, periods, release, published, row_group_rows)
+        _finish(ws, browser, g, partial, manifest, periods, release, published, row_group_rows,
+                members)
         if final.exists():  # a directory without datapackage.json is not an export
             shutil.rmtree(final)
         partial.rename(final)
@@ -884,12 +911,13 @@ def _complete(final: Path, provenance: Mapping[str, Any]) -> ExportResult:
 
 def _finish(ws: Workspace, browser: CubeBrowser, g: Grain, partial: Path,
             manifest: Mapping[str, Any], periods: Sequence[int], release: str,
-            published: str | None, row_group_rows: int) -> None:
+            published: str | None, row_group_rows: int,
+            members: MembersCache | None = None) -> None:
     """Codelists, README, datapackage and checksums; then remove anything else."""
     q0 = grain_query(browser, g, periods[-1])
     parts: Mapping[str, Any] = manifest["partitions"]
     schema = pq.read_schema(partial / next(iter(sorted(parts))))
-    codelists = _write_codelists(browser, q0, partial / "codelists")
+    codelists = _write_codelists(browser, q0, partial / "codelists", members)
     readme = partial / "README.txt"
     _write_text(readme, _readme(ws, browser, g, release, published, q0))
     files = {rel: {"sha256": e["sha256"], "bytes": e["bytes"]} for rel, e in parts.items()}
@@ -1103,16 +1131,18 @@ def export_release(ws: Workspace, out_root: Path, *, cubes: Sequence[str] | None
     done = rows = nbytes = carried = 0
     results = []
     digests: dict[str, CubeDigests] = {}
+    members: MembersCache = {}
     for job in jobs:
-        if job.cube not in digests:
-            digests = {job.cube: cube_digests(ws, job.cube)}  # one cube's digests at a time
+        if job.cube not in digests:  # one cube's digests and members at a time
+            digests = {job.cube: cube_digests(ws, job.cube)}
+            members.clear()
         def report(what: str, i: int, n: int, *, _base: int = done) -> None:
             if progress:
                 progress(what, _base + i, total)
 
         result = export_grain(ws, job.cube, job.grain, out_root, release=release,
                               published=published, progress=report, engine=engine,
-                              carry=carry, digests=digests[job.cube])
+                              carry=carry, digests=digests[job.cube], members=members)
         results.append(result)
         done += job.partitions
         rows += result.rows
