@@ -101,10 +101,11 @@ def side_copy_grain(warehouse: Path, out: Path, sql: str = GRAIN_SQL) -> dict[st
 
 
 def side_export(warehouse: Path, out: Path) -> dict[str, Any]:
-    from cube.export import export_grain, verify_export
+    from cube.export import export_grain, limit_memory, verify_export
     from cube.workspace import Workspace
 
     ws = Workspace.open(load_model(default_model_path()), warehouse)
+    limit_memory(ws, "1GB")  # as `statcube export` does by default
     t0 = time.perf_counter()
     result = export_grain(ws, CUBE, GRAIN, out)
     seconds = time.perf_counter() - t0

@@ -130,13 +130,14 @@ def phase_build_release(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_export(args: argparse.Namespace) -> dict[str, Any]:
-    from cube.export import export_release, verify_export
+    from cube.export import export_release, limit_memory, verify_export
     from cube.model import default_model_path, load_model
     from cube.workspace import Workspace
 
     ws = Workspace.open(load_model(default_model_path()), args.warehouse)
     out = args.data / "exports"
     try:
+        limit_memory(ws, "1GB")  # as `statcube export` does by default
         results = export_release(ws, out)
     finally:
         ws.close()

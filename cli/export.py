@@ -31,7 +31,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         with progress_bar(f"export {release}") as report:
             results = export_release(ws, out, cubes=args.cube, grains=args.grain,
                                      release=release, published=published, progress=report,
-                                     engine=engine, carry=not args.no_carry)
+                                     engine=engine, carry=not args.no_carry,
+                                     memory_limit=args.memory_limit)
     finally:
         ws.close()
     rows = sum(r.rows for r in results)
@@ -96,4 +97,7 @@ def register(sub: Any) -> None:
                    help="compute every partition, even those unchanged since an earlier "
                         "release's export in the same directory (default: carry them over, "
                         "checksums verified)")
+    e.add_argument("--memory-limit", type=nonempty, default="1GB",
+                   help="memory DuckDB may hold while exporting, e.g. 1GB or 512MB (default "
+                        "1GB; it evicts cached blocks and spills beyond it)")
     e.set_defaults(func=cmd_export)

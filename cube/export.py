@@ -1121,11 +1121,15 @@ def plan(ws: Workspace, cubes: Sequence[str] | None = None,
 def export_release(ws: Workspace, out_root: Path, *, cubes: Sequence[str] | None = None,
                    grains: Sequence[str] | None = None, release: str | None = None,
                    published: str | None = None, progress: ProgressFn | None = None,
-                   engine: Engine | None = None, carry: bool = True) -> list[ExportResult]:
+                   engine: Engine | None = None, carry: bool = True,
+                   memory_limit: str | None = None) -> list[ExportResult]:
     """Export (or resume) every selected grain; ``progress`` counts partitions overall and
     describes rows and bytes written and partitions carried over from a previous release.
     ``engine`` and ``carry``: see :func:`export_grain`. Each cube's facts are digested once
-    (one scan) for all its grains."""
+    (one scan) for all its grains. ``memory_limit`` (e.g. ``"1GB"``) caps the DuckDB
+    warehouse connection's memory (:func:`limit_memory`)."""
+    if memory_limit:
+        limit_memory(ws, memory_limit)
     jobs = plan(ws, cubes, grains)
     total = sum(j.partitions for j in jobs)
     done = rows = nbytes = carried = 0
@@ -1154,6 +1158,25 @@ def export_release(ws: Workspace, out_root: Path, *, cubes: Sequence[str] | None
                      f"{format_bytes(nbytes)} in all; carried {carried} of {done} "
                      "partitions", done, total)
     return results
+
+
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+
+
+def limit_memory(ws: Workspace, limit: str) -> None:
+    """Cap what DuckDB holds for this workspace's connection — its buffer pool above all,
+    which otherwise keeps every block of every fact table an export has read (up to 80% of
+    the machine's memory), so a process exporting every cube grew with the warehouse, not
+    with the period. Beyond the limit DuckDB evicts cached blocks and spills to disk. The
+    setting is the whole DuckDB instance's: meant for a process that exports (the CLI sets
+    it), not for a server. No effect on other engines."""
+    if not _MEMORY.match(limit.strip()):
+        raise ArgumentError(f"memory limit {limit!r}: give a size such as 1GB or 512MB",
+                            parameter="memory-limit", value=limit)
+    if ws.engine.name != "duckdb":
+        return
+    with ws.engine.raw_duckdb() as cursor:
+        cursor.execute(f"SET memory_limit = '{limit.strip()}'")
 
 
 def choose_release(calendar: Calendar, release: str | None, now: datetime, *,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import bench_national
+from cube.synthetic import GenerateOptions, generate
 
 pytestmark = pytest.mark.integration
 
@@ -35,3 +36,18 @@ def test_bench_national_runs_end_to_end(tmp_path: Path,
     assert not history["problems"] and not release["problems"]
     text = capsys.readouterr().out
     assert "projection to 120 months" in text and "exports verified: checksums: met" in text
+
+
+def test_more_months_write_the_same_files_for_the_months_shared(tmp_path: Path) -> None:
+    """What an incremental release's inputs rely on: the history's month files do not change
+    when months are added."""
+    short = generate(tmp_path / "short", GenerateOptions(scale=0.0005, start="2026-09",
+                                                         months=2))
+    long = generate(tmp_path / "long", GenerateOptions(scale=0.0005, start="2026-09",
+                                                       months=3))
+    assert long["months"][:2] == short["months"]
+    for cube_dir in sorted((tmp_path / "short" / "microdata").iterdir()):
+        for f in sorted(cube_dir.iterdir()):
+            twin = tmp_path / "long" / "microdata" / cube_dir.name / f.name
+            assert twin.read_bytes() == f.read_bytes(), f
+    assert (tmp_path / "long" / "microdata" / "pip" / "2026-11.parquet").exists()

@@ -13,17 +13,24 @@ import copy
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from cli.main import main
 from cube.build import BuildOptions, build
 from cube.disclosure.fingerprint import dimension_digest, period_digests
-from cube.export import DATAPACKAGE, ExportResult, export_grain, export_release, verify_export
+from cube.export import (
+    DATAPACKAGE,
+    ExportResult,
+    export_grain,
+    export_release,
+    limit_memory,
+    verify_export,
+)
 from cube.model import Model, load_model, parse_model
 from cube.synthetic import GenerateOptions, generate
 from cube.workspace import Workspace
@@ -96,14 +103,6 @@ def revised(model: Model, synthetic: Path, tmp_path_factory: pytest.TempPathFact
     """Release 2026-08 with June's Housing Benefit revised."""
     return build_from(model, synthetic, tmp_path_factory.mktemp("revised"), MONTHS,
                       revise="2026-06")
-
-
-def opened(model: Model, warehouse: Path) -> Iterator[Workspace]:
-    ws = Workspace.open(model, warehouse)
-    try:
-        yield ws
-    finally:
-        ws.close()
 
 
 def export(model: Model, warehouse: Path, out: Path, **kwargs: Any) -> list[ExportResult]:
@@ -274,6 +273,24 @@ def test_no_carry_computes_everything(model: Model, first: Path, second: Path,
     assert not any(r.carried_partitions for r in results)
     for r in results:
         assert files_of(r.path) == files_of(fresh_second / r.path.parent.name / r.path.name)
+
+
+def test_the_memory_limit_is_checked_and_applied(model: Model, first: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--model", str(ROOT / "model.json"), "--data-dir", str(tmp_path / "none"),
+            "export", "--warehouse", str(first), "--cube", "sanctions", "--grain", "la_all",
+            "--out", str(tmp_path / "out")]
+    assert main([*base, "--memory-limit", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert "memory limit 'lots'" in err and "Traceback" not in err
+    ws = Workspace.open(model, first)
+    try:
+        limit_memory(ws, "512MB")
+        setting = ws.engine.scalar(sa.text("SELECT current_setting('memory_limit')"))
+        assert str(setting).replace(" ", "") in {"512.0MB", "488.2MiB", "512MB"}, setting
+    finally:
+        ws.close()
+    assert main([*base, "--memory-limit", "1GB"]) == 0
 
 
 def test_later_release_of_one_warehouse_carries_every_earlier_partition(
