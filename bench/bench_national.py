@@ -169,7 +169,7 @@ def run_phase(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.stdout.close()
-    code = os.waitstatus_to_exitcode(status)
+    code = proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, by wait4
     if code != 0:
         raise SystemExit(f"phase {name} failed with status {code}")
     result: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])

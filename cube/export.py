@@ -1165,9 +1165,9 @@ _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORE
 
 def limit_memory(ws: Workspace, limit: str) -> None:
     """Cap what DuckDB holds for this workspace's connection — its buffer pool above all,
-    which otherwise keeps every block of every fact table an export has read (up to 80% of
-    the machine's memory), so a process exporting every cube grew with the warehouse, not
-    with the period. Beyond the limit DuckDB evicts cached blocks and spills to disk. The
+    which otherwise may keep the blocks of every fact table an export has read (up to 80% of
+    the machine's memory), so a process exporting every cube can grow with the warehouse,
+    not with the period. Beyond the limit DuckDB evicts cached blocks and spills to disk. The
     setting is the whole DuckDB instance's: meant for a process that exports (the CLI sets
     it), not for a server. No effect on other engines."""
     if not _MEMORY.match(limit.strip()):

@@ -25,13 +25,15 @@ from cube.build import BuildOptions, build
 from cube.disclosure.fingerprint import dimension_digest, period_digests
 from cube.export import (
     DATAPACKAGE,
+    CubeDigests,
     ExportResult,
+    cube_digests,
     export_grain,
     export_release,
     limit_memory,
     verify_export,
 )
-from cube.model import Model, load_model, parse_model
+from cube.model import Model, parse_model
 from cube.synthetic import GenerateOptions, generate
 from cube.workspace import Workspace
 from tests.conftest import TEST_SECRET
@@ -41,6 +43,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 CUBES = ("housing_benefit", "sanctions")
 MONTHS = ("2026-06", "2026-07", "2026-08")
+#: tests/pg.py: the PostgreSQL fixtures (a real cluster, started by the tests when needed).
+pytest_plugins = ["pg"]
 RAW_IN_TEXT = re.compile(r"__\w|\brk2?\b|\bckey\b|\bpcv\b|\bpvalue\b|\w_max\b")
 
 
@@ -79,11 +83,6 @@ def build_from(model: Model, synthetic: Path, tmp: Path, months: tuple[str, ...]
                revise: str | None = None) -> Path:
     src = inputs(synthetic, tmp / "input", months, revise)
     return build(model, src, tmp / "warehouse", TEST_SECRET, BuildOptions()).warehouse
-
-
-@pytest.fixture(scope="module")
-def model() -> Model:
-    return load_model(ROOT / "model.json")
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +304,17 @@ def test_later_release_of_one_warehouse_carries_every_earlier_partition(
         ws.close()
     assert [r.carried_partitions for r in later] == [r.partitions for r in earlier]
     assert all(r.partitions == 3 for r in later)
+
+
+def test_postgresql_computes_no_digest_and_carries_nothing(pg_workspace: Workspace,
+                                                           tmp_path: Path) -> None:
+    """PostgreSQL has no row hash equal to DuckDB's: no fingerprints, every partition
+    computed (README, "Incremental exports")."""
+    assert cube_digests(pg_workspace, "sanctions") == CubeDigests({}, None)
+    first_release = export_grain(pg_workspace.view((2026, 7)), "sanctions", "la_all",
+                                 tmp_path, release="p1")
+    later = export_grain(pg_workspace, "sanctions", "la_all", tmp_path, release="p2")
+    assert first_release.partitions == 2 and later.partitions == 6
+    assert later.carried_partitions == 0
+    package = json.loads((later.path / DATAPACKAGE).read_text(encoding="utf-8"))
+    assert package["statcube"]["provenance"]["fingerprints"] == {}
