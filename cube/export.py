@@ -32,6 +32,13 @@ partitions, rewrites anything missing or corrupt, and produces byte-identical fi
 (deterministic order, fixed row groups, no timestamps other than the release's own). A
 complete export is never rewritten: a rerun is a no-op.
 
+Incremental: a partition whose fingerprint (:func:`partition_fingerprints` — digests of the
+period's facts and of the cube's dimension tables, computed in cube/disclosure/fingerprint.py,
+plus the model, p-table, grain, format and writer) equals the one recorded in another
+release's complete export of the same grain under the same root is carried over — hard-linked
+or copied, its checksum verified — instead of computed; the files are byte-identical to a
+fresh export either way, so a quarterly release computes only its new and revised months.
+
 Memory stays bounded by the size of a period, never of the export: rows are streamed from the
 engine in record batches and written in fixed-size row groups, and at most two periods are in
 flight (the one being written, and the next one's query running meanwhile in the engine).
