@@ -20,10 +20,11 @@ periods — per period, the row count, the sum (exact, 128-bit) of a 64-bit hash
 the XOR of a second, differently seeded hash of each row, then SHA-256 of those. Two different
 sets of rows share all three by accident with probability about 2⁻⁶⁴ per period — enough to
 detect changes, which is all it is for (nobody but the build writes the facts). DuckDB's
-``hash`` is fast (about 10 M rows/s per core, 20× MD5 per row) but not promised stable across
-DuckDB versions: the exporter records the DuckDB version beside it, so an upgrade means a
-recomputation, never a wrong carry. On other engines (PostgreSQL) no digest is computed:
-:func:`period_digests` returns nothing and nothing is carried over.
+``hash`` is fast (measured: 5M rows in 0.4 s on 2 cores, some 20× faster than an MD5 of
+each row) but not promised stable across DuckDB versions: the exporter records the DuckDB
+version beside it, so an upgrade means a recomputation, never a wrong carry. On other
+engines (PostgreSQL) no digest is computed: :func:`period_digests` returns nothing and
+nothing is carried over.
 
 Must not import the workspace, the exporter, the CLI or the HTTP layer.
 """
