@@ -672,17 +672,18 @@ def cube_digests(ws: Workspace, cube_name: str) -> CubeDigests:
 
 def partition_fingerprints(ws: Workspace, browser: CubeBrowser, g: Grain,
                            periods: Sequence[int], row_group_rows: int,
-                           digests: CubeDigests, engine: Engine | None = None
-                           ) -> dict[str, str]:
+                           digests: CubeDigests) -> dict[str, str]:
     """Period label → SHA-256 of everything the bytes of that period's partition depend on:
     the period's fact rows and the cube's dimension tables (as digests), the cube's model
     definition (levels, members, labels, mappings, disclosure limits), the model's protection
     parameters and p-table digest, the licence named in the file, the grain, the row-group
-    size, the export format, the engines that compute the cells and the digests, and the
-    Parquet writer's version. Deliberately not the release, its last period or the warehouse
-    build: those change every release while the partition's bytes do not. Two partitions
-    with the same fingerprint are byte-identical, so one may stand for the other. Empty when
-    the warehouse's engine computes no digests."""
+    size, the export format, the engine version that computes the digests, and the Parquet
+    writer's version. Not the engine that computes the cells: DuckDB and Spark write the same
+    bytes (tests/test_spark.py), and the record must not tell them apart. Deliberately not
+    the release, its last period or the warehouse build: those change every release while
+    the partition's bytes do not. Two partitions with the same fingerprint are
+    byte-identical, so one may stand for the other. Empty when the warehouse's engine
+    computes no digests."""
     tag = engine_tag(ws.engine)
     if tag is None or digests.dimensions is None:
         return {}
@@ -691,7 +692,6 @@ def partition_fingerprints(ws: Workspace, browser: CubeBrowser, g: Grain,
     common = {
         "format_version": FORMAT_VERSION,
         "digests": tag,
-        "engine": (engine or ws.engine).name,
         "writer": f"pyarrow-{pa.__version__}",
         "parquet": [row_group_rows, DICTIONARY_PAGE_BYTES, "zstd"],
         "model": hashlib.sha256(repr(cube).encode()).hexdigest(),
@@ -822,8 +822,7 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
     periods = visible_periods(browser)
     if digests is None:
         digests = cube_digests(ws, cube.name)
-    fingerprints = partition_fingerprints(ws, browser, g, periods, row_group_rows, digests,
-                                          engine)
+    fingerprints = partition_fingerprints(ws, browser, g, periods, row_group_rows, digests)
     provenance = _provenance(ws, browser, g, release, published, row_group_rows, fingerprints)
     if (final / DATAPACKAGE).exists():
         return _complete(final, provenance)
