@@ -31,17 +31,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         with progress_bar(f"export {release}") as report:
             results = export_release(ws, out, cubes=args.cube, grains=args.grain,
                                      release=release, published=published, progress=report,
-                                     engine=engine)
+                                     engine=engine, carry=not args.no_carry,
+                                     memory_limit=args.memory_limit)
     finally:
         ws.close()
     rows = sum(r.rows for r in results)
     size = sum(r.bytes for r in results)
     kept = sum(1 for r in results if r.already_complete)
+    carried = sum(r.carried_partitions for r in results)
+    parts = sum(r.partitions for r in results if not r.already_complete)
     last = f"{ws.visible_until[0]:04d}-{ws.visible_until[1]:02d}" if ws.visible_until else "?"
     note(f"exported release {release} (data to {last}) to {out / release}: "
          f"{len(results)} grains"
          + (f" ({kept} already complete, left as they were)" if kept else "")
          + f", {rows:,} rows, {format_bytes(size)} of data"
+         + (f"; carried {carried} of {parts} partitions over unchanged from an earlier "
+            "release" if carried else "")
          + (f"; published {published}" if published else ""))
     return 0
 
@@ -88,4 +93,11 @@ def register(sub: Any) -> None:
                         "(Apache Spark over the release's Parquet tables; the same files)")
     e.add_argument("--master", type=nonempty, default="local[2]",
                    help="Spark master URL with --engine spark (default local[2])")
+    e.add_argument("--no-carry", action="store_true",
+                   help="compute every partition, even those unchanged since an earlier "
+                        "release's export in the same directory (default: carry them over, "
+                        "checksums verified)")
+    e.add_argument("--memory-limit", type=nonempty, default="1GB",
+                   help="memory DuckDB may hold while exporting, e.g. 1GB or 512MB (default "
+                        "1GB; it evicts cached blocks and spills beyond it)")
     e.set_defaults(func=cmd_export)

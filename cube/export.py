@@ -32,6 +32,13 @@ partitions, rewrites anything missing or corrupt, and produces byte-identical fi
 (deterministic order, fixed row groups, no timestamps other than the release's own). A
 complete export is never rewritten: a rerun is a no-op.
 
+Incremental: a partition whose fingerprint (:func:`partition_fingerprints` — digests of the
+period's facts and of the cube's dimension tables, computed in cube/disclosure/fingerprint.py,
+plus the model, p-table, grain, format and writer) equals the one recorded in another
+release's complete export of the same grain under the same root is carried over — hard-linked
+or copied, its checksum verified — instead of computed; the files are byte-identical to a
+fresh export either way, so a quarterly release computes only its new and revised months.
+
 Memory stays bounded by the size of a period, never of the export: rows are streamed from the
 engine in record batches and written in fixed-size row groups, and at most two periods are in
 flight (the one being written, and the next one's query running meanwhile in the engine).
@@ -51,7 +58,15 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +76,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cube.disclosure.fingerprint import dimension_digest, engine_tag, period_digests
 from cube.disclosure.protect import has_withheld_flag, withheld_column
 from cube.disclosure.rules import check_query
 from cube.engine import Engine
@@ -87,8 +103,10 @@ BATCH_ROWS = 100_000
 DICTIONARY_PAGE_BYTES = 8 << 20
 #: Bump when the bytes an export produces change for the same warehouse (resumes then restart).
 #: 2: the record (release, last period, publication time, warehouse build) lives in
-#: ``statcube.provenance`` alone; the download server serves only format-2 exports.
-FORMAT_VERSION = 2
+#: ``statcube.provenance`` alone; the download server serves only exports of this format.
+#: 3: a partition's bytes no longer name the release (so an unchanged partition can be
+#: carried over to the next release) and the record holds each partition's fingerprint.
+FORMAT_VERSION = 3
 LICENCE = {
     "name": "OGL-UK-3.0",
     "title": "Open Government Licence v3.0",
@@ -418,8 +436,24 @@ def _one_ahead(open_stream: Callable[[int], pa.RecordBatchReader], periods: Sequ
                     future.result().close()
 
 
-def _members(browser: CubeBrowser, drill: Drill, depth: int) -> pa.Table:
-    """Every member of a level (paged, as the API pages them)."""
+#: Members of a level already read in this export run: (dimension, hierarchy, depth) → table.
+MembersCache = MutableMapping[tuple[str, str, int], pa.Table]
+
+
+def _members(browser: CubeBrowser, drill: Drill, depth: int,
+             cache: MembersCache | None = None) -> pa.Table:
+    """Every member of a level (paged, as the API pages them); ``cache`` keeps them for the
+    other grains of the same cube (a cube's grains share its geography's codelists)."""
+    key = (drill.dimension.name, drill.hierarchy.name, depth)
+    if cache is not None and key in cache:
+        return cache[key]
+    found = _read_members(browser, drill, depth)
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+def _read_members(browser: CubeBrowser, drill: Drill, depth: int) -> pa.Table:
     pages = []
     page = 0
     while True:
@@ -431,8 +465,8 @@ def _members(browser: CubeBrowser, drill: Drill, depth: int) -> pa.Table:
         page += 1
 
 
-def _write_codelists(browser: CubeBrowser, query: Query, directory: Path
-                     ) -> list[tuple[Path, list[str]]]:
+def _write_codelists(browser: CubeBrowser, query: Query, directory: Path,
+                     cache: MembersCache | None = None) -> list[tuple[Path, list[str]]]:
     directory.mkdir(parents=True, exist_ok=True)
     out = []
     for drill in query.drilldown:
@@ -441,7 +475,7 @@ def _write_codelists(browser: CubeBrowser, query: Query, directory: Path
         for depth, lvl in enumerate(drill.levels, start=1):
             cols = [lvl.key.ref] + ([lvl.label_attribute.ref]
                                     if lvl.label_attribute != lvl.key else [])
-            t = _members(browser, drill, depth).select(cols).rename_columns(
+            t = _members(browser, drill, depth, cache).select(cols).rename_columns(
                 ["code"] + (["label"] if len(cols) > 1 else []))
             base = directory / f"{drill.dimension.name}_{lvl.name}"
             pq_path = base.with_suffix(".parquet")
@@ -482,6 +516,8 @@ class ExportResult:
     already_complete: bool = False
     complete: bool = True
     bytes: int = 0
+    #: Partitions carried over unchanged from a previous release's export (not recomputed).
+    carried_partitions: int = 0
 
 
 def _licence(ws: Workspace) -> dict[str, str]:
@@ -515,13 +551,16 @@ def last_period(ws: Workspace) -> str:
 
 
 def _provenance(ws: Workspace, browser: CubeBrowser, g: Grain, release: str,
-                published: str | None, row_group_rows: int) -> dict[str, Any]:
+                published: str | None, row_group_rows: int,
+                fingerprints: Mapping[str, str]) -> dict[str, Any]:
     """The export's record — the one home of each fact about what it is of: its release, the
     release's last period and publication time, the warehouse build, the p-table, the grain.
     Everything here decides the bytes of a grain's files: a partial export made with other
     values is discarded, and a complete one is refused rather than silently kept. The
     download server serves an export only while this record matches the calendar and the
-    served warehouse (:func:`record_matches`)."""
+    served warehouse (:func:`record_matches`). ``fingerprints`` (period → fingerprint, see
+    :func:`partition_fingerprints`) is what the next release's export reads to carry
+    unchanged partitions over."""
     return {
         "format_version": FORMAT_VERSION,
         "release": release,
@@ -535,6 +574,7 @@ def _provenance(ws: Workspace, browser: CubeBrowser, g: Grain, release: str,
         "levels": [list(pair) for pair in g.levels],
         "ptable_sha256": ws.gate.protection.ptable.digest,
         "row_group_rows": row_group_rows,
+        "fingerprints": dict(sorted(fingerprints.items())),
     }
 
 
@@ -610,11 +650,150 @@ def _partition_ok(path: Path, entry: Mapping[str, Any]) -> bool:
     return bool(sha256_file(path) == entry["sha256"])
 
 
+# --- Carrying unchanged partitions over from a previous release ------------------------------
+
+@dataclass(frozen=True)
+class CubeDigests:
+    """What a cube's partitions depend on in the warehouse, computed once per export run and
+    shared by every grain of the cube: a digest of each period's facts and one of the cube's
+    dimension tables (cube/disclosure/fingerprint.py). Empty on engines without digests
+    (PostgreSQL): then nothing is carried over."""
+
+    facts: Mapping[int, str]
+    dimensions: str | None
+
+
+def cube_digests(ws: Workspace, cube_name: str) -> CubeDigests:
+    """The digests of a cube's visible periods and dimension tables (one scan of its facts)."""
+    browser = ws.cube(cube_name)
+    return CubeDigests(period_digests(ws.engine, browser.cube, visible_periods(browser)),
+                       dimension_digest(ws.engine, browser.cube))
+
+
+def partition_fingerprints(ws: Workspace, browser: CubeBrowser, g: Grain,
+                           periods: Sequence[int], row_group_rows: int,
+                           digests: CubeDigests) -> dict[str, str]:
+    """Period label → SHA-256 of everything the bytes of that period's partition depend on:
+    the period's fact rows and the cube's dimension tables (as digests), the cube's model
+    definition (levels, members, labels, mappings, disclosure limits), the model's protection
+    parameters and p-table digest, the licence named in the file, the grain, the row-group
+    size, the export format, the engine version that computes the digests, and the Parquet
+    writer's version. Not the engine that computes the cells: DuckDB and Spark write the same
+    bytes (tests/test_spark.py), and the record must not tell them apart. Deliberately not
+    the release, its last period or the warehouse build: those change every release while
+    the partition's bytes do not. Two partitions with the same fingerprint are
+    byte-identical, so one may stand for the other. Empty when the warehouse's engine
+    computes no digests."""
+    tag = engine_tag(ws.engine)
+    if tag is None or digests.dimensions is None:
+        return {}
+    cube = browser.cube
+    p = ws.gate.protection
+    common = {
+        "format_version": FORMAT_VERSION,
+        "digests": tag,
+        "writer": f"pyarrow-{pa.__version__}",
+        "parquet": [row_group_rows, DICTIONARY_PAGE_BYTES, "zstd"],
+        "model": hashlib.sha256(repr(cube).encode()).hexdigest(),
+        "disclosure": hashlib.sha256(repr(ws.model.disclosure).encode()).hexdigest(),
+        "protection": p.report_parameters(),
+        "k": p.k,
+        "ptable_sha256": p.ptable.digest,
+        "licence": _licence(ws)["title"],
+        "cube": cube.name,
+        "grain": g.name,
+        "levels": [list(pair) for pair in g.levels],
+        "dimensions": digests.dimensions,
+    }
+    out: dict[str, str] = {}
+    for period in periods:
+        facts = digests.facts.get(period)
+        if facts is None:
+            continue
+        label = period_label(cube, period)
+        text = json.dumps({**common, "period": label, "facts": facts}, sort_keys=True)
+        out[label] = hashlib.sha256(text.encode()).hexdigest()
+    return out
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A finished partition of a previous release's export that may be carried over."""
+
+    path: Path
+    sha256: str
+    bytes: int
+
+
+def carry_sources(out_root: Path, release: str, cube_name: str, grain_name: str,
+                  fingerprints: Mapping[str, str]) -> dict[str, _Source]:
+    """Period label → a partition of another release's *complete* export of the same cube
+    and grain under ``out_root`` whose recorded fingerprint equals this one's. Newest
+    release (by last period) first. Exports of another format, unreadable records and
+    partitions their datapackage.json does not list are ignored; the checksum is verified
+    when the file is carried (:func:`_carry`)."""
+    found: dict[str, _Source] = {}
+    if not fingerprints:
+        return found
+    candidates = []
+    for package_path in Path(out_root).glob(f"*/{cube_name}/{grain_name}/{DATAPACKAGE}"):
+        directory = package_path.parent
+        if directory.parents[1].name == release:
+            continue
+        try:
+            info = json.loads(package_path.read_text(encoding="utf-8"))["statcube"]
+            record = info["provenance"]
+            if record.get("format_version") != FORMAT_VERSION:
+                continue
+            files = info["files"]
+            prints = record.get("fingerprints") or {}
+            candidates.append((str(record.get("last_period", "")), directory, files, prints))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    for _, directory, files, prints in sorted(candidates, key=lambda c: c[:2], reverse=True):
+        for label, fp in fingerprints.items():
+            rel = f"data/period={label}/part-0.parquet"
+            entry = files.get(rel)
+            if label in found or prints.get(label) != fp or not isinstance(entry, Mapping):
+                continue
+            found[label] = _Source(directory / rel, str(entry["sha256"]), int(entry["bytes"]))
+    return found
+
+
+def _carry(source: _Source, path: Path) -> bool:
+    """Put ``source`` at ``path`` — a hard link when both are on one filesystem (no bytes
+    copied, no space used), else a copy — and verify its size and SHA-256 against the
+    previous export's record. False (and nothing left behind) if the source is missing or
+    does not match: the partition is then computed afresh. Exports are never edited in
+    place (every write goes to a temporary file renamed over the old one), so a shared
+    inode cannot change under either release."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        try:
+            os.link(source.path, tmp)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            shutil.copyfile(source.path, tmp)
+        if tmp.stat().st_size != source.bytes or sha256_file(tmp) != source.sha256:
+            return False
+        _fsync_replace(tmp, path)
+        return True
+    except OSError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path, *,
                  release: str | None = None, published: str | None = None,
                  progress: ProgressFn | None = None, stop_after: int | None = None,
                  row_group_rows: int = ROW_GROUP_ROWS, batch_rows: int = BATCH_ROWS,
-                 engine: Engine | None = None) -> ExportResult:
+                 engine: Engine | None = None, carry: bool = True,
+                 digests: CubeDigests | None = None,
+                 members: MembersCache | None = None) -> ExportResult:
     """Write (or resume) one grain of one cube to ``out_root/<release>/<cube>/<grain>``.
 
     ``engine`` runs the protected cells' SQL somewhere else than the workspace's own
@@ -625,6 +804,13 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
     release's publication time (ISO 8601), recorded in the metadata. ``stop_after`` stops
     after that many newly written partitions, leaving the partial directory as a kill would
     (tests use it to prove resumption).
+
+    With ``carry`` (the default), a partition whose fingerprint (:func:`partition_fingerprints`)
+    equals that of the same period in another release's complete export of this grain under
+    ``out_root`` is carried over — hard-linked or copied, its checksum verified — instead of
+    computed; the files are byte-identical to a fresh export either way. ``digests`` are the
+    cube's (:func:`cube_digests`), when the caller already has them; ``members`` keeps the
+    codelists' members read for the cube's other grains.
     """
     if row_group_rows < 1 or batch_rows < 1:
         raise ArgumentError("row groups and batches need at least one row")
@@ -633,7 +819,11 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
     g = grain(cube, grain_name)
     release = release_id(ws, release)
     final = Path(out_root) / release / cube.name / g.name
-    provenance = _provenance(ws, browser, g, release, published, row_group_rows)
+    periods = visible_periods(browser)
+    if digests is None:
+        digests = cube_digests(ws, cube.name)
+    fingerprints = partition_fingerprints(ws, browser, g, periods, row_group_rows, digests)
+    provenance = _provenance(ws, browser, g, release, published, row_group_rows, fingerprints)
     if (final / DATAPACKAGE).exists():
         return _complete(final, provenance)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -643,7 +833,6 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
         partial = final.with_name(f".{g.name}.partial")
         manifest = _load_manifest(partial, provenance)
         parts: dict[str, Any] = manifest["partitions"]
-        periods = visible_periods(browser)
         if not periods:
             raise ArgumentError(f"no published periods for {cube.name} in release {release}",
                                 parameter="release", value=release)
@@ -651,6 +840,19 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
         rels = {p: f"data/period={labels[p]}/part-0.parquet" for p in periods}
         finished = {p for p in periods
                     if rels[p] in parts and _partition_ok(partial / rels[p], parts[rels[p]])}
+        sources = carry_sources(Path(out_root), release, cube.name, g.name,
+                                fingerprints) if carry else {}
+        carried = 0
+        for p in periods:
+            source = sources.get(labels[p])
+            if p in finished or source is None or not _carry(source, partial / rels[p]):
+                continue
+            path = partial / rels[p]
+            parts[rels[p]] = {"sha256": source.sha256, "rows": pq.read_metadata(path).num_rows,
+                              "bytes": source.bytes, "period": labels[p], "carried": True}
+            _write_json(partial / MANIFEST, manifest)
+            finished.add(p)
+            carried += 1
         todo = [p for p in periods if p not in finished][:stop_after]
 
         raw = browser.raw if engine is None else RawCube(engine, cube, browser.raw.k)
@@ -666,11 +868,12 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
                 if period not in finished:
                     if written == len(todo):  # stop_after reached
                         return ExportResult(partial, written + len(finished), rows,
-                                            len(finished), complete=False, bytes=nbytes)
+                                            len(finished) - carried, complete=False,
+                                            bytes=nbytes, carried_partitions=carried)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     metadata = {"statcube": json.dumps(
-                        {"release": release, "cube": cube.name, "grain": g.name,
-                         "period": label, "ptable_sha256": provenance["ptable_sha256"],
+                        {"cube": cube.name, "grain": g.name, "period": label,
+                         "ptable_sha256": provenance["ptable_sha256"],
                          "licence": _licence(ws)["title"]}, sort_keys=True)}
                     n = _write_partition(next(streams), grain_query(browser, g, period), path,
                                          metadata=metadata, row_group_rows=row_group_rows)
@@ -683,13 +886,15 @@ def export_grain(ws: Workspace, cube_name: str, grain_name: str, out_root: Path,
                 if progress:
                     progress(f"{cube.name}/{g.name} {label}: {rows:,} rows, "
                              f"{format_bytes(nbytes)}", i + 1, len(periods))
-        skipped = len(finished)
-        _finish(ws, browser, g, partial, manifest, periods, release, published, row_group_rows)
+        skipped = len(finished) - carried
+        _finish(ws, browser, g, partial, manifest, periods, release, published, row_group_rows,
+                members)
         if final.exists():  # a directory without datapackage.json is not an export
             shutil.rmtree(final)
         partial.rename(final)
         _fsync_dir(final.parent)
-    return ExportResult(final, len(periods), rows, skipped, bytes=nbytes)
+    return ExportResult(final, len(periods), rows, skipped, bytes=nbytes,
+                        carried_partitions=carried)
 
 
 def _complete(final: Path, provenance: Mapping[str, Any]) -> ExportResult:
@@ -712,12 +917,13 @@ def _complete(final: Path, provenance: Mapping[str, Any]) -> ExportResult:
 
 def _finish(ws: Workspace, browser: CubeBrowser, g: Grain, partial: Path,
             manifest: Mapping[str, Any], periods: Sequence[int], release: str,
-            published: str | None, row_group_rows: int) -> None:
+            published: str | None, row_group_rows: int,
+            members: MembersCache | None = None) -> None:
     """Codelists, README, datapackage and checksums; then remove anything else."""
     q0 = grain_query(browser, g, periods[-1])
     parts: Mapping[str, Any] = manifest["partitions"]
     schema = pq.read_schema(partial / next(iter(sorted(parts))))
-    codelists = _write_codelists(browser, q0, partial / "codelists")
+    codelists = _write_codelists(browser, q0, partial / "codelists", members)
     readme = partial / "README.txt"
     _write_text(readme, _readme(ws, browser, g, release, published, q0))
     files = {rel: {"sha256": e["sha256"], "bytes": e["bytes"]} for rel, e in parts.items()}
@@ -921,29 +1127,62 @@ def plan(ws: Workspace, cubes: Sequence[str] | None = None,
 def export_release(ws: Workspace, out_root: Path, *, cubes: Sequence[str] | None = None,
                    grains: Sequence[str] | None = None, release: str | None = None,
                    published: str | None = None, progress: ProgressFn | None = None,
-                   engine: Engine | None = None) -> list[ExportResult]:
+                   engine: Engine | None = None, carry: bool = True,
+                   memory_limit: str | None = None) -> list[ExportResult]:
     """Export (or resume) every selected grain; ``progress`` counts partitions overall and
-    describes rows and bytes written. ``engine``: see :func:`export_grain`."""
+    describes rows and bytes written and partitions carried over from a previous release.
+    ``engine`` and ``carry``: see :func:`export_grain`. Each cube's facts are digested once
+    (one scan) for all its grains. ``memory_limit`` (e.g. ``"1GB"``) caps the DuckDB
+    warehouse connection's memory (:func:`limit_memory`)."""
+    if memory_limit:
+        limit_memory(ws, memory_limit)
     jobs = plan(ws, cubes, grains)
     total = sum(j.partitions for j in jobs)
-    done = rows = nbytes = 0
+    done = rows = nbytes = carried = 0
     results = []
+    digests: dict[str, CubeDigests] = {}
+    members: MembersCache = {}
     for job in jobs:
+        if job.cube not in digests:  # one cube's digests and members at a time
+            digests = {job.cube: cube_digests(ws, job.cube)}
+            members.clear()
         def report(what: str, i: int, n: int, *, _base: int = done) -> None:
             if progress:
                 progress(what, _base + i, total)
 
         result = export_grain(ws, job.cube, job.grain, out_root, release=release,
-                              published=published, progress=report, engine=engine)
+                              published=published, progress=report, engine=engine,
+                              carry=carry, digests=digests[job.cube], members=members)
         results.append(result)
         done += job.partitions
         rows += result.rows
         nbytes += result.bytes
+        carried += result.carried_partitions
         if progress:
             state = "already complete" if result.already_complete else "done"
             progress(f"{job.cube}/{job.grain} {state}; {rows:,} rows, "
-                     f"{format_bytes(nbytes)} in all", done, total)
+                     f"{format_bytes(nbytes)} in all; carried {carried} of {done} "
+                     "partitions", done, total)
     return results
+
+
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+
+
+def limit_memory(ws: Workspace, limit: str) -> None:
+    """Cap what DuckDB holds for this workspace's connection — its buffer pool above all,
+    which otherwise may keep the blocks of every fact table an export has read (up to 80% of
+    the machine's memory), so a process exporting every cube can grow with the warehouse,
+    not with the period. Beyond the limit DuckDB evicts cached blocks and spills to disk. The
+    setting is the whole DuckDB instance's: meant for a process that exports (the CLI sets
+    it), not for a server. No effect on other engines."""
+    if not _MEMORY.match(limit.strip()):
+        raise ArgumentError(f"memory limit {limit!r}: give a size such as 1GB or 512MB",
+                            parameter="memory-limit", value=limit)
+    if ws.engine.name != "duckdb":
+        return
+    with ws.engine.raw_duckdb() as cursor:
+        cursor.execute(f"SET memory_limit = '{limit.strip()}'")
 
 
 def choose_release(calendar: Calendar, release: str | None, now: datetime, *,

@@ -293,13 +293,19 @@ def raw_columns(t: _Tables, k: int) -> list[ColumnElement[Any]]:
 
 
 def aggregation(query: Query, k: int, *, summary: bool = False,
-                totals: bool = False) -> Select[Any]:
+                totals: bool = False, preaggregate: bool = False) -> Select[Any]:
     """Stage 1-3: the raw aggregated cells (or the one summary row).
 
     ``totals`` adds the summary to every cell as window columns ``__all<raw column>`` over
     all the groups — evaluated after GROUP BY, so before any measure filter, top-N or
-    LIMIT of stage 4 — and one statement answers cells, summary and total cell count."""
+    LIMIT of stage 4 — and one statement answers cells, summary and total cell count.
+
+    ``preaggregate`` (exports): see :func:`_preaggregated`; the same cells, sooner."""
     t = _Tables(query.cube, rollup=choose_rollup(query, summary=summary))
+    if preaggregate and not summary and not totals:
+        pre = _preaggregated(query, k, t)
+        if pre is not None:
+            return pre
     drill_attrs = [] if summary else list(query.cell_attributes)
     split_cond = None
     if query.split and not summary:
@@ -334,6 +340,77 @@ def aggregation(query: Query, k: int, *, summary: bool = False,
     if group:
         stmt = stmt.group_by(*group)
     return stmt
+
+
+def _preaggregated(query: Query, k: int, t: _Tables) -> Select[Any] | None:
+    """The cells aggregated in two steps: first on the fact table alone, by the fact's own
+    columns (foreign keys and attributes it holds), then — over those few rows instead of
+    every fact row — joined to the dimension tables and aggregated by the drilled
+    attributes. Every raw column rolls up exactly (sums, key sums mod K, maxima), so the
+    cells are the same; for a bulk export by output area the join and the grouping by a
+    dozen text columns were most of the time. None when the query needs more than the plain
+    form handles (a rollup, split, ``within``, a cut on a dimension table, or a dimension
+    joined through another): the caller then uses the one-step aggregation."""
+    phys = query.cube.physical
+    if t.rollup is not None or query.split or query.within or not query.drilldown:
+        return None
+    if any(t.table_of(a) != t.fact_table for a in _cut_attributes(t, query.cuts)):
+        return None
+    fact = t.table(t.fact_table)
+    keys: dict[str, ColumnElement[Any]] = {}  # fact column name -> fact column
+    joins: dict[str, tuple[str, str]] = {}  # dimension table -> (fact column, its column)
+    attrs: list[tuple[Attribute, str, str]] = []  # attribute, its table and column
+    for a in query.cell_attributes:
+        col = t.attr(a)
+        table = str(col.table.name)
+        if table == t.fact_table:
+            keys[col.name] = col
+            attrs.append((a, table, col.name))
+            continue
+        join = phys.join_for(table)
+        if join is None or join.master.table != phys.fact:
+            return None
+        keys[join.master.column] = t.fact(join.master.column)
+        joins[table] = (join.master.column, join.detail.column)
+        attrs.append((a, table, col.name))
+    count = phys.column(query.cube.count_measure.name).column
+    inner: list[tuple[str, str, str]] = [(N, "sum", count), (RK, "sum", phys.record_key),
+                                         (RK2, "sum", phys.magnitude_key)]
+    for m in query.cube.measures:
+        if m.kind == "amount":
+            inner += [(sum_col(m.name), "sum", phys.column(m.name).column),
+                      (max_col(m.name), "max", phys.max_columns[m.name])]
+    stmt = sa.select(*(c.label(name) for name, c in keys.items()), *(
+        (sa.func.max if how == "max" else sa.func.sum)(t.fact(column)).label(name)
+        for name, how, column in inner)).select_from(fact)
+    conds = [cut_condition(t, c) for c in query.cuts]
+    if query.period_limit is not None:
+        conds.append(t.fact(fact_period_column(query.cube)) <= query.period_limit)
+    if conds:
+        stmt = stmt.where(*conds)
+    pre = stmt.group_by(*keys.values()).subquery("pre")
+    dims = {name: sa.table(name, *(sa.column(c) for c in sorted(
+        {col for a, tb, col in attrs if tb == name} | {joins[name][1]}))) for name in joins}
+    frm: FromClause = pre
+    for name, (fk, pk) in joins.items():
+        frm = frm.join(dims[name], pre.c[fk] == dims[name].c[pk])
+
+    def column(table: str, col: str) -> ColumnElement[Any]:
+        return pre.c[col] if table == t.fact_table else dims[table].c[col]
+
+    group = [column(tb, col) for _, tb, col in attrs]
+    zero: ColumnElement[Any] = sa.literal_column("0")
+    modulus: ColumnElement[Any] = sa.literal_column(str(int(k)))
+    raw: list[ColumnElement[Any]] = []
+    for name, how, _ in inner:
+        total = sa.func.coalesce((sa.func.max if how == "max" else sa.func.sum)(pre.c[name]),
+                                 zero)
+        if name in (RK, RK2):
+            raw.append(sa.cast(total % modulus, sa.Integer).label(name))
+        else:
+            raw.append(sa.cast(total, sa.BigInteger).label(name))
+    return sa.select(*(g.label(a.ref) for g, (a, _, _) in zip(group, attrs, strict=True)),
+                     *raw).select_from(frm).group_by(*group)
 
 
 # --- Stage 4: values, filters, order, paging ------------------------------------------------------
@@ -390,12 +467,14 @@ def default_order(query: Query) -> list[Attribute]:
 
 
 def finish(query: Query, k: int, values: ValueStage = raw_values, *,
-           keep_raw: bool = True, totals: bool = False) -> Select[Any]:
+           keep_raw: bool = True, totals: bool = False,
+           preaggregate: bool = False) -> Select[Any]:
     """Stage 4 over the aggregation. ``keep_raw`` keeps the internal columns (raw path);
-    ``totals`` (raw path only) carries the summary on every row (see :func:`aggregation`)."""
+    ``totals`` (raw path only) carries the summary on every row; ``preaggregate`` aggregates
+    on the fact table first (see :func:`aggregation`)."""
     if totals and not keep_raw:
         raise ValueError("window totals are raw columns")
-    sub = aggregation(query, k, totals=totals).subquery("cells")
+    sub = aggregation(query, k, totals=totals, preaggregate=preaggregate).subquery("cells")
     stage = values(query, sub)
     frm, vals, extra = stage.frm, stage.values, stage.extra
     # A stage may compute its values in layers of subqueries over ``sub``; its outermost

@@ -12,7 +12,11 @@ Realism that matters for disclosure control and for benchmarks:
 - stocks (caseloads) persist: a unit keeps its id, area and most attributes from month to
   month, with monthly exits and entries, so record keys are stable across months.
 
-Everything is deterministic for a seed (numpy SeedSequence streams per purpose). Memory is
+Everything is deterministic for a seed (numpy SeedSequence streams per purpose), and months
+are simulated in order from ``start``: a run of more months writes the same files for the
+months they share, so a history generated once and a release three months later read the same
+inputs for the old months, as real monthly extracts would (the national benchmark relies on
+it; tests/test_bench_national.py checks it). Memory is
 bounded by the largest monthly stock (about 7.2M UC records at scale 1.0); files are written
 one cube-month at a time. Output is written to a temporary directory renamed into place.
 """

@@ -389,7 +389,10 @@ class Gate:
             raise ArgumentError("a protected stream is not paged: give no page or pagesize",
                                 parameter="pagesize", value=str(query.pagesize))
         p = self.protection
-        stmt = compiler.finish(query, p.k, protected_stage(p), keep_raw=False)
+        # Pre-aggregated on the fact table first: the same cells, several times sooner for a
+        # whole grain's cells (cube/sql.py, _preaggregated).
+        stmt = compiler.finish(query, p.k, protected_stage(p), keep_raw=False,
+                               preaggregate=True)
         names = list(stmt.selected_columns.keys())
         internal = [n for n in names if n.startswith("__") and n != compiler.SPLIT]
         if internal:
