@@ -40,9 +40,9 @@ HB_JAN = Path("microdata") / HB / "2026-01.parquet"
 def spark() -> Iterator[Any]:
     from cube.spark.session import local_session
 
-    session = local_session("local[2]")
-    yield session
-    session.stop()
+    # Not stopped here: tests/test_spark_io.py reuses it (a session costs ~15 s to start);
+    # pyspark stops it when the interpreter exits.
+    yield local_session("local[2]")
 
 
 @pytest.fixture(scope="module")
