@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from cli.context import model_of, settings_of
 from cli.output import note, progress_bar
 from cli.parsing import command, nonempty
-from cube.errors import ConfigError
+from cube.errors import ArgumentError, ConfigError
 from cube.settings import Settings
 
 if TYPE_CHECKING:
@@ -57,18 +57,28 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     data_dir = Path(settings.data_dir)
-    inp = Path(args.input or data_dir / "synthetic")
+    # A URI (hdfs://…, s3a://…, file:///…) is read through Spark's filesystems, never pathlib.
+    from cube.spark.fs import is_uri  # no pyspark import: a string test
+
+    remote = args.input is not None and is_uri(args.input)
+    inp: Path | str = args.input if remote else Path(args.input or data_dir / "synthetic")
     out = Path(args.out or data_dir / "warehouse")
+    if args.engine != "spark" and (remote or args.parquet_out):
+        raise ArgumentError("a URI input and --parquet-out need --engine spark",
+                            parameter="input" if remote else "parquet-out",
+                            value=str(args.input if remote else args.parquet_out))
     model = model_of(settings)
-    check_input(model, inp)  # a wrong folder is a wrong folder, not a missing secret
+    if not remote:
+        check_input(model, Path(inp))  # a wrong folder is a wrong folder, not a missing secret
     secret = _secret(settings, data_dir, create=False)
     options = BuildOptions(release=args.release, skip_bad_rows=args.skip_bad_rows,
                            threads=args.threads)
     with progress_bar("build") as report:
         if args.engine == "spark":
-            rep = _build_on_spark(model, inp, out, secret, options, args.master, report)
+            rep = _build_on_spark(model, inp, out, secret, options, args.master,
+                                  args.parquet_out, report)
         else:
-            rep = build(model, inp, out, secret, options, report)
+            rep = build(model, Path(inp), out, secret, options, report)
     for w in rep.warnings:
         note(f"warning: {w}")
     skipped = sum(c.skipped for c in rep.cubes.values())
@@ -78,17 +88,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_on_spark(model: Model, inp: Path, out: Path, secret: bytes, options: BuildOptions,
-                    master: str, report: ProgressFn) -> BuildReport:
+def _build_on_spark(model: Model, inp: Path | str, out: Path, secret: bytes,
+                    options: BuildOptions, master: str, parquet_out: str | None,
+                    report: ProgressFn) -> BuildReport:
     """The same build on Spark (cube/spark/): pyspark and Java are optional, so their
     absence is a one-line configuration error, not a traceback."""
     try:
-        from cube.spark.build import build_spark
+        from cube.spark.build import SparkBuildOptions, build_spark
         from cube.spark.session import session
     except ImportError:
         raise ConfigError("--engine spark needs pyspark and Java 17: "
                           "pip install 'statcube[spark]'") from None
-    return build_spark(model, inp, out, secret, session(master), options, progress=report)
+    return build_spark(model, inp, out, secret, session(master), options,
+                       SparkBuildOptions(parquet_out=parquet_out), progress=report)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -211,7 +223,8 @@ def register(sub: Any) -> None:
                 example="STATCUBE_KEY_FILE=.statcube-secret statcube build --input data/real")
     b.add_argument("--input", type=nonempty,
                    help="input directory with geography/ and microdata/ "
-                        "(default DATA_DIR/synthetic)")
+                        "(default DATA_DIR/synthetic); with --engine spark also a URI "
+                        "Spark can read (hdfs://…, s3a://…, file:///…)")
     b.add_argument("--out", type=nonempty,
                    help="warehouse directory (default DATA_DIR/warehouse)")
     b.add_argument("--release", type=nonempty,
@@ -226,6 +239,10 @@ def register(sub: Any) -> None:
     b.add_argument("--master", type=nonempty, default="local[2]",
                    help="Spark master URL with --engine spark (default local[2]; on a "
                         "cluster use spark-submit and cube.spark.submit)")
+    b.add_argument("--parquet-out", type=nonempty,
+                   help="with --engine spark: where the release's Parquet tree goes, a folder "
+                        "or a URI Spark can write (default: beside the warehouse, which is "
+                        "always a local file)")
     b.set_defaults(func=cmd_build)
 
     d = command(sub, "demo", help="generate small synthetic data, build it and serve it on "

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 from cli.context import model_of, settings_of
 from cli.output import note, progress_bar
 from cli.parsing import command, nonempty
-from cube.errors import ConfigError
+from cube.errors import ArgumentError, ConfigError
 
 if TYPE_CHECKING:
     from cube.engine import Engine
+    from cube.workspace import Workspace
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -26,7 +27,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         prerelease=args.prerelease, now=settings.now())
     out = Path(args.out or settings.export_dir)
     try:
-        engine = _spark_engine(Path(ws.engine.target), args.master) \
+        engine = _spark_engine(ws, args.master, args.tables) \
             if args.engine == "spark" else None
         with progress_bar(f"export {release}") as report:
             results = export_release(ws, out, cubes=args.cube, grains=args.grain,
@@ -51,18 +52,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spark_engine(warehouse: Path, master: str) -> Engine:
-    """The protected SQL run on Spark over the release's Parquet tables (cube/spark/)."""
+def _spark_engine(ws: Workspace, master: str, tables: str | None) -> Engine:
+    """The protected SQL run on Spark over the release's Parquet tables (cube/spark/): the
+    tree beside the warehouse, or ``--tables`` (a folder or URI) when it is that release's."""
+    warehouse = Path(ws.engine.target)
     if not warehouse.is_file():
         raise ConfigError("--engine spark exports a release warehouse file (a DuckDB file), "
                           f"not {warehouse}")
     try:
-        from cube.spark.engine import SparkEngine, parquet_tree
+        from cube.spark.engine import SparkEngine, parquet_tree, tree_meta
         from cube.spark.session import session
     except ImportError:
         raise ConfigError("--engine spark needs pyspark and Java 17: "
                           "pip install 'statcube[spark]'") from None
-    return SparkEngine(session(master), parquet_tree(warehouse))
+    spark = session(master)
+    if tables is None:
+        return SparkEngine(spark, parquet_tree(warehouse))
+    meta = tree_meta(spark, tables)
+    for key in ("release", "ptable_digest"):
+        if meta.get(key) != ws.meta.get(key):
+            raise ArgumentError(f"--tables is not this release's Parquet tree ({key} differs "
+                                "from the warehouse's)", parameter="tables", value=tables)
+    return SparkEngine(spark, tables)
 
 
 def register(sub: Any) -> None:
@@ -100,4 +111,7 @@ def register(sub: Any) -> None:
     e.add_argument("--memory-limit", type=nonempty, default="1GB",
                    help="memory DuckDB may hold while exporting, e.g. 1GB or 512MB (default "
                         "1GB; it evicts cached blocks and spills beyond it)")
+    e.add_argument("--tables", type=nonempty,
+                   help="with --engine spark: the release's Parquet tree, a folder or a URI "
+                        "Spark can read (default: <release>.parquet beside the warehouse)")
     e.set_defaults(func=cmd_export)

@@ -9,6 +9,10 @@
 - :mod:`cube.spark.engine` — runs the disclosure gate's protected SQL on Spark, for
   ``statcube export --engine spark`` (same template, same p-table, same files).
 - :mod:`cube.spark.submit` — the ``spark-submit`` entry point (``python -m cube.spark.submit``).
+- :mod:`cube.spark.fs` — inputs and outputs at URIs (``hdfs://``, ``s3a://``, ``file://``)
+  through Hadoop's FileSystem, and removal of temporary trees left by killed runs.
+- :mod:`cube.spark.collect` — results to the driver as a stream of Arrow batches, a
+  partition at a time (exports).
 
 pyspark is an optional dependency (``pip install 'statcube[spark]'``, Java 17): nothing else in
 statcube imports this package.

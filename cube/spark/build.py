@@ -22,8 +22,23 @@ header being line 1), so messages read as the DuckDB build's do.
 The record-key secret reaches executors as a broadcast variable read inside ``mapInArrow``: it
 never appears in a query plan, a log or a file.
 
-Atomic: facts go to ``.<release>.parquet.tmp-<pid>/``, the warehouse to
-``.<release>.duckdb.tmp-<pid>``; both are renamed into place only when complete.
+Inputs from any path Spark can read. A local folder is read as the DuckDB build reads it
+(pathlib, the same checks). An input given as a URI (``hdfs://nn/statcube/in``,
+``s3a://bucket/in``, ``file:///data/in``) is never touched through pathlib: microdata files are
+listed through Hadoop's FileSystem (:mod:`cube.spark.fs`), their headers read by Spark, months
+and rows read by Spark; the small geography lookups and boundaries are copied through the same
+FileSystem to a local temporary folder and loaded by the shared code. The checks and their
+messages are the same, files named relative to the input (``microdata/pip/2026-01.parquet row
+7``).
+
+Outputs. The warehouse (``<release>.duckdb``) is a local file: DuckDB writes it on the driver.
+The Parquet tree (``<release>.parquet/``) goes beside it, or to any URI Spark can write
+(:attr:`SparkBuildOptions.parquet_out`).
+
+Atomic: facts go to ``.<release>.parquet.tmp-<host>-<pid>/``, the warehouse to
+``.<release>.duckdb.tmp-<pid>``; both are renamed into place only when complete. Temporary
+trees of earlier runs whose process is gone (killed builds) are removed when a build of the
+same release starts; a run still going keeps its own.
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -67,9 +83,12 @@ from cube.build import (
     write_dimensions,
     write_meta,
 )
-from cube.errors import InputDataError
+from cube.errors import ArgumentError, InputDataError
+from cube.geography import GeographyLoad, find_lookups
 from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
+from cube.spark import collect
+from cube.spark.fs import HadoopFS, basename, is_uri, join, owner_tag, remove_stale
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -87,9 +106,12 @@ class SparkBuildOptions:
 
     #: Keep ``<release>.parquet/`` (facts, dimensions, metadata) beside the warehouse.
     keep_parquet: bool = True
+    #: Where ``<release>.parquet/`` goes instead: a local folder or a URI Spark can write
+    #: (``hdfs://…``, ``s3a://…``); None: beside the warehouse.
+    parquet_out: str | None = None
 
 
-def build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
+def build_spark(model: Model, input_dir: Path | str, warehouse_dir: Path, secret: bytes,
                 spark: SparkSession, options: BuildOptions = _DEFAULT_OPTIONS,
                 spark_options: SparkBuildOptions | None = None,
                 progress: ProgressFn | None = None) -> BuildReport:
@@ -97,8 +119,10 @@ def build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byte
 
     Same contract as :func:`cube.build.build`: bad input raises :class:`InputDataError` and
     writes nothing, unless ``options.skip_bad_rows``, which leaves bad rows out and writes
-    ``<release>.build-report.json``.
+    ``<release>.build-report.json``. ``input_dir`` is a local folder or a URI (``scheme://…``)
+    Spark can read.
     """
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
     try:
@@ -108,13 +132,27 @@ def build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byte
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputDataError(f"cannot read microdata on Spark: {first}",
                              parameter="microdata") from None
+    except Py4JJavaError as exc:  # Hadoop's FileSystem: no such scheme, no access, …
+        text = str(exc.java_exception).strip()
+        first = text.splitlines()[0] if text else "Hadoop FileSystem error"
+        raise InputDataError(f"cannot reach the input or output on Spark: {first}",
+                             parameter="input") from None
 
 
-def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
+def _build_spark(model: Model, input_dir: Path | str, warehouse_dir: Path, secret: bytes,
                  spark: SparkSession, options: BuildOptions, spark_options: SparkBuildOptions,
                  progress: ProgressFn | None) -> BuildReport:
+    with tempfile.TemporaryDirectory(prefix="statcube-spark-") as scratch:
+        return _build_in(model, input_dir, warehouse_dir, secret, spark, options, spark_options,
+                         progress, Path(scratch))
+
+
+def _build_in(model: Model, input_dir: Path | str, warehouse_dir: Path, secret: bytes,
+              spark: SparkSession, options: BuildOptions, spark_options: SparkBuildOptions,
+              progress: ProgressFn | None, scratch: Path) -> BuildReport:
     started = time.perf_counter()
-    lookups, cube_files = check_input(model, input_dir)
+    src = _inputs(spark, model, input_dir, scratch)
+    cube_files = src.files
     cubes = [c for c in model.cubes.values() if cube_files[c.name]]
     steps = 3 + len(cubes)
     done = 0
@@ -130,9 +168,10 @@ def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byt
 
     timings: dict[str, float] = {}
     # Headers only, on the driver: a missing column names its file.
-    geo = load_inputs(input_dir, lookups, cube_files, cubes, timings)
+    geo = src.load(spark, cubes, timings)
     tick("geography")
-    jcp = read_jcp_lookup(input_dir, lookups, cubes)
+    input_dir = src.local  # geography/ and boundaries/ from here on
+    jcp = read_jcp_lookup(input_dir, src.lookups, cubes)
     frames = {c.name: _read(spark, c, cube_files[c.name]) for c in cubes}
     all_months = _months(frames.values())
     if not all_months:
@@ -141,10 +180,10 @@ def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byt
     warehouse_dir.mkdir(parents=True, exist_ok=True)
     final = warehouse_dir / f"{release}.duckdb"
     tmp = warehouse_dir / f".{release}.duckdb.tmp-{os.getpid()}"
-    parquet_final = warehouse_dir / f"{release}.parquet"
-    parquet_tmp = warehouse_dir / f".{release}.parquet.tmp-{os.getpid()}"
+    tree = _Tree(spark, spark_options.parquet_out or warehouse_dir, release)
     _remove_stale_temps(warehouse_dir, release)
-    shutil.rmtree(parquet_tmp, ignore_errors=True)
+    tree.remove_stale()
+    tree.discard()
     report = BuildReport(warehouse=final, release=release, warnings=list(geo.warnings),
                          timings=timings)
     codes = _codelists(spark, model, cubes, geo.table, jcp)
@@ -164,7 +203,7 @@ def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byt
         def one(cube: Cube) -> CubeBuildReport:
             t = time.perf_counter()
             rep = _build_cube(frames[cube.name], plans[cube.name], codes, secret_bc, k,
-                              options, input_dir, parquet_tmp, len(cube_files[cube.name]))
+                              options, src, tree.stage, len(cube_files[cube.name]))
             timings[cube.name] = time.perf_counter() - t
             tick(cube.name)
             return rep
@@ -189,7 +228,7 @@ def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byt
         ptable, month_text, attribution = write_dimensions(
             con, model, cubes, geo.table, jcp, all_months, input_dir, report)
         for cube in cubes:
-            _load_fact(con, plans[cube.name], parquet_tmp)
+            _load_fact(con, plans[cube.name], tree.facts(plans[cube.name].fact))
             count_col = cube.physical.column(cube.count_measure.name).column
             row = con.execute(f"SELECT coalesce(sum({count_col}), 0), count(*) "
                               f"FROM {cube.physical.fact}").fetchone()
@@ -201,7 +240,7 @@ def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byt
                    engine="spark", rollups=rollups)
         con.execute("CHECKPOINT")
         if spark_options.keep_parquet:
-            _export_dimensions(con, parquet_tmp)
+            tree.add_dimensions(con, scratch)
         con.close()
         con = None
         timings["warehouse"] = time.perf_counter() - t
@@ -211,14 +250,14 @@ def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byt
             con.close()
         tmp.unlink(missing_ok=True)
         tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
-        shutil.rmtree(parquet_tmp, ignore_errors=True)
+        tree.discard()
         raise
     finally:
         secret_bc.destroy()
     if spark_options.keep_parquet:
-        _replace_dir(parquet_tmp, parquet_final)
+        tree.publish()
     else:
-        shutil.rmtree(parquet_tmp, ignore_errors=True)
+        tree.discard()
     tmp.replace(final)
     report.seconds = time.perf_counter() - started
     if any(c.problems for c in report.cubes.values()):
@@ -229,13 +268,117 @@ def _build_spark(model: Model, input_dir: Path, warehouse_dir: Path, secret: byt
     return report
 
 
-# --- Reading -----------------------------------------------------------------------------------
+# --- Inputs ------------------------------------------------------------------------------------
 
 def _uri(path: Path) -> str:
     return path.resolve().as_uri()
 
 
-def _read(spark: SparkSession, cube: Cube, files: Sequence[Path]) -> DataFrame:
+def _is_microdata(name: str) -> bool:
+    return name.lower().endswith((".parquet", ".csv"))
+
+
+@dataclass
+class _Inputs:
+    """A build's input: the microdata files Spark reads (URIs) and a local folder holding the
+    geography lookups and boundaries (the input folder itself, or a copy of them)."""
+
+    local: Path
+    lookups: dict[str, Path]
+    files: dict[str, list[str]]
+    #: The input's qualified URI; None for a local folder.
+    root: str | None = None
+    #: A local folder's microdata files as listed (for the shared header check).
+    paths: dict[str, list[Path]] | None = None
+
+    def name(self, file: str) -> str:
+        """A file's name for messages: relative to the input (``microdata/pip/x.parquet``)."""
+        if self.root is None:
+            path = Path(_local(file))
+            try:
+                return str(path.relative_to(self.local))
+            except ValueError:
+                return path.name
+        prefix = self.root + "/"
+        return file[len(prefix):] if file.startswith(prefix) else basename(file)
+
+    def where(self, file: str, row: int) -> str:
+        if self.root is None:
+            return _where(_local(file), row, self.local)
+        name = self.name(file)
+        return f"{name} {'line' if name.lower().endswith('.csv') else 'row'} {row}"
+
+    def load(self, spark: SparkSession, cubes: Sequence[Cube], timings: dict[str, float]
+             ) -> GeographyLoad:
+        """The geography, loaded and checked, and every microdata file's header checked
+        (local files as the DuckDB build checks them; URIs through Spark)."""
+        if self.paths is not None:
+            return load_inputs(self.local, self.lookups, self.paths, cubes, timings)
+        geo = load_inputs(self.local, self.lookups, {c.name: [] for c in cubes}, cubes,
+                          timings)
+        for cube in cubes:
+            self._check_columns(spark, cube)
+        return geo
+
+    def _check_columns(self, spark: SparkSession, cube: Cube) -> None:
+        """cube.build's per-file header check, the headers read by Spark (a file's footer or
+        first line), with its messages."""
+        from pyspark.errors import PySparkException
+
+        need = required_columns(cube)
+        problems = []
+        for f in self.files[cube.name]:
+            try:
+                if f.lower().endswith(".parquet"):
+                    have = set(spark.read.parquet(f).columns)
+                else:
+                    have = set(spark.read.option("header", True)
+                               .option("inferSchema", False).csv(f).columns)
+            except PySparkException as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise InputDataError(f"cannot read microdata file {basename(f)}: {first}",
+                                     problems=[f"{self.name(f)}: {first}"],
+                                     parameter="microdata") from None
+            missing = [c for c in need if c not in have]
+            if missing:
+                problems.append(f"{self.name(f)}: missing column(s) {', '.join(missing)}")
+        if problems:
+            raise InputDataError(
+                f"{cube.name}: microdata is missing required column(s); every file needs "
+                f"{', '.join(need)}", problems=problems[:MAX_PROBLEMS], parameter="microdata")
+
+
+def _inputs(spark: SparkSession, model: Model, input_dir: Path | str, scratch: Path
+            ) -> _Inputs:
+    """A local folder as :func:`cube.build.check_input` finds it; a URI through Hadoop's
+    FileSystem, with the same rules and messages (and its geography/ and boundaries/
+    copied to ``scratch``)."""
+    if not is_uri(str(input_dir)):
+        lookups, cube_files = check_input(model, Path(input_dir))
+        return _Inputs(Path(input_dir), lookups,
+                       {c: [_uri(p) for p in files] for c, files in cube_files.items()},
+                       paths=cube_files)
+    uri = str(input_dir)
+    fs = HadoopFS(spark)
+    if not fs.is_dir(uri):
+        raise ArgumentError(f"input directory not found: {uri}", parameter="input", value=uri)
+    root = fs.qualified(uri)
+    files = {c: [f for f in fs.files(join(root, "microdata", c)) if _is_microdata(f)]
+             for c in model.cubes}
+    if not any(files.values()):
+        raise InputDataError(f"no microdata found under {join(uri, 'microdata')}",
+                             problems=[f"expected microdata/<cube>/*.parquet|csv for cubes "
+                                       f"{', '.join(model.cubes)}"])
+    for folder in ("geography", "boundaries"):  # small: copied, then read as local files
+        for entry in fs.entries(join(root, folder)):
+            if not entry.is_dir:
+                fs.copy_to_local(entry.uri, scratch / folder / entry.name)
+    return _Inputs(scratch, find_lookups(scratch / "geography"), files, root)
+
+
+# --- Reading -----------------------------------------------------------------------------------
+
+def _read(spark: SparkSession, cube: Cube, files: Sequence[str]) -> DataFrame:
     """One DataFrame of a cube's required columns over all its files, with ``_file`` (the
     file's URI) and ``_row`` (1-based Parquet row; CSV line, the header being line 1).
 
@@ -244,22 +387,22 @@ def _read(spark: SparkSession, cube: Cube, files: Sequence[Path]) -> DataFrame:
     from pyspark.sql import functions as F
 
     cols = required_columns(cube)
-    parquet = [_uri(f) for f in files if f.suffix.lower() == ".parquet"]
-    csvs = [f for f in files if f.suffix.lower() == ".csv"]
+    parquet = [f for f in files if f.lower().endswith(".parquet")]
+    csvs = [f for f in files if f.lower().endswith(".csv")]
     parts: list[DataFrame] = []
     if parquet:
         df = spark.read.parquet(*parquet)
         parts.append(df.select(*cols, F.col("_metadata.file_path").alias("_file"),
                                (F.col("_metadata.row_index") + 1).alias("_row")))
     for f in csvs:  # one file at a time: line numbers follow the file's own order
-        df = spark.read.option("header", True).option("inferSchema", False).csv(_uri(f))
+        df = spark.read.option("header", True).option("inferSchema", False).csv(f)
         schema = df.select(*cols).schema
         indexed = df.select(*cols).rdd.zipWithIndex().map(lambda p: (*p[0], p[1] + 2))
         from pyspark.sql.types import LongType, StructField, StructType
 
         located = spark.createDataFrame(
             indexed, StructType([*schema.fields, StructField("_row", LongType())]))
-        parts.append(located.select(*cols, F.lit(_uri(f)).alias("_file"), "_row"))
+        parts.append(located.select(*cols, F.lit(f).alias("_file"), "_row"))
     if len(parts) > 1 and parquet and csvs:
         parts = [p.select(*(F.col(c).cast("string").alias(c) for c in cols), "_file", "_row")
                  for p in parts]
@@ -344,7 +487,7 @@ def _with_code_checks(df: DataFrame, plan: _Plan, codes: dict[str, DataFrame]) -
 # --- One cube ----------------------------------------------------------------------------------
 
 def _build_cube(df: DataFrame, plan: _Plan, codes: dict[str, DataFrame], secret_bc: Any,
-                k: int, options: BuildOptions, input_dir: Path, stage_dir: Path, files: int
+                k: int, options: BuildOptions, src: _Inputs, stage: str, files: int
                 ) -> CubeBuildReport:
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
@@ -366,7 +509,7 @@ def _build_cube(df: DataFrame, plan: _Plan, codes: dict[str, DataFrame], secret_
     try:
         n_bad = flagged.filter(F.col("_bad") | (F.col("_dup") > 1)).count()
         if n_bad:
-            problems = _problems(flagged, plan, bad, input_dir)
+            problems = _problems(flagged, plan, bad, src)
             if not options.skip_bad_rows:
                 raise InputDataError(
                     f"{cube.name}: {n_bad} bad input row(s); nothing was built "
@@ -377,7 +520,7 @@ def _build_cube(df: DataFrame, plan: _Plan, codes: dict[str, DataFrame], secret_
         good = flagged.filter(~F.col("_bad") & (F.col("_dup") <= 1))
         facts = _aggregate(good, plan, df.dtypes, secret_bc, k)
         facts.write.mode("overwrite").partitionBy(plan.period_col).parquet(
-            _uri(stage_dir / plan.fact))
+            join(stage, plan.fact))
     finally:
         flagged.unpersist()
     return rep
@@ -389,7 +532,7 @@ def _local(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme in {"", "file"} else uri
 
 
-def _problems(flagged: DataFrame, plan: _Plan, bad: dict[str, str], input_dir: Path
+def _problems(flagged: DataFrame, plan: _Plan, bad: dict[str, str], src: _Inputs
               ) -> list[str]:
     """Up to MAX_PROBLEMS messages in the DuckDB build's words and order: per check, the
     first rows by file and row; then the rows of units counted twice in a month."""
@@ -402,14 +545,14 @@ def _problems(flagged: DataFrame, plan: _Plan, bad: dict[str, str], input_dir: P
         rows = (flagged.filter(F.expr(bad[check.column]))
                 .select("_file", "_row", F.col(check.column).cast("string").alias("v"))
                 .orderBy("_file", "_row").limit(MAX_PROBLEMS - len(problems)).collect())
-        problems += [f"{_where(_local(f), r, input_dir)}: {check.column}={v!r}: {check.what}"
+        problems += [f"{src.where(f, r)}: {check.column}={v!r}: {check.what}"
                      for f, r, v in rows]
     if plan.cube.kind == "stock":
         rows = (flagged.filter(F.col("_dup") > 1)
                 .select("_file", "_row", F.col("unit_id").cast("string").alias("u"), "_m",
                         "_dup")
                 .orderBy("_file", "_row").limit(MAX_PROBLEMS).collect())
-        problems += [f"{_where(_local(f), r, input_dir)}: unit_id={u!r}: unit appears {c} "
+        problems += [f"{src.where(f, r)}: unit_id={u!r}: unit appears {c} "
                      f"times in month {m}" for f, r, u, m, c in rows]
     return problems[:MAX_PROBLEMS]
 
@@ -467,9 +610,12 @@ def _aggregate(good: DataFrame, plan: _Plan, dtypes: list[tuple[str, str]], secr
 
 # --- Into the warehouse ------------------------------------------------------------------------
 
-def _load_fact(con: duckdb.DuckDBPyConnection, plan: _Plan, stage_dir: Path) -> None:
+def _load_fact(con: duckdb.DuckDBPyConnection, plan: _Plan, facts: Path | DataFrame | None
+               ) -> None:
     """Load one cube's Parquet facts into the warehouse in the DuckDB build's column order and
-    types (codes as their codelist ENUMs, OA codes as text), stored in period order."""
+    types (codes as their codelist ENUMs, OA codes as text), stored in period order. ``facts``
+    is the local folder DuckDB reads, or (a tree under a URI) Spark's reading of it, streamed
+    to DuckDB in Arrow batches; None when every row was skipped."""
     cube = plan.cube
     count_col = cube.physical.column(cube.count_measure.name).column
     typed: list[tuple[str, str]] = [  # (column, DuckDB type)
@@ -477,13 +623,21 @@ def _load_fact(con: duckdb.DuckDBPyConnection, plan: _Plan, stage_dir: Path) -> 
     typed += [(plan.period_col, "INTEGER"), (count_col, "BIGINT"),
               (cube.physical.record_key, "SMALLINT"), (cube.physical.magnitude_key, "SMALLINT")]
     typed += [(c, "BIGINT") for _, _, sum_col, max_col in plan.amounts for c in (sum_col, max_col)]
-    files = sorted((stage_dir / plan.fact).glob("*/*.parquet"))
+    cols = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in typed)
+    files = sorted(facts.glob("*/*.parquet")) if isinstance(facts, Path) else []
     if files:
-        cols = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in typed)
         source = (f"read_parquet([{', '.join(_literal(str(f)) for f in files)}], "
                   "hive_partitioning = true)")
         con.execute(f"CREATE TABLE {plan.fact} AS SELECT {cols} FROM {source} "
                     f"ORDER BY {plan.period_col}")
+    elif facts is not None and not isinstance(facts, Path):
+        reader = collect.stream(facts, collect.arrow_schema(facts), 100_000)
+        con.register("_spark_facts", reader)
+        try:
+            con.execute(f"CREATE TABLE {plan.fact} AS SELECT {cols} FROM _spark_facts "
+                        f"ORDER BY {plan.period_col}")
+        finally:
+            con.unregister("_spark_facts")
     else:  # every row was skipped: an empty table of the right shape
         cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in typed)
         con.execute(f"CREATE TABLE {plan.fact} AS SELECT {cols} WHERE false")
@@ -508,8 +662,68 @@ def _export_dimensions(con: duckdb.DuckDBPyConnection, out: Path) -> None:
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished directory into place; an older one is moved aside first and removed
     after, so a reader sees the old tree or the new one."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    old = final.with_name(f".{final.name}.old-{owner_tag()}")
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+class _Tree:
+    """``<release>.parquet/`` in a local folder or under a URI: staged as
+    ``.<release>.parquet.tmp-<host>-<pid>/`` and renamed into place when complete (atomic on
+    local disks and HDFS; object stores copy on rename, so there a reader may briefly see
+    no tree, never a partial one under the final name)."""
+
+    def __init__(self, spark: SparkSession, root: Path | str, release: str) -> None:
+        self.spark = spark
+        self.name = f"{release}.parquet"
+        tag = owner_tag()
+        self.fs: HadoopFS | None = None
+        if is_uri(str(root)):
+            self.fs = HadoopFS(spark)
+            self.root: Path | str = str(root).rstrip("/")
+            self.fs.mkdirs(str(self.root))
+            self.stage = join(str(root), f".{self.name}.tmp-{tag}")
+        else:
+            self.root = Path(root)
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._stage = self.root / f".{self.name}.tmp-{tag}"
+            self.stage = _uri(self._stage)
+
+    def remove_stale(self) -> list[str]:
+        """Trees left by killed runs of this release (their process gone)."""
+        return remove_stale(self.root, [f".{self.name}.tmp-", f".{self.name}.old-"], self.fs)
+
+    def discard(self) -> None:
+        if self.fs is None:
+            shutil.rmtree(self._stage, ignore_errors=True)
+        elif self.fs.exists(self.stage):
+            self.fs.delete(self.stage)
+
+    def facts(self, fact: str) -> Path | DataFrame | None:
+        if self.fs is None:
+            return self._stage / fact
+        files = [f for f in self.fs.files(join(self.stage, fact)) if f.endswith(".parquet")]
+        return self.spark.read.parquet(join(self.stage, fact)) if files else None
+
+    def add_dimensions(self, con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
+        if self.fs is None:
+            _export_dimensions(con, self._stage)
+            return
+        local = scratch / "tree"
+        _export_dimensions(con, local)
+        for path in sorted(local.iterdir()):
+            self.fs.copy_from_local(path, join(self.stage, path.name))
+
+    def publish(self) -> None:
+        if self.fs is None:
+            _replace_dir(self._stage, self.root / self.name)  # type: ignore[operator]
+            return
+        final = join(str(self.root), self.name)
+        old = join(str(self.root), f".{self.name}.old-{owner_tag()}")
+        if self.fs.exists(final):
+            self.fs.rename(final, old)
+        self.fs.rename(self.stage, final)
+        if self.fs.exists(old):
+            self.fs.delete(old)

@@ -25,6 +25,8 @@ import pyarrow as pa
 from sqlalchemy.sql import ClauseElement
 
 from cube.engine import BATCH_ROWS, Compiled, Engine, canonical
+from cube.spark import collect
+from cube.spark.fs import HadoopFS, is_uri, owner_tag, remove_stale
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -33,10 +35,14 @@ if TYPE_CHECKING:
 class SparkEngine(Engine):
     """An :class:`~cube.engine.Engine` whose statements run on a SparkSession.
 
-    Only what the export path uses: ``compile``, ``run``/``execute``, ``stream``. Results
-    arrive whole on the driver (one period of one grain at a time, as exports ask)."""
+    Only what the export path uses: ``compile``, ``run``/``execute``, ``stream``. ``stream``
+    (what exports call) brings results to the driver a partition at a time as Arrow batches
+    (:mod:`cube.spark.collect`); ``run`` collects a whole (small) result.
 
-    def __init__(self, spark: SparkSession, tables: Path) -> None:
+    ``tables`` is a local directory or a URI Spark can read (``hdfs://…/2026-01.parquet``),
+    listed through Hadoop's FileSystem."""
+
+    def __init__(self, spark: SparkSession, tables: Path | str) -> None:
         from sqlalchemy.dialects.postgresql.base import PGDialect
 
         # Engine's own state, without opening a warehouse: nothing here is DuckDB's.
@@ -50,10 +56,17 @@ class SparkEngine(Engine):
         # Named parameters: no psycopg-style doubling of '%' in the rendered SQL.
         self.dialect = PGDialect(paramstyle="named")  # type: ignore[no-untyped-call]
         self.spark = spark
-        for path in sorted(Path(tables).iterdir()):
-            name = path.name.removesuffix(".parquet")
-            if path.is_dir() or path.suffix == ".parquet":
-                spark.read.parquet(path.resolve().as_uri()).createOrReplaceTempView(name)
+        if is_uri(str(tables)):
+            entries = [(e.uri, e.name, e.is_dir) for e in HadoopFS(spark).entries(str(tables))]
+        else:
+            entries = [(p.resolve().as_uri(), p.name, p.is_dir())
+                       for p in sorted(Path(tables).iterdir())]
+        for uri, file_name, is_dir in entries:
+            if file_name.startswith((".", "_")):
+                continue  # Spark's and Hadoop's own files (_SUCCESS, .crc)
+            if is_dir or file_name.endswith(".parquet"):
+                spark.read.parquet(uri).createOrReplaceTempView(
+                    file_name.removesuffix(".parquet"))
 
     @property
     def name(self) -> str:
@@ -70,7 +83,12 @@ class SparkEngine(Engine):
         return canonical(self.spark.sql(sql).toArrow())
 
     def stream(self, stmt: ClauseElement, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
-        return self.execute(stmt).to_reader(max_chunksize=batch_rows)
+        """The result as Arrow batches fetched a partition at a time (driver memory bounded by
+        a partition, not the result), with the types ``run`` would give."""
+        sql, _ = self.compile(stmt)
+        df = self.spark.sql(sql)
+        schema = canonical(collect.arrow_schema(df).empty_table()).schema
+        return collect.stream(df, schema, batch_rows)
 
     def close(self) -> None:
         """The session belongs to the caller; nothing of this engine's to close."""
@@ -80,13 +98,14 @@ def parquet_tree(warehouse: Path) -> Path:
     """``<release>.parquet/`` beside a DuckDB release warehouse: the tree a Spark build wrote,
     else written now from the warehouse (facts partitioned by period, every other table one
     file), into a temporary directory renamed into place."""
-    import os
     import shutil
 
     final = warehouse.with_suffix(".parquet")
     if final.is_dir():
         return final
-    tmp = warehouse.with_name(f".{final.name}.tmp-{os.getpid()}")
+    # Trees of runs killed while writing (their process gone) are removed first.
+    remove_stale(warehouse.parent, [f".{final.name}.tmp-"])
+    tmp = warehouse.with_name(f".{final.name}.tmp-{owner_tag()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     con = duckdb.connect(str(warehouse), read_only=True)
@@ -114,3 +133,22 @@ def parquet_tree(warehouse: Path) -> Path:
 
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def tree_meta(spark: SparkSession, tables: Path | str) -> dict[str, object]:
+    """A Parquet tree's ``statcube_meta.json`` (local or at a URI; {} when absent): lets an
+    export check that the tree it computes from is the release it exports."""
+    import json
+    import tempfile
+
+    if not is_uri(str(tables)):
+        path = Path(tables) / "statcube_meta.json"
+        return dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else {}
+    fs = HadoopFS(spark)
+    uri = str(tables).rstrip("/") + "/statcube_meta.json"
+    if not fs.exists(uri):
+        return {}
+    with tempfile.TemporaryDirectory(prefix="statcube-meta-") as tmp:
+        local = Path(tmp) / "statcube_meta.json"
+        fs.copy_to_local(uri, local)
+        return dict(json.loads(local.read_text(encoding="utf-8")))
