@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from test_export import files_of
 
 from cli.main import main
 from cube.build import BuildOptions, build
@@ -43,14 +44,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 CUBES = ("housing_benefit", "sanctions")
 MONTHS = ("2026-06", "2026-07", "2026-08")
-#: tests/pg.py: the PostgreSQL fixtures (a real cluster, started by the tests when needed).
-pytest_plugins = ["pg"]
 RAW_IN_TEXT = re.compile(r"__\w|\brk2?\b|\bckey\b|\bpcv\b|\bpvalue\b|\w_max\b")
-
-
-def files_of(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ import pyarrow as pa
 import pytest
 from conftest import TEST_SECRET
 from test_build import _edit
-from test_spark import _files, _tables
+from test_export import files_of
+from test_spark import _tables
 
 from cube.build import BuildReport, build
 from cube.errors import ArgumentError, InputDataError
@@ -114,7 +115,7 @@ def test_a_uri_input_builds_through_hadoop_the_duckdb_warehouse(
     finally:
         ws.close()
     assert got.rows == want.rows > 0
-    a, b = _files(tmp_path / "duckdb"), _files(tmp_path / "spark")
+    a, b = files_of(tmp_path / "duckdb"), files_of(tmp_path / "spark")
     assert sorted(a) == sorted(b) and [n for n in a if a[n] != b[n]] == []
 
 
