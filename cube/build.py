@@ -519,7 +519,7 @@ def _key_pass(con: duckdb.DuckDBPyConnection, keyer: RecordKeyer) -> tuple[int, 
     is the one step of a build that does not run in parallel.
     """
     new = con.execute("SELECT unit_id, unit_id::VARCHAR AS t FROM units ANTI JOIN known "
-                      "USING (unit_id)").fetch_arrow_table()
+                      "USING (unit_id)").to_arrow_reader(_KEY_BATCH).read_all()
     for start in range(0, new.num_rows, _KEY_BATCH):
         chunk = new.slice(start, _KEY_BATCH)
         rk, rk2 = keyer.keys(chunk.column(1).cast(pa.binary()).to_pylist())
