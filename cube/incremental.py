@@ -106,12 +106,12 @@ def _relative(path: Path, base: Path) -> str:
 #: What a previous release must share with this build for its facts to be reused, in the order
 #: checked, with the words a refusal uses.
 COMPATIBILITY = (
-    ("format", "warehouse format"),
-    ("model", "model name"),
-    ("model_digest", "model"),
-    ("ptable_digest", "p-table"),
-    ("key_fingerprint", "record-key secret"),
-    ("geography_digest", "geography lookups"),
+    ("format", "warehouse format differs"),
+    ("model", "model name differs"),
+    ("model_digest", "model differs"),
+    ("ptable_digest", "p-table differs"),
+    ("key_fingerprint", "record-key secret differs"),
+    ("geography_digest", "geography lookups differ"),
 )
 
 
@@ -149,7 +149,7 @@ def find_previous(warehouse_dir: Path, building: Path, expected: Mapping[str, An
         return None, f"previous release {name} not reused: cannot read it ({type(exc).__name__})"
     for key, words in COMPATIBILITY:
         if meta.get(key) != expected.get(key):
-            return None, f"previous release {name} not reused: its {words} differs"
+            return None, f"previous release {name} not reused: its {words}"
     inputs = meta.get("period_inputs")
     if not isinstance(inputs, dict):
         return None, f"previous release {name} not reused: it records no period inputs"
