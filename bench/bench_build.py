@@ -253,7 +253,8 @@ def incremental(model: Model, generated: Path, work: Path, history: int, repeat:
         fulls.append(full.seconds)
         carried = sum(len(c.carried) for c in inc.cubes.values())
         print(f"run {i + 1}: incremental {inc.seconds:6.2f}s ({carried} cube-periods copied, "
-              f"rollups {inc.timings['rollups']:.2f}s, keys+cache {_keys_seconds(inc):.2f}s)   "
+              f"rollups {inc.timings['rollups']:.2f}s, keys+cache {_keys_seconds(inc):.2f}s, "
+              f"fingerprints {inc.timings['fingerprints']:.2f}s)   "
               f"full rebuild {full.seconds:6.2f}s (rollups {full.timings['rollups']:.2f}s, "
               f"keys {_keys_seconds(full):.2f}s)")
     print(f"records            {full.records:,} ({history + 3} months)")
@@ -314,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             gen = args.input or work / "in"
             if args.input is None:
                 generate(gen, GenerateOptions(scale=args.scale, months=months, start="2025-01"))
-            print(f"scale {args.scale}; cores {os.cpu_count()}, load average before "
+            source = args.input or f"scale {args.scale}"
+            print(f"{source}; cores {os.cpu_count()}, load average before "
                   f"{os.getloadavg()[0]:.2f}")
             if args.memory:
                 memory(gen, work, [3, 12])

@@ -106,6 +106,7 @@ from cube.incremental import (
     geography_digest,
     model_digest,
     period_fingerprints,
+    revised,
     secret_fingerprint,
 )
 from cube.keys import K_DEFAULT, RecordKeyer
@@ -1133,8 +1134,7 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
                               all_months, input_dir, stage, cache)
             if previous is not None:
                 before = previous.period_inputs.get(cube.name, {})
-                rep.revised = sorted(p for p, fp in period_inputs.get(cube.name, {}).items()
-                                     if p in before and before[p] != fp)
+                rep.revised = revised(before, period_inputs.get(cube.name, {}))
             timings[cube.name] = time.perf_counter() - t
             tick(cube.name)
             return rep

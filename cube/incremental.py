@@ -9,8 +9,8 @@ that it needs to know, without trusting file names or dates:
 - *which release it may copy from* — the newest other ``<release>.duckdb`` whose metadata
   records the same warehouse format, model, p-table, record-key secret and geography lookups
   (:func:`find_previous` names the first that differs when it cannot reuse);
-- *whether a period's inputs changed* — :func:`period_fingerprints`: per period, an HMAC under
-  the record-key secret of the SHA-256 of every microdata file holding that period. Keyed,
+- *whether a period's inputs changed* — :func:`period_fingerprints`: per period and file, an
+  HMAC under the record-key secret of the SHA-256 of each microdata file holding it. Keyed,
   because the fingerprints are stored in the warehouse (``statcube_meta.period_inputs``) and a
   plain hash of a microdata file would let anyone holding a guessed file confirm it;
 - *the keys of units it has seen before* — :class:`UnitKeyCache`: HMAC keying is the one step
@@ -80,18 +80,28 @@ def geography_digest(paths: Mapping[str, Path]) -> str:
 
 
 def period_fingerprints(secret: bytes, groups: Mapping[int, Sequence[Path]],
-                        digests: Mapping[Path, str], base: Path) -> dict[str, str]:
-    """{period: HMAC(secret, names and SHA-256 of the files holding it)}; ``groups`` maps a
+                        digests: Mapping[Path, str], base: Path) -> dict[str, dict[str, str]]:
+    """{period: {file name: HMAC(secret, name and SHA-256 of the file)}}; ``groups`` maps a
     period (month_id or quarter_id) to its files, named relative to ``base`` (so a moved
-    input folder keeps its fingerprints)."""
-    out: dict[str, str] = {}
+    input folder keeps its fingerprints). Per file, so that a quarter which only gained a
+    month's file is told apart from one whose earlier file changed (a revision)."""
+    out: dict[str, dict[str, str]] = {}
     for period, files in groups.items():
         if period < 0:
             continue
-        lines = sorted(f"{_relative(f, base)}\t{digests[f]}" for f in files)
-        out[str(period)] = hmac.new(secret, ("statcube period inputs v1\n" + "\n".join(lines))
-                                    .encode("utf-8"), hashlib.sha256).hexdigest()
+        out[str(period)] = {
+            name: hmac.new(secret, f"statcube input file v1\n{name}\t{digests[f]}"
+                           .encode(), hashlib.sha256).hexdigest()
+            for f in sorted(files) for name in [_relative(f, base)]}
     return out
+
+
+def revised(before: Mapping[str, Mapping[str, str]], now: Mapping[str, Mapping[str, str]]
+            ) -> list[str]:
+    """Periods of ``before`` whose files changed or went away in ``now`` (a period that only
+    gained files — the rest of a quarter arriving — is new data, not a revision)."""
+    return sorted(p for p, files in before.items() if p in now
+                  and any(now[p].get(name) != fp for name, fp in files.items()))
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -121,8 +131,8 @@ class Previous:
 
     path: Path
     release: str
-    #: {cube: {period: fingerprint}} as that release recorded them.
-    period_inputs: Mapping[str, Mapping[str, str]]
+    #: {cube: {period: {file: fingerprint}}} as that release recorded them.
+    period_inputs: Mapping[str, Mapping[str, Mapping[str, str]]]
     #: Rollup tables it holds, per cube.
     rollups: Mapping[str, frozenset[str]]
 

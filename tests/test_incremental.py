@@ -144,6 +144,8 @@ def test_incremental_release_equals_a_full_build(model: Model, generated: Path, 
     assert incremental.cubes[HB].revised == sorted(str(int(m[:4]) * 100 + int(m[5:]))
                                                    for m in revised)
     assert incremental.cubes[SANCTIONS].revised == []
+    # A quarter that only gained months is new data, not a revision (and is rebuilt).
+    assert incremental.cubes[NINO].revised == []
     assert incremental.cubes[SANCTIONS].carried == sorted(
         str(int(m[:4]) * 100 + int(m[5:])) for m in MONTHS[:history])
     # Carried months cost no keys: only units of built months are keyed.
