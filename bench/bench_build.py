@@ -257,6 +257,8 @@ def incremental(model: Model, generated: Path, work: Path, history: int, repeat:
               f"fingerprints {inc.timings['fingerprints']:.2f}s)   "
               f"full rebuild {full.seconds:6.2f}s (rollups {full.timings['rollups']:.2f}s, "
               f"keys {_keys_seconds(full):.2f}s)")
+    for name, rep in (("incremental", inc), ("full", full)):
+        print(f"  {name} stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in rep.timings.items()))
     print(f"records            {full.records:,} ({history + 3} months)")
     print(f"ratio full/incremental  {min(fulls) / min(incs):.2f}  (target >= 4)")
     # Does the unit-key cache pay? The same full build keyed by HMAC and from a warm cache.

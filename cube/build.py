@@ -111,6 +111,8 @@ from cube.incremental import (
 )
 from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
+from cube.rollups import Rollup, fact_key_column, geography_columns
+from cube.rollups import _additive as additive_columns
 from cube.rollups import declared as declared_rollups
 from cube.rollups import select_sql as rollup_sql
 from cube.sql import fact_period_column
@@ -863,36 +865,77 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, inputs
 def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
                   carried: Sequence[str] = (), previous: frozenset[str] = frozenset()
                   ) -> list[dict[str, Any]]:
-    """The cube's rollup tables (cube/rollups.py), aggregated from its finished fact; what
-    the metadata records of each (table, grain, rows).
+    """The cube's rollup tables (cube/rollups.py); what the metadata records of each (table,
+    grain, rows). One transaction: each statement's commit otherwise costs more than the
+    statement.
 
-    A rollup keeps the period column, so the rows of ``carried`` periods are copied from the
-    previous release (attached as ``prev``) when it holds the same rollup (``previous``):
-    only new and revised periods are aggregated again.
+    Cheapest source first: a rollup whose grain a finer rollup holds (region × D from local
+    authority × D: the local authority rollup keeps the region's columns) is aggregated from
+    it — a few thousand rows instead of the fact. The rest come from the fact; a rollup keeps
+    the period column, so the rows of ``carried`` periods are copied from the previous release
+    (attached as ``prev``) when it holds the same rollup (``previous``), and only new and
+    revised periods are aggregated again. Either way every column is an exact sum or maximum
+    of the same cells, so the tables are identical to aggregating the fact.
     """
     period = fact_period_column(cube)
-    out = []
-    for r in declared_rollups(cube):
-        sql = rollup_sql(cube, r, period)
-        if carried and r.table in previous:
-            # The same SELECT over the fact's other periods only (it reads the fact as
-            # ``<fact> AS f``, cube/rollups.py), then the carried rows, period by period.
-            periods = ", ".join(str(int(p)) for p in carried)
-            whole = f"FROM {cube.physical.fact} AS f"
-            assert whole in sql, "cube/rollups.py reads the fact differently"
-            fresh = sql.replace(whole, f'FROM (SELECT * FROM {cube.physical.fact} WHERE '
-                                       f'"{period}" NOT IN ({periods})) AS f', 1)
-            empty = sql.replace(whole, f"FROM (SELECT * FROM {cube.physical.fact} LIMIT 0) "
-                                       "AS f", 1)
-            con.execute(f"CREATE TABLE {r.table} AS {empty}")
-            con.execute(f"INSERT INTO {r.table} SELECT * FROM prev.{r.table} "
-                        f'WHERE "{period}" IN ({periods}) ORDER BY "{period}"')
-            con.execute(f"INSERT INTO {r.table} {fresh}")
-        else:
-            con.execute(f"CREATE TABLE {r.table} AS {sql}")
-        row = con.execute(f"SELECT count(*) FROM {r.table}").fetchone()
-        out.append(replace(r, rows=int(row[0]) if row else 0).to_json())
-    return out
+    rollups = declared_rollups(cube)
+    order = {"la": 0, None: 2}
+    built: dict[tuple[str | None, tuple[str, ...]], Rollup] = {}
+    out: dict[str, dict[str, Any]] = {}
+    con.execute("BEGIN")
+    try:
+        for r in sorted(rollups, key=lambda r: order.get(r.geography, 1)):
+            finer = built.get(("la", r.dimensions)) if r.geography == "region" else None
+            if finer is not None:
+                con.execute(f"CREATE TABLE {r.table} AS "
+                            f"{_rollup_from(cube, r, finer.table, period)}")
+            elif carried and r.table in previous:
+                for sql in _rollup_carried(cube, r, period, carried):
+                    con.execute(sql)
+            else:
+                con.execute(f"CREATE TABLE {r.table} AS {rollup_sql(cube, r, period)}")
+            row = con.execute(f"SELECT count(*) FROM {r.table}").fetchone()
+            built[(r.geography, r.dimensions)] = r
+            out[r.table] = replace(r, rows=int(row[0]) if row else 0).to_json()
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return [out[r.table] for r in rollups]
+
+
+def _rollup_from(cube: Cube, rollup: Rollup, finer: str, period: str) -> str:
+    """``rollup`` (region grain) from the finer rollup table ``finer`` (local authority grain,
+    same dimensions): the columns and their order of cube/rollups.py's select_sql."""
+    keep = [f'"{period}"']
+    keep += [f'"{col}"' for _, col in geography_columns(cube, str(rollup.geography))]
+    keep += [f'"{fact_key_column(cube, cube.dimension(d))}"' for d in rollup.dimensions]
+    measures = [f'CAST(sum("{c}") AS BIGINT) AS "{c}"' for c in additive_columns(cube)]
+    measures += [f'max("{c}") AS "{c}"' for c in cube.physical.max_columns.values()]
+    group = ", ".join(keep)
+    return (f"SELECT {', '.join(keep + measures)} FROM {finer} GROUP BY {group} "
+            f"ORDER BY {group}")
+
+
+def _rollup_carried(cube: Cube, rollup: Rollup, period: str, carried: Sequence[str]
+                    ) -> list[str]:
+    """Statements writing ``rollup``: its rows of the ``carried`` periods copied from the
+    previous release, the rest aggregated from the fact (cube/rollups.py's select_sql over
+    the other periods only). The table is created empty from that SELECT first, so its
+    column types are this warehouse's (the previous release's codelist ENUMs are types of
+    another database, cast on insert)."""
+    periods = ", ".join(str(int(p)) for p in carried)
+    sql = rollup_sql(cube, rollup, period)
+    whole = f"FROM {cube.physical.fact} AS f"
+    if whole not in sql:  # cube/rollups.py reads the fact differently: aggregate it all
+        return [f"CREATE TABLE {rollup.table} AS {sql}"]
+    fresh = sql.replace(whole, f'FROM (SELECT * FROM {cube.physical.fact} WHERE '
+                               f'"{period}" NOT IN ({periods})) AS f', 1)
+    empty = sql.replace(whole, f"FROM (SELECT * FROM {cube.physical.fact} LIMIT 0) AS f", 1)
+    return [f"CREATE TABLE {rollup.table} AS {empty}",
+            f'INSERT INTO {rollup.table} SELECT * FROM prev.{rollup.table} WHERE "{period}" '
+            f'IN ({periods}) ORDER BY "{period}"',
+            f"INSERT INTO {rollup.table} {fresh}"]
 
 
 def _file_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
