@@ -882,13 +882,33 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     order = {"la": 0, None: 2}
     built: dict[tuple[str | None, tuple[str, ...]], Rollup] = {}
     out: dict[str, dict[str, Any]] = {}
+    la = [r for r in rollups if r.geography == "la"]
+    base = "_rollup_base"
     con.execute("BEGIN")
     try:
+        if la:
+            # One join of the fact to the geography, at local authority × every dimension
+            # the local authority rollups keep; each of them is then a GROUP BY of this.
+            dims = tuple(sorted({d for r in la for d in r.dimensions}))
+            sql = rollup_sql(cube, Rollup(base, "la", dims), period)
+            if carried and all(r.table in previous for r in la):
+                sql = _only_fresh(cube, sql, period, carried)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS {sql}")
         for r in sorted(rollups, key=lambda r: order.get(r.geography, 1)):
             finer = built.get(("la", r.dimensions)) if r.geography == "region" else None
             if finer is not None:
                 con.execute(f"CREATE TABLE {r.table} AS "
                             f"{_rollup_from(cube, r, finer.table, period)}")
+            elif r.geography == "la" and carried and r.table in previous and all(
+                    x.table in previous for x in la):
+                periods = ", ".join(str(int(p)) for p in carried)
+                fresh = _rollup_from(cube, r, base, period)
+                con.execute(f"CREATE TABLE {r.table} AS SELECT * FROM ({fresh}) LIMIT 0")
+                con.execute(f"INSERT INTO {r.table} SELECT * FROM prev.{r.table} WHERE "
+                            f'"{period}" IN ({periods}) ORDER BY "{period}"')
+                con.execute(f"INSERT INTO {r.table} {fresh}")
+            elif r.geography == "la":
+                con.execute(f"CREATE TABLE {r.table} AS {_rollup_from(cube, r, base, period)}")
             elif carried and r.table in previous:
                 for sql in _rollup_carried(cube, r, period, carried):
                     con.execute(sql)
@@ -897,6 +917,7 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
             row = con.execute(f"SELECT count(*) FROM {r.table}").fetchone()
             built[(r.geography, r.dimensions)] = r
             out[r.table] = replace(r, rows=int(row[0]) if row else 0).to_json()
+        con.execute(f"DROP TABLE IF EXISTS {base}")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -904,9 +925,18 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     return [out[r.table] for r in rollups]
 
 
+def _only_fresh(cube: Cube, sql: str, period: str, carried: Sequence[str]) -> str:
+    """A rollup SELECT (cube/rollups.py's select_sql) over the fact's periods other than
+    ``carried``; the SELECT unchanged if it reads the fact some other way."""
+    periods = ", ".join(str(int(p)) for p in carried)
+    whole = f"FROM {cube.physical.fact} AS f"
+    return sql.replace(whole, f'FROM (SELECT * FROM {cube.physical.fact} WHERE '
+                              f'"{period}" NOT IN ({periods})) AS f', 1)
+
+
 def _rollup_from(cube: Cube, rollup: Rollup, finer: str, period: str) -> str:
-    """``rollup`` (region grain) from the finer rollup table ``finer`` (local authority grain,
-    same dimensions): the columns and their order of cube/rollups.py's select_sql."""
+    """``rollup`` from the finer table ``finer`` (local authority grain, holding at least its
+    dimensions): the columns and their order of cube/rollups.py's select_sql."""
     keep = [f'"{period}"']
     keep += [f'"{col}"' for _, col in geography_columns(cube, str(rollup.geography))]
     keep += [f'"{fact_key_column(cube, cube.dimension(d))}"' for d in rollup.dimensions]
