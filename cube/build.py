@@ -148,7 +148,7 @@ class BuildOptions:
     release: str | None = None  # default: the latest month in the data, e.g. "2026-11"
     skip_bad_rows: bool = False
     threads: int | None = None
-    memory_limit: str = "4GB"
+    memory_limit: str = "3GB"
     #: Rebuild every period even when the previous release holds it unchanged.
     full: bool = False
     #: Folder of the unit-key cache (cube/incremental.py), beside the secret; None: no cache.
