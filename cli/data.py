@@ -71,8 +71,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not remote:
         check_input(model, Path(inp))  # a wrong folder is a wrong folder, not a missing secret
     secret = _secret(settings, data_dir, create=False)
+    cache = settings.key_cache_dir()
+    if cache is not None and args.engine == "duckdb":
+        from cube.incremental import check_cache_location
+
+        check_cache_location(cache, [out, Path(settings.export_dir)])
     options = BuildOptions(release=args.release, skip_bad_rows=args.skip_bad_rows,
-                           threads=args.threads)
+                           threads=args.threads, full=args.full,
+                           key_cache=cache if args.engine == "duckdb" else None)
     with progress_bar("build") as report:
         if args.engine == "spark":
             rep = _build_on_spark(model, inp, out, secret, options, args.master,
@@ -82,10 +88,24 @@ def cmd_build(args: argparse.Namespace) -> int:
     for w in rep.warnings:
         note(f"warning: {w}")
     skipped = sum(c.skipped for c in rep.cubes.values())
+    if args.engine == "duckdb":
+        _note_reuse(rep)
     note(f"built {rep.warehouse} (release {rep.release}) from {len(rep.cubes)} cubes "
          f"in {rep.seconds:.1f}s" + (f"; skipped {skipped} bad rows, see build report"
                                      if skipped else ""))
     return 0
+
+
+def _note_reuse(rep: BuildReport) -> None:
+    """What an incremental build reused and what it found revised (one line each)."""
+    carried = sum(len(c.carried) for c in rep.cubes.values())
+    if rep.previous is None:
+        note(f"full build: {rep.reuse}")
+    else:
+        note(f"reused {carried} unchanged cube-period(s) from release {rep.previous}")
+    for cube, periods in rep.revisions.items():
+        note(f"revised: {cube} {', '.join(periods)} (inputs changed since release "
+             f"{rep.previous}; rebuilt)")
 
 
 def _build_on_spark(model: Model, inp: Path | str, out: Path, secret: bytes,
@@ -233,6 +253,9 @@ def register(sub: Any) -> None:
                    help="build without bad input rows and write a report, instead of refusing")
     b.add_argument("--threads", type=int,
                    help="DuckDB threads (default: one per core)")
+    b.add_argument("--full", action="store_true",
+                   help="rebuild every period, even those the previous release in the "
+                        "warehouse folder holds with unchanged inputs")
     b.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
                    help="where records are validated, keyed and aggregated: duckdb (this "
                         "machine) or spark (Apache Spark; the same warehouse, see README)")

@@ -15,19 +15,24 @@ convention describes: ``dim_geography``'s Welsh names (``la_name_cy`` …) from 
 The warehouse is written to a temporary file and renamed into place, so a reader never opens
 a half-built release.
 
-How it stays fast — two passes over a cube's microdata when the input is clean, nothing per
-record in Python, no sort of all the facts:
+How it stays fast, and within a month's memory — a cube is built period by period, in batches
+of whole periods (about :data:`_BATCH_ROWS` records; at national scale, one month each), two
+passes over each batch's microdata when the input is clean, nothing per record in Python, no
+sort of all the facts. Memory follows the biggest batch, not the history:
 
-1. *Unit pass* — one ``GROUP BY unit_id`` yields the distinct units (to key them) and, for
-   stocks, the duplicate check: a unit's number of records must equal its number of distinct
-   months (a 64-bit ``bit_or`` of month positions).
-2. *Keys* — each distinct unit is keyed once, in Python (:class:`cube.keys.RecordKeyer`,
+1. *Unit pass* — one ``GROUP BY unit_id`` over the batch yields its distinct units (to key
+   them) and, for stocks, the duplicate check: a unit's number of records must equal its
+   number of distinct months (a 64-bit ``bit_or`` of month positions). A batch holds whole
+   months, so a unit counted twice in one month is always caught.
+2. *Keys* — each unit is keyed once per build, in Python (:class:`cube.keys.RecordKeyer`,
    several times faster than the same HMAC in DuckDB SQL, since the secret's pad blocks are
-   hashed once). Two cubes are built at a time, so one cube's keys are hashed while the
-   other's SQL runs (DuckDB releases the GIL).
-3. *Fact pass* — records join their unit's keys and are grouped on the codes exactly as
-   given (DuckDB hashes dictionary-encoded Parquet strings cheaply), in batches of whole
-   periods: smaller hash tables, and a table stored period by period without sorting it.
+   hashed once): keys of units seen in an earlier batch — or in an earlier build, through the
+   unit-key cache beside the secret (cube/incremental.py) — are looked up, not recomputed.
+   Two cubes are built at a time, so one cube's keys are hashed while the other's SQL runs
+   (DuckDB releases the GIL).
+3. *Fact pass* — the batch's records join their unit's keys and are grouped on the codes
+   exactly as given (DuckDB hashes dictionary-encoded Parquet strings cheaply) and appended:
+   smaller hash tables, and a table stored period by period without sorting it.
    Category and Jobcentre Plus codes are stored as ENUM types built from their codelists
    (``codelist_jcp`` from dim_jcp, ``codelist_<dimension>`` from the model's members; the
    dimension tables' keys have the same types, so joins compare ENUMs), which DuckDB
@@ -44,9 +49,17 @@ codelists are in code order so an ENUM sorts as its text does, the query engine 
 DuckDB's dictionary-typed Arrow results into plain strings (cube/engine.py), and
 cube/pg_load.py loads the columns into PostgreSQL as text.
 
+*Incremental releases.* A period whose input files are unchanged since the previous release
+in the warehouse folder (same files by a keyed SHA-256 fingerprint, and the same model,
+p-table, secret and geography: cube/incremental.py) is not built at all: its fact rows, and
+its rows of every rollup, are copied from that release (attached read-only). New periods are
+built as above; a past period whose inputs changed is rebuilt and reported as a revision.
+``BuildOptions.full`` (``statcube build --full``) rebuilds everything.
+
 Only when a pass finds a problem does the slow path run: it rescans the input with file
 names and row numbers to list each bad row, then (with ``skip_bad_rows``) reruns the fast
-path on the remaining rows. Both paths use the same codelists, so they agree.
+path on the remaining rows (of the whole cube, in one batch: bad input is rare, and its
+report must be complete). Both paths use the same codelists, so they agree.
 
 Measured (scale 0.05, 4.0M records, 2 cores, best of 3): 5.4 s, 1.35× a bare ``GROUP BY``
 of the same files into DuckDB with codes as text (4.0 s); 6.3 s with every fact code stored
@@ -84,8 +97,22 @@ import pyarrow.parquet as pq
 from cube.disclosure.ptable import PTable, PTableParams, build_ptable
 from cube.errors import ArgumentError, InputDataError
 from cube.geography import GeographyLoad, find_lookups, load_geography
+from cube.incremental import (
+    Previous,
+    UnitKeyCache,
+    check_cache_location,
+    file_digests,
+    find_previous,
+    geography_digest,
+    model_digest,
+    period_fingerprints,
+    revised,
+    secret_fingerprint,
+)
 from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
+from cube.rollups import Rollup, fact_key_column, geography_columns
+from cube.rollups import _additive as additive_columns
 from cube.rollups import declared as declared_rollups
 from cube.rollups import select_sql as rollup_sql
 from cube.sql import fact_period_column
@@ -121,19 +148,28 @@ class BuildOptions:
     release: str | None = None  # default: the latest month in the data, e.g. "2026-11"
     skip_bad_rows: bool = False
     threads: int | None = None
-    memory_limit: str = "4GB"
+    memory_limit: str = "3GB"
+    #: Rebuild every period even when the previous release holds it unchanged.
+    full: bool = False
+    #: Folder of the unit-key cache (cube/incremental.py), beside the secret; None: no cache.
+    key_cache: Path | None = None
 
 
 @dataclass
 class CubeBuildReport:
     records: int = 0
     fact_rows: int = 0
-    units: int = 0
+    units: int = 0  # units per built batch, summed (a stock's unit counts once per batch)
+    keyed: int = 0  # units whose keys were computed (not found in the key cache)
     skipped: int = 0
     files: int = 0
     problems: list[str] = field(default_factory=list)
-    #: Seconds per stage ("units", "keys", "facts", "problems"), for benchmarks.
+    #: Seconds per stage ("units", "keys", "facts", "carry", "problems"), for benchmarks.
     timings: dict[str, float] = field(default_factory=dict)
+    #: Periods (month_id or quarter_id as text) copied from the previous release, and those
+    #: rebuilt although the previous release held them, because their inputs changed.
+    carried: list[str] = field(default_factory=list)
+    revised: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -144,6 +180,9 @@ class BuildReport:
     cubes: dict[str, CubeBuildReport] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: The release unchanged periods were copied from, or None with the reason in ``reuse``.
+    previous: str | None = None
+    reuse: str = ""
 
     @property
     def records(self) -> int:
@@ -162,12 +201,20 @@ class BuildReport:
             "records": self.records,
             "records_per_second": round(self.records / self.seconds) if self.seconds else None,
             "warnings": self.warnings,
+            "previous": self.previous,
+            "reuse": self.reuse,
             "cubes": {
                 k: {"records": v.records, "fact_rows": v.fact_rows, "skipped": v.skipped,
-                    "files": v.files, "problems": v.problems}
+                    "files": v.files, "problems": v.problems, "carried": v.carried,
+                    "revised": v.revised}
                 for k, v in self.cubes.items()
             },
         }
+
+    @property
+    def revisions(self) -> dict[str, list[str]]:
+        """{cube: periods rebuilt because their inputs changed since the previous release}."""
+        return {k: v.revised for k, v in self.cubes.items() if v.revised}
 
 
 # --- Inputs ------------------------------------------------------------------------------------
@@ -444,16 +491,25 @@ def _plan(model: Model, cube: Cube, types: dict[str, str], months: Sequence[int]
                  tuple(amounts), tuple(checks), month_key, tuple(months))
 
 
+def _plan_periods(cube: Cube) -> _Plan:
+    """A plan good only for :meth:`_Plan.period_of` (which needs the cube's grain alone), for
+    grouping files by period before the input's types are known."""
+    return _Plan(cube, (), (), "quarter_id" if cube.grain == "quarter" else "month_id",
+                 "", "", (), (), "", ())
+
+
 def _int_list(values: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(v)) for v in values) + "]"
 
 
-def _unit_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str) -> int:
-    """Distinct units into temp table ``units``; returns how many units are bad (missing id,
-    or — for stocks — counted twice in one month)."""
+def _unit_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, unit_type: str) -> int:
+    """Distinct units of one batch into temp table ``units``; returns how many units are bad
+    (missing id, or — for stocks — counted twice in one month). Ids are cast to the cube's
+    id type so every batch's ids match the key table's."""
     bad_id = "unit_id IS NULL OR trim(unit_id::VARCHAR) = ''"
+    uid = f"unit_id::{unit_type}"
     if plan.cube.kind != "stock":
-        con.execute("CREATE OR REPLACE TEMP TABLE units AS SELECT DISTINCT unit_id "
+        con.execute(f"CREATE OR REPLACE TEMP TABLE units AS SELECT DISTINCT {uid} AS unit_id "
                     f"FROM ({source})")
         dup = "false"
     else:
@@ -463,44 +519,61 @@ def _unit_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str) -> int:
             months = "count(DISTINCT m)"
         con.execute(
             "CREATE OR REPLACE TEMP TABLE units AS SELECT unit_id, count(m) AS n_records, "
-            f"{months} AS n_months FROM (SELECT unit_id, {plan.month_key} AS m FROM ({source})) "
-            "GROUP BY unit_id")
+            f"{months} AS n_months FROM (SELECT {uid} AS unit_id, {plan.month_key} AS m "
+            f"FROM ({source})) GROUP BY unit_id")
         dup = "n_records > n_months"
     row = con.execute(f"SELECT count(*) FILTER (WHERE {bad_id} OR {dup}) FROM units").fetchone()
     return int(row[0]) if row else 0
 
 
-def _key_pass(con: duckdb.DuckDBPyConnection, keyer: RecordKeyer) -> int:
-    """Key every unit of temp table ``units`` into the registered Arrow table ``unit_keys``."""
-    ids: list[pa.Array] = []
-    rks: list[np.ndarray[Any, Any]] = []
-    rk2s: list[np.ndarray[Any, Any]] = []
-    reader = con.execute("SELECT unit_id, unit_id::VARCHAR AS t FROM units").to_arrow_reader(
-        _KEY_BATCH)
-    for batch in reader:
-        rk, rk2 = keyer.keys(batch.column(1).cast(pa.binary()).to_pylist())
-        ids.append(batch.column(0))
-        rks.append(rk)
-        rk2s.append(rk2)
-    unit_type = reader.schema.field("unit_id").type
-    table = pa.table({
-        "unit_id": pa.chunked_array(ids, type=unit_type),
+def _key_pass(con: duckdb.DuckDBPyConnection, keyer: RecordKeyer) -> tuple[int, int]:
+    """Keys of the batch's units (temp table ``units``) into temp table ``unit_keys``;
+    returns (units, units newly keyed).
+
+    Units already in temp table ``known`` (keyed in an earlier batch, or loaded from the
+    unit-key cache) are not hashed again: units recur month after month, and HMAC in Python
+    is the one step of a build that does not run in parallel.
+    """
+    new = con.execute("SELECT unit_id, unit_id::VARCHAR AS t FROM units ANTI JOIN known "
+                      "USING (unit_id)").to_arrow_reader(_KEY_BATCH).read_all()
+    for start in range(0, new.num_rows, _KEY_BATCH):
+        chunk = new.slice(start, _KEY_BATCH)
+        rk, rk2 = keyer.keys(chunk.column(1).cast(pa.binary()).to_pylist())
         # k ≤ 2**15 (the fact stores key sums mod k as SMALLINT), so keys fit in int32.
-        "rkey": pa.chunked_array([pa.array(a.astype(np.int32)) for a in rks], pa.int32()),
-        "rkey2": pa.chunked_array([pa.array(a.astype(np.int32)) for a in rk2s], pa.int32()),
-    })
-    con.register("unit_keys", table)
-    return int(table.num_rows)
+        con.register("new_keys", pa.table({"unit_id": chunk.column(0),
+                                           "rkey": pa.array(rk.astype(np.int32)),
+                                           "rkey2": pa.array(rk2.astype(np.int32))}))
+        con.execute("INSERT INTO known SELECT * FROM new_keys")
+        con.unregister("new_keys")
+    con.execute("CREATE OR REPLACE TEMP TABLE unit_keys AS SELECT unit_id, rkey, rkey2 "
+                "FROM known SEMI JOIN units USING (unit_id)")
+    row = con.execute("SELECT count(*) FROM unit_keys").fetchone()
+    return (int(row[0]) if row else 0), int(new.num_rows)
 
 
-def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan,
-               batches: Sequence[tuple[str, bool]], k: int) -> int:
-    """Write the fact table; returns how many bad cells it holds (bad input).
+def _fact_columns(plan: _Plan) -> list[tuple[str, str]]:
+    """(column, SQL type) of the cube's fact table, in order: codes (category and office codes
+    as their codelist ENUM, OA codes as text), period, count, key sums, amount sums and
+    maxima."""
+    cube = plan.cube
+    cols = [(name, enum if enum.startswith(CODELIST) else "VARCHAR")
+            for name, enum in plan.codelists]
+    cols += [(plan.period_col, "INTEGER"),
+             (cube.physical.column(cube.count_measure.name).column, "BIGINT"),
+             (cube.physical.record_key, "SMALLINT"), (cube.physical.magnitude_key, "SMALLINT")]
+    for _, _, sum_col, max_col in plan.amounts:
+        cols += [(sum_col, "BIGINT"), (max_col, "BIGINT")]
+    return cols
 
-    Each batch is a source relation holding whole periods (so cells never span batches) and
-    whether it holds several: only those are sorted, by period. The table comes out in
-    period order — a one-period query reads few row groups — without a sort of everything
-    (sorting the string codes would cost as much as the aggregation).
+
+def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, several: bool,
+               k: int, unit_type: str) -> None:
+    """Append one batch's cells to the fact table (its units keyed in ``unit_keys``).
+
+    A batch holds whole periods (so cells never span batches); only a batch of several is
+    sorted, by period. The table comes out in period order — a one-period query reads few
+    row groups — without a sort of everything (sorting the string codes would cost as much
+    as the aggregation).
     """
     cube = plan.cube
     key_names = [name for name, _ in plan.keys]
@@ -510,8 +583,8 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan,
     aggs = ", ".join(key_names) + ", p, count(*) AS n, sum(rkey) AS s1, sum(rkey2) AS s2"
     aggs += "".join(f", sum(_a{i}) AS _s{i}, max(_a{i}) AS _m{i}"
                     for i in range(len(plan.amounts)))
-    # Codes pass through their codelist's ENUM, so one outside it becomes NULL (found
-    # below); categories are stored as that ENUM, OA codes as text.
+    # Codes pass through their codelist's ENUM, so one outside it becomes NULL (found by
+    # _bad_cells); categories are stored as that ENUM, OA codes as text.
     out = ", ".join(f"TRY_CAST(g.{name}::VARCHAR AS {enum})"
                     + ("" if enum.startswith(CODELIST) else "::VARCHAR") + f" AS {name}"
                     for name, enum in plan.codelists)
@@ -521,48 +594,73 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan,
     out += f", (g.s2 % {k})::SMALLINT AS {cube.physical.magnitude_key}"
     out += "".join(f", g._s{i}::BIGINT AS {sum_col}, g._m{i}::BIGINT AS {max_col}"
                    for i, (_, _, sum_col, max_col) in enumerate(plan.amounts))
-    for i, (source, several) in enumerate(batches):
-        select = (f"SELECT {out} FROM (SELECT {aggs} FROM (SELECT unit_id, {row_cols} "
-                  f"FROM ({source})) r JOIN unit_keys USING (unit_id) GROUP BY ALL) g"
-                  + (" ORDER BY g.p" if several else ""))
-        con.execute(f"CREATE TABLE {plan.fact} AS {select}" if i == 0
-                    else f"INSERT INTO {plan.fact} {select}")
-    # Validation, on the cells: a NULL code (one outside its codelist, or a bad amount), a
-    # period that is not a month. One scan of small ENUM and integer columns: cheap.
+    select = (f"SELECT {out} FROM (SELECT {aggs} FROM (SELECT unit_id::{unit_type} AS unit_id, "
+              f"{row_cols} FROM ({source})) r JOIN unit_keys USING (unit_id) GROUP BY ALL) g"
+              + (" ORDER BY g.p" if several else ""))
+    con.execute(f"INSERT INTO {plan.fact} {select}")
+
+
+def _bad_cells(con: duckdb.DuckDBPyConnection, plan: _Plan) -> int:
+    """Validation, on the cells: a NULL code (one outside its codelist, or a bad amount), a
+    period that is not a month. One scan of small ENUM and integer columns: cheap."""
     bad = " OR ".join([f"{plan.period_col} IS NULL",
                        *(f"{c} IS NULL" for c, _ in plan.codelists)])
     row = con.execute(f"SELECT count(*) FROM {plan.fact} WHERE {bad}").fetchone()
     return int(row[0]) if row else 0
 
 
-def _batches(plan: _Plan, files: Sequence[Path], file_months: dict[Path, set[str]]
-             ) -> list[tuple[list[Path], bool]] | None:
-    """Files grouped into batches of whole periods, in period order, each with whether it
-    holds several periods; None when a file holds several periods (then the cube is
-    aggregated in one pass, sorted by period).
-
-    Consecutive periods share a batch until it holds about :data:`_BATCH_ROWS` records: each
-    batch rebuilds the join of records to unit keys, which only pays off when batches are
-    big enough for their smaller hash tables to matter.
-    """
+def _period_groups(plan: _Plan, files: Sequence[Path], file_months: dict[Path, set[str]]
+                   ) -> dict[int, list[Path]] | None:
+    """Files by the one period they hold (-1: no valid month at all; its rows are bad), or
+    None when a file holds several periods (then the cube is built in one pass)."""
     groups: dict[int, list[Path]] = {}
     for f in files:
         periods = {p for p in map(plan.period_of, file_months.get(f, set())) if p is not None}
         if len(periods) > 1:
             return None
-        # A file with no valid month at all is its own batch: its rows are bad anyway.
         groups.setdefault(periods.pop() if periods else -1, []).append(f)
-    batches: list[tuple[list[Path], bool]] = []
+    return groups
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step of a cube's fact table, in period order: build a batch from a source relation
+    (``several``: it holds more than one period), or copy ``carried`` periods from the
+    previous release."""
+
+    source: str = ""
+    several: bool = False
+    carried: tuple[int, ...] = ()
+
+
+def _steps(groups: Mapping[int, Sequence[Path]], carry: set[int]) -> list[_Step]:
+    """The steps building a cube period by period.
+
+    Consecutive built periods share a batch until it holds about :data:`_BATCH_ROWS`
+    records: each batch rebuilds the join of records to unit keys, which only pays off when
+    batches are big enough for their smaller hash tables to matter — and a batch's records
+    are what a build holds in memory at once, so memory follows the biggest period, not the
+    history. Consecutive carried periods are one copy.
+    """
+    steps: list[tuple[list[Path], bool, list[int]]] = []  # (files, several, carried)
     rows = _BATCH_ROWS
     for period in sorted(groups):
+        if period in carry:
+            if steps and steps[-1][2]:
+                steps[-1][2].append(period)
+            else:
+                steps.append(([], False, [period]))
+            rows = _BATCH_ROWS
+            continue
         if rows >= _BATCH_ROWS or period == -1:
-            batches.append(([], False))
+            steps.append(([], False, []))
             rows = 0
-        elif batches[-1][0]:
-            batches[-1] = (batches[-1][0], True)
-        batches[-1][0].extend(groups[period])
+        elif steps[-1][0]:
+            steps[-1] = (steps[-1][0], True, [])
+        steps[-1][0].extend(groups[period])
         rows += sum(_file_rows(f) for f in groups[period])
-    return batches
+    return [_Step(carried=tuple(c)) if c else _Step(_source_sql(f, located=False), several)
+            for f, several, c in steps]
 
 
 def _file_rows(path: Path) -> int:
@@ -647,45 +745,88 @@ def _locate_problems_locked(con: duckdb.DuckDBPyConnection, plan: _Plan,
     return problems[:MAX_PROBLEMS], int(row[0]) if row else 0
 
 
-def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, files: list[Path],
+@dataclass(frozen=True)
+class _CubeInputs:
+    """What build() hands each cube's build: its files, their periods, what to carry."""
+
+    files: list[Path]
+    file_months: dict[Path, set[str]]
+    #: Files by period, or None when a file holds several periods (built in one pass).
+    groups: dict[int, list[Path]] | None
+    #: Periods copied from the previous release (attached as ``prev``).
+    carry: frozenset[int] = frozenset()
+
+
+def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, inputs: _CubeInputs,
                 options: BuildOptions, keyer: RecordKeyer, k: int, months: Sequence[int],
                 input_dir: Path, stage: Callable[[str], None],
-                file_months: dict[Path, set[str]]) -> CubeBuildReport:
+                cache: UnitKeyCache | None) -> CubeBuildReport:
+    """One cube's fact table, period by period: for each batch of periods its units (with the
+    duplicate check), their keys, and its cells appended — or a copy of carried periods from
+    the previous release. Bad input anywhere sends the whole cube down the slow path."""
+    files = inputs.files
     rep = CubeBuildReport(files=len(files))
     fast = _source_sql(files, located=False)
     types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {fast}").fetchall()}
+    unit_type = types["unit_id"]
     plan = _plan(model, cube, types, months)
-    by_period = _batches(plan, files, file_months)
+    columns = _fact_columns(plan)
+    carry = inputs.carry if inputs.groups is not None else frozenset()
+    steps = (_steps(inputs.groups, set(carry)) if inputs.groups is not None
+             else [_Step(fast, True)])
 
     def timed(name: str, started: float) -> None:
         rep.timings[name] = rep.timings.get(name, 0.0) + time.perf_counter() - started
 
-    def run_fast(source: str, batches: Sequence[tuple[str, bool]]) -> bool:
+    con.execute(f"CREATE TEMP TABLE known (unit_id {unit_type}, rkey INTEGER, rkey2 INTEGER)")
+    if cache is not None:
         t = time.perf_counter()
-        bad_units = _unit_pass(con, plan, source)
-        timed("units", t)
-        if bad_units:
-            return False
-        stage(f"{cube.name}: keys")
+        cache.load(con, cube.name, unit_type)
+        timed("cache", t)
+
+    def run_fast(steps: Sequence[_Step]) -> bool:
+        con.execute(f"CREATE TABLE {plan.fact} ("
+                    + ", ".join(f"{c} {t}" for c, t in columns) + ")")
+        rep.units = 0
+        for step in steps:
+            if step.carried:
+                t = time.perf_counter()
+                names = ", ".join(c for c, _ in columns)
+                con.execute(f"INSERT INTO {plan.fact} ({names}) SELECT {names} FROM "
+                            f"prev.{plan.fact} WHERE {plan.period_col} IN "
+                            f"({', '.join(str(p) for p in step.carried)})")
+                timed("carry", t)
+                continue
+            stage(f"{cube.name}: units")
+            t = time.perf_counter()
+            bad_units = _unit_pass(con, plan, step.source, unit_type)
+            timed("units", t)
+            if bad_units:
+                con.execute(f"DROP TABLE {plan.fact}")
+                return False
+            stage(f"{cube.name}: keys")
+            t = time.perf_counter()
+            units, keyed = _key_pass(con, keyer)
+            rep.units += units
+            rep.keyed += keyed
+            timed("keys", t)
+            stage(f"{cube.name}: facts")
+            t = time.perf_counter()
+            _fact_pass(con, plan, step.source, step.several, k, unit_type)
+            timed("facts", t)
+            con.execute("DROP TABLE unit_keys")
         t = time.perf_counter()
-        rep.units = _key_pass(con, keyer)
-        timed("keys", t)
-        stage(f"{cube.name}: facts")
-        t = time.perf_counter()
-        bad_cells = _fact_pass(con, plan, batches, k)
+        bad_cells = _bad_cells(con, plan)
         timed("facts", t)
-        con.unregister("unit_keys")
         if bad_cells:
             con.execute(f"DROP TABLE {plan.fact}")
         return not bad_cells
 
     try:
-        if by_period is None:
-            clean = run_fast(fast, [(fast, True)])
+        clean = run_fast(steps)
+        if clean:
+            rep.carried = sorted(str(p) for p in carry)
         else:
-            clean = run_fast(fast, [(_source_sql(batch, located=False), several)
-                                    for batch, several in by_period])
-        if not clean:
             t = time.perf_counter()
             problems, n_bad = _locate_problems(con, plan, files, input_dir)
             rep.timings["problems"] = time.perf_counter() - t
@@ -701,31 +842,130 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, files:
             rep.skipped = n_bad
             kept = ("SELECT * EXCLUDE (_file, _row) FROM located "
                     "ANTI JOIN bad USING (_file, _row)")
-            if not run_fast(kept, [(kept, True)]):
+            if not run_fast([_Step(kept, True)]):
                 raise RuntimeError(f"{cube.name}: bad rows remain after skipping them")
             con.execute("DROP TABLE bad")
             con.execute("DROP VIEW located")
     except _READ_ERRORS as exc:
         raise InputDataError(f"{cube.name}: cannot read microdata: {exc}",
                              parameter="microdata") from None
-    con.execute("DROP TABLE units")
+    con.execute("DROP TABLE IF EXISTS units")
+    if cache is not None and rep.keyed:
+        t = time.perf_counter()
+        cache.save(con, cube.name)
+        timed("cache", t)
+    con.execute("DROP TABLE known")
     count_col = cube.physical.column(cube.count_measure.name).column
     row = con.execute(f"SELECT coalesce(sum({count_col}), 0), count(*) FROM {plan.fact}"
                       ).fetchone()
-    rep.records, rep.fact_rows = (int(row[0]), int(row[1])) if row else (0, 0)
+    rep.records, rep.fact_rows = (int(row[0]) if row else 0), (int(row[1]) if row else 0)
     return rep
 
 
-def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube) -> list[dict[str, Any]]:
-    """The cube's rollup tables (cube/rollups.py), aggregated from its finished fact; what
-    the metadata records of each (table, grain, rows)."""
+def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
+                  carried: Sequence[str] = (), previous: frozenset[str] = frozenset()
+                  ) -> list[dict[str, Any]]:
+    """The cube's rollup tables (cube/rollups.py); what the metadata records of each (table,
+    grain, rows). One transaction: each statement's commit otherwise costs more than the
+    statement.
+
+    Cheapest source first: a rollup whose grain a finer rollup holds (region × D from local
+    authority × D: the local authority rollup keeps the region's columns) is aggregated from
+    it — a few thousand rows instead of the fact. The rest come from the fact; a rollup keeps
+    the period column, so the rows of ``carried`` periods are copied from the previous release
+    (attached as ``prev``) when it holds the same rollup (``previous``), and only new and
+    revised periods are aggregated again. Either way every column is an exact sum or maximum
+    of the same cells, so the tables are identical to aggregating the fact.
+    """
     period = fact_period_column(cube)
-    out = []
-    for r in declared_rollups(cube):
-        con.execute(f"CREATE TABLE {r.table} AS {rollup_sql(cube, r, period)}")
-        row = con.execute(f"SELECT count(*) FROM {r.table}").fetchone()
-        out.append(replace(r, rows=int(row[0]) if row else 0).to_json())
-    return out
+    rollups = declared_rollups(cube)
+    order = {"la": 0, None: 2}
+    built: dict[tuple[str | None, tuple[str, ...]], Rollup] = {}
+    out: dict[str, dict[str, Any]] = {}
+    la = [r for r in rollups if r.geography == "la"]
+    base = "_rollup_base"
+    con.execute("BEGIN")
+    try:
+        if la:
+            # One join of the fact to the geography, at local authority × every dimension
+            # the local authority rollups keep; each of them is then a GROUP BY of this.
+            dims = tuple(sorted({d for r in la for d in r.dimensions}))
+            sql = rollup_sql(cube, Rollup(base, "la", dims), period)
+            if carried and all(r.table in previous for r in la):
+                sql = _only_fresh(cube, sql, period, carried)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS {sql}")
+        for r in sorted(rollups, key=lambda r: order.get(r.geography, 1)):
+            finer = built.get(("la", r.dimensions)) if r.geography == "region" else None
+            if finer is not None:
+                con.execute(f"CREATE TABLE {r.table} AS "
+                            f"{_rollup_from(cube, r, finer.table, period)}")
+            elif r.geography == "la" and carried and r.table in previous and all(
+                    x.table in previous for x in la):
+                periods = ", ".join(str(int(p)) for p in carried)
+                fresh = _rollup_from(cube, r, base, period)
+                con.execute(f"CREATE TABLE {r.table} AS SELECT * FROM ({fresh}) LIMIT 0")
+                con.execute(f"INSERT INTO {r.table} SELECT * FROM prev.{r.table} WHERE "
+                            f'"{period}" IN ({periods}) ORDER BY "{period}"')
+                con.execute(f"INSERT INTO {r.table} {fresh}")
+            elif r.geography == "la":
+                con.execute(f"CREATE TABLE {r.table} AS {_rollup_from(cube, r, base, period)}")
+            elif carried and r.table in previous:
+                for sql in _rollup_carried(cube, r, period, carried):
+                    con.execute(sql)
+            else:
+                con.execute(f"CREATE TABLE {r.table} AS {rollup_sql(cube, r, period)}")
+            row = con.execute(f"SELECT count(*) FROM {r.table}").fetchone()
+            built[(r.geography, r.dimensions)] = r
+            out[r.table] = replace(r, rows=int(row[0]) if row else 0).to_json()
+        con.execute(f"DROP TABLE IF EXISTS {base}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return [out[r.table] for r in rollups]
+
+
+def _only_fresh(cube: Cube, sql: str, period: str, carried: Sequence[str]) -> str:
+    """A rollup SELECT (cube/rollups.py's select_sql) over the fact's periods other than
+    ``carried``; the SELECT unchanged if it reads the fact some other way."""
+    periods = ", ".join(str(int(p)) for p in carried)
+    whole = f"FROM {cube.physical.fact} AS f"
+    return sql.replace(whole, f'FROM (SELECT * FROM {cube.physical.fact} WHERE '
+                              f'"{period}" NOT IN ({periods})) AS f', 1)
+
+
+def _rollup_from(cube: Cube, rollup: Rollup, finer: str, period: str) -> str:
+    """``rollup`` from the finer table ``finer`` (local authority grain, holding at least its
+    dimensions): the columns and their order of cube/rollups.py's select_sql."""
+    keep = [f'"{period}"']
+    keep += [f'"{col}"' for _, col in geography_columns(cube, str(rollup.geography))]
+    keep += [f'"{fact_key_column(cube, cube.dimension(d))}"' for d in rollup.dimensions]
+    measures = [f'CAST(sum("{c}") AS BIGINT) AS "{c}"' for c in additive_columns(cube)]
+    measures += [f'max("{c}") AS "{c}"' for c in cube.physical.max_columns.values()]
+    group = ", ".join(keep)
+    return (f"SELECT {', '.join(keep + measures)} FROM {finer} GROUP BY {group} "
+            f"ORDER BY {group}")
+
+
+def _rollup_carried(cube: Cube, rollup: Rollup, period: str, carried: Sequence[str]
+                    ) -> list[str]:
+    """Statements writing ``rollup``: its rows of the ``carried`` periods copied from the
+    previous release, the rest aggregated from the fact (cube/rollups.py's select_sql over
+    the other periods only). The table is created empty from that SELECT first, so its
+    column types are this warehouse's (the previous release's codelist ENUMs are types of
+    another database, cast on insert)."""
+    periods = ", ".join(str(int(p)) for p in carried)
+    sql = rollup_sql(cube, rollup, period)
+    whole = f"FROM {cube.physical.fact} AS f"
+    if whole not in sql:  # cube/rollups.py reads the fact differently: aggregate it all
+        return [f"CREATE TABLE {rollup.table} AS {sql}"]
+    fresh = sql.replace(whole, f'FROM (SELECT * FROM {cube.physical.fact} WHERE '
+                               f'"{period}" NOT IN ({periods})) AS f', 1)
+    empty = sql.replace(whole, f"FROM (SELECT * FROM {cube.physical.fact} LIMIT 0) AS f", 1)
+    return [f"CREATE TABLE {rollup.table} AS {empty}",
+            f'INSERT INTO {rollup.table} SELECT * FROM prev.{rollup.table} WHERE "{period}" '
+            f'IN ({periods}) ORDER BY "{period}"',
+            f"INSERT INTO {rollup.table} {fresh}"]
 
 
 def _file_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
@@ -901,9 +1141,27 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
     final = warehouse_dir / f"{release}.duckdb"
     tmp = warehouse_dir / f".{release}.duckdb.tmp-{os.getpid()}"
     _remove_stale_temps(warehouse_dir, release)
-    spill = Path(tempfile.mkdtemp(prefix="statcube-build-"))
     report = BuildReport(warehouse=final, release=release, warnings=list(geo.warnings),
                          timings=timings)
+    # Per cube and period, a keyed fingerprint of the files holding it: what decides whether
+    # the previous release's facts of that period can be copied.
+    t = time.perf_counter()
+    groups = {c.name: _period_groups(_plan_periods(c), cube_files[c.name],
+                                     file_months[c.name]) for c in cubes}
+    digests = file_digests([f for c in cubes if groups[c.name] is not None
+                            for f in cube_files[c.name]])
+    period_inputs = {c.name: period_fingerprints(secret, g, digests,
+                                                 input_dir / "microdata" / c.name)
+                     for c in cubes if (g := groups[c.name]) is not None}
+    geo_files = dict(lookups)
+    if jcp is not None and "jcp_offices" not in geo_files:
+        geo_files["jcp_offices"] = input_dir / "geography" / "JCP_OFFICES.csv"
+    identity = {"model_digest": model_digest(model), "key_fingerprint": secret_fingerprint(secret),
+                "geography_digest": geography_digest(geo_files)}
+    timings["fingerprints"] = time.perf_counter() - t
+    if options.key_cache is not None:
+        check_cache_location(options.key_cache, [warehouse_dir])
+    spill = Path(tempfile.mkdtemp(prefix="statcube-build-"))
     con = duckdb.connect(str(tmp))
     try:
         con.execute("SET enable_progress_bar = false")
@@ -920,13 +1178,36 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         tick("dimensions")
         k = ptable.params.K if ptable.params.K else K_DEFAULT
         keyer = RecordKeyer(secret, k)
+        cache = UnitKeyCache(options.key_cache, secret, k) if options.key_cache else None
+        previous: Previous | None = None
+        if options.full:
+            report.reuse = "full build requested"
+        else:
+            previous, report.reuse = find_previous(
+                warehouse_dir, final, {"format": WAREHOUSE_FORMAT, "model": model.name,
+                                       "ptable_digest": ptable.digest, **identity})
+        inputs: dict[str, _CubeInputs] = {}
+        for c in cubes:
+            carry: set[int] = set()
+            if previous is not None:
+                before = previous.period_inputs.get(c.name, {})
+                now = period_inputs.get(c.name, {})
+                carry = {int(p) for p, fp in now.items() if before.get(p) == fp}
+            inputs[c.name] = _CubeInputs(cube_files[c.name], file_months[c.name],
+                                         groups[c.name], frozenset(carry))
+        if previous is not None:
+            report.previous = previous.release
+            con.execute(f"ATTACH {_literal(str(previous.path))} AS prev (READ_ONLY)")
 
         def one(cube: Cube, cur: duckdb.DuckDBPyConnection) -> CubeBuildReport:
             t = time.perf_counter()
             stage(f"{cube.name}: units")
             cur.execute("SET enable_progress_bar = false")
-            rep = _build_cube(cur, model, cube, cube_files[cube.name], options, keyer, k,
-                              all_months, input_dir, stage, file_months[cube.name])
+            rep = _build_cube(cur, model, cube, inputs[cube.name], options, keyer, k,
+                              all_months, input_dir, stage, cache)
+            if previous is not None:
+                before = previous.period_inputs.get(cube.name, {})
+                rep.revised = revised(before, period_inputs.get(cube.name, {}))
             timings[cube.name] = time.perf_counter() - t
             tick(cube.name)
             return rep
@@ -938,10 +1219,22 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         report.cubes.update((c.name, built[c.name]) for c in cubes)
         _drop_enums(con)
         t = time.perf_counter()
-        rollups = {c.name: build_rollups(con, c) for c in cubes}
+        rollups = {c.name: build_rollups(
+            con, c, report.cubes[c.name].carried,
+            previous.rollups.get(c.name, frozenset()) if previous else frozenset())
+            for c in cubes}
         timings["rollups"] = time.perf_counter() - t
+        if previous is not None:
+            con.execute("DETACH prev")
+        # Fingerprints only of cubes built clean: a cube with skipped rows is rebuilt whole
+        # next time, so its report is always complete.
+        clean_inputs = {c: fp for c, fp in period_inputs.items()
+                        if not report.cubes[c].problems}
         write_meta(con, model, release, ptable, month_text, sorted(report.cubes), attribution,
-                   rollups=rollups)
+                   rollups=rollups, period_inputs=clean_inputs, **identity,
+                   reused={"previous": report.previous,
+                           "carried": {c: r.carried for c, r in report.cubes.items()},
+                           "revised": report.revisions})
         t = time.perf_counter()
         con.execute("CHECKPOINT")
         con.close()
@@ -955,7 +1248,7 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         shutil.rmtree(spill, ignore_errors=True)
     tmp.replace(final)
     report.seconds = time.perf_counter() - started
-    if any(c.problems for c in report.cubes.values()):
+    if any(c.problems or c.revised for c in report.cubes.values()):
         report.report_path.write_text(json.dumps(report.to_json(), indent=2) + "\n",
                                       encoding="utf-8")
     else:

@@ -37,6 +37,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Secret for record keys (HMAC). Never commit it; prefer key_file in production."),
     Setting("key_file", "STATCUBE_KEY_FILE", None,
             "File holding the record-key secret (used when key_secret is unset)."),
+    Setting("key_cache", "STATCUBE_KEY_CACHE", None,
+            "Folder of the unit-key cache (default: <key file>.unitkeys beside the key file; "
+            "with key_secret and no key_cache: no cache)."),
     Setting("export_dir", "STATCUBE_EXPORT_DIR", "exports",
             "Where Parquet cube exports are written."),
     # --- HTTP server (server/) ---
@@ -108,6 +111,7 @@ class Settings:
     warehouse: str | None = None
     key_secret: str | None = None
     key_file: str | None = None
+    key_cache: str | None = None
     export_dir: str = "exports"
     releases: str | None = None
     api_keys: str | None = None
@@ -183,6 +187,16 @@ class Settings:
             raise ConfigError(f"STATCUBE_CLOCK must be an ISO 8601 time such as "
                               f"2026-12-02T12:00Z, got {self.clock!r}") from None
         return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+    def key_cache_dir(self) -> Path | None:
+        """Where the build caches unit keys (cube/incremental.py): beside the secret, as
+        protected as it, never in a warehouse or export folder. ``STATCUBE_KEY_CACHE`` if
+        set, else ``<key file>.unitkeys`` when the secret comes from a file, else none."""
+        if self.key_cache:
+            return Path(self.key_cache)
+        if self.key_file and not self.key_secret:
+            return Path(self.key_file + ".unitkeys")
+        return None
 
     def secret(self) -> bytes:
         """The record-key secret. Refuses to run without one: a default would be public."""
