@@ -110,8 +110,9 @@ def _build(args: argparse.Namespace, months: list[str], name: str) -> dict[str, 
     inputs = _inputs(args, months, name)
     secret = (args.data / "secret").read_bytes()
     t0 = time.perf_counter()
+    # The unit-key cache where the CLI keeps it for a secret in a file: beside it.
     report = build(load_model(default_model_path()), inputs, args.data / "warehouse", secret,
-                   BuildOptions())
+                   BuildOptions(key_cache=args.data / "secret.unitkeys"))
     seconds = time.perf_counter() - t0
     info = report.to_json()
     return {"seconds_in_build": seconds, "warehouse": str(report.warehouse),
