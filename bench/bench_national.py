@@ -17,8 +17,8 @@ are its own (``wait4``):
 3. **export history** — ``cube.export.export_release``: every grain of every cube, into
    ``<data>/exports``.
 4. **build release** — the same build over all ``months + new_months`` months into the same
-   warehouse directory (an incremental build reuses what it can of the previous release;
-   until it does, this is a full rebuild — the report's own figures say which).
+   warehouse directory: an incremental build, reusing the history's unchanged months and
+   the unit-key cache beside the secret (the report's own figures say what it reused).
 5. **export release** — every grain again into the same export root: unchanged partitions
    of unchanged months are carried over from the history's export (counted), the rest
    computed.
