@@ -55,6 +55,19 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: The small input the Spark build tests share (scale 0.002, every cube, two months).
+SPARK_INPUT = GenerateOptions(scale=0.002, seed=11, start="2026-01", months=2)
+
+
+@pytest.fixture(scope="session")
+def spark_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated once per session for tests/test_spark.py and test_spark_io.py (read-only:
+    tests that edit an input copy it first)."""
+    out = tmp_path_factory.mktemp("spark-in") / "gb"
+    generate(out, SPARK_INPUT)
+    return out
+
+
 @pytest.fixture(scope="session")
 def built(model: Model, synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory
           ) -> BuildReport:

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from conftest import TEST_SECRET
 from test_export import files_of
 
 from cli.main import main
@@ -37,7 +38,6 @@ from cube.export import (
 from cube.model import Model, parse_model
 from cube.synthetic import GenerateOptions, generate
 from cube.workspace import Workspace
-from tests.conftest import TEST_SECRET
 
 pytestmark = pytest.mark.integration
 

@@ -22,30 +22,21 @@ from conftest import TEST_SECRET
 
 from cube.build import BuildOptions, BuildReport, build
 from cube.model import Model
-from cube.synthetic import GenerateOptions, generate
 from cube.workspace import Workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SMALL = GenerateOptions(scale=0.002, seed=11, start="2026-01", months=2)
 HB = "housing_benefit"
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("spark-in") / "gb"
-    generate(out, SMALL)
-    return out
-
-
-@pytest.fixture(scope="module")
-def both(model: Model, small: Path, spark: Any, tmp_path_factory: pytest.TempPathFactory
+def both(model: Model, spark_input: Path, spark: Any, tmp_path_factory: pytest.TempPathFactory
          ) -> tuple[BuildReport, BuildReport]:
     from cube.spark.build import build_spark
 
     root = tmp_path_factory.mktemp("spark-out")
-    on_duckdb = build(model, small, root / "duckdb", TEST_SECRET, BuildOptions())
-    on_spark = build_spark(model, small, root / "spark", TEST_SECRET, spark)
+    on_duckdb = build(model, spark_input, root / "duckdb", TEST_SECRET, BuildOptions())
+    on_spark = build_spark(model, spark_input, root / "spark", TEST_SECRET, spark)
     return on_duckdb, on_spark
 
 

@@ -31,27 +31,18 @@ from test_spark import _tables
 from cube.build import BuildReport, build
 from cube.errors import ArgumentError, InputDataError
 from cube.model import Model
-from cube.synthetic import GenerateOptions, generate
 from cube.workspace import Workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SMALL = GenerateOptions(scale=0.002, seed=11, start="2026-01", months=2)
 HB = "housing_benefit"
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("spark-io-in") / "gb"
-    generate(out, SMALL)
-    return out
-
-
-@pytest.fixture(scope="module")
-def reference(model: Model, small: Path, tmp_path_factory: pytest.TempPathFactory
+def reference(model: Model, spark_input: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> BuildReport:
     """The DuckDB build of the same input."""
-    return build(model, small, tmp_path_factory.mktemp("spark-io-ref"), TEST_SECRET)
+    return build(model, spark_input, tmp_path_factory.mktemp("spark-io-ref"), TEST_SECRET)
 
 
 def _mount(spark: Any, target: Path) -> str:
@@ -70,7 +61,7 @@ def _dead_pid() -> int:
 
 
 def test_a_uri_input_builds_through_hadoop_the_duckdb_warehouse(
-        model: Model, small: Path, reference: BuildReport, spark: Any,
+        model: Model, spark_input: Path, reference: BuildReport, spark: Any,
         tmp_path: Path) -> None:
     """Inputs and the Parquet tree behind a viewfs mount: the same warehouse as DuckDB's, the
     tree written at the URI (dimension tables and metadata included), stale trees of dead
@@ -81,7 +72,7 @@ def test_a_uri_input_builds_through_hadoop_the_duckdb_warehouse(
     from cube.spark.engine import SparkEngine
 
     real = tmp_path / "remote"
-    shutil.copytree(small, real / "in")
+    shutil.copytree(spark_input, real / "in")
     uri = _mount(spark, real)
     trees = real / "trees"
     host, dead = socket.gethostname(), _dead_pid()
@@ -120,14 +111,14 @@ def test_a_uri_input_builds_through_hadoop_the_duckdb_warehouse(
 
 
 def test_errors_through_a_file_uri_read_as_the_duckdb_builds(
-        model: Model, small: Path, spark: Any, tmp_path: Path) -> None:
+        model: Model, spark_input: Path, spark: Any, tmp_path: Path) -> None:
     """Through Hadoop's ``file://`` filesystem: a missing folder, a file missing a column and
     bad values are refused with the DuckDB build's messages (files relative to the input,
     row, column, value); a scheme with no filesystem is one clear error."""
     from cube.spark.build import build_spark
 
     inp = tmp_path / "in"
-    shutil.copytree(small, inp)
+    shutil.copytree(spark_input, inp)
     uri = inp.resolve().as_uri()  # file:///…
 
     with pytest.raises(ArgumentError, match="input directory not found: file:///nowhere"):
@@ -176,7 +167,7 @@ def test_results_stream_to_the_driver_in_order_in_bounded_batches(spark: Any) ->
 
 
 def test_the_cli_builds_a_uri_input_and_exports_from_a_tree_at_a_uri(
-        small: Path, reference: BuildReport, spark: Any, tmp_path: Path,
+        spark_input: Path, reference: BuildReport, spark: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """``statcube build --engine spark --input file:///…`` builds the same warehouse, and
     ``statcube export --engine spark --tables file:///…`` exports from the tree it wrote; a URI
@@ -184,7 +175,7 @@ def test_the_cli_builds_a_uri_input_and_exports_from_a_tree_at_a_uri(
     from cli.main import main
 
     monkeypatch.setenv("STATCUBE_KEY_SECRET", TEST_SECRET.decode())
-    uri = small.resolve().as_uri()
+    uri = spark_input.resolve().as_uri()
     assert main(["build", "--input", uri, "--out", str(tmp_path / "wh")]) == 2
     err = capsys.readouterr().err
     assert "a URI input and --parquet-out need --engine spark" in err
