@@ -81,7 +81,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -685,15 +685,19 @@ def _where(file: str, row: int, input_dir: Path) -> str:
 
 def _check_columns(con: duckdb.DuckDBPyConnection, cube: Cube, files: Sequence[Path],
                    input_dir: Path) -> None:
+    require_columns(cube, ((_name(f, input_dir), _file_columns(con, f)) for f in files))
+
+
+def require_columns(cube: Cube, headers: Iterable[tuple[str, Collection[str]]]) -> None:
     """Every file of a cube holds every required column (checked per file: a union of files
-    would silently fill a column one file lacks with NULLs)."""
+    would silently fill a column one file lacks with NULLs). ``headers``: each file's name as
+    reported and its columns, however they were read (DuckDB here, Spark in cube/spark)."""
     need = required_columns(cube)
     problems = []
-    for f in files:
-        have = set(_file_columns(con, f))
+    for name, have in headers:
         missing = [c for c in need if c not in have]
         if missing:
-            problems.append(f"{_name(f, input_dir)}: missing column(s) {', '.join(missing)}")
+            problems.append(f"{name}: missing column(s) {', '.join(missing)}")
     if problems:
         raise InputDataError(
             f"{cube.name}: microdata is missing required column(s); every file needs "

@@ -79,6 +79,7 @@ from cube.build import (
     load_inputs,
     read_jcp_lookup,
     release_id,
+    require_columns,
     required_columns,
     write_dimensions,
     write_meta,
@@ -325,27 +326,22 @@ class _Inputs:
         first line), with its messages."""
         from pyspark.errors import PySparkException
 
-        need = required_columns(cube)
-        problems = []
-        for f in self.files[cube.name]:
-            try:
-                if f.lower().endswith(".parquet"):
-                    have = set(spark.read.parquet(f).columns)
-                else:
-                    have = set(spark.read.option("header", True)
-                               .option("inferSchema", False).csv(f).columns)
-            except PySparkException as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise InputDataError(f"cannot read microdata file {basename(f)}: {first}",
-                                     problems=[f"{self.name(f)}: {first}"],
-                                     parameter="microdata") from None
-            missing = [c for c in need if c not in have]
-            if missing:
-                problems.append(f"{self.name(f)}: missing column(s) {', '.join(missing)}")
-        if problems:
-            raise InputDataError(
-                f"{cube.name}: microdata is missing required column(s); every file needs "
-                f"{', '.join(need)}", problems=problems[:MAX_PROBLEMS], parameter="microdata")
+        def headers() -> Iterator[tuple[str, set[str]]]:
+            for f in self.files[cube.name]:
+                try:
+                    if f.lower().endswith(".parquet"):
+                        have = set(spark.read.parquet(f).columns)
+                    else:
+                        have = set(spark.read.option("header", True)
+                                   .option("inferSchema", False).csv(f).columns)
+                except PySparkException as exc:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise InputDataError(f"cannot read microdata file {basename(f)}: {first}",
+                                         problems=[f"{self.name(f)}: {first}"],
+                                         parameter="microdata") from None
+                yield self.name(f), have
+
+        require_columns(cube, headers())
 
 
 def _inputs(spark: SparkSession, model: Model, input_dir: Path | str, scratch: Path
