@@ -49,12 +49,10 @@ import http.client
 import json
 import math
 import os
-import re
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -62,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.bench_server import Running
+from bench.bench_server import Running, announced
 from bench.bench_server import start as start_statcube
 from bench.common import warehouse_from_args
 
@@ -152,12 +150,9 @@ def start_slicer(python: Path, url: str, schema: str, log: Path) -> Running:
         proc = subprocess.Popen(
             [str(python), str(CUBES11 / "slicer_server.py"), str(ROOT / "model.json"), url,
              schema], stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-        if m:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return Running(m.group(1), proc)
+    running = announced(proc)
+    if running is not None:
+        return running
     raise Unavailable(f"Cubes' Slicer did not start: {log.read_text(encoding='utf-8')[-800:]}")
 
 

@@ -84,13 +84,23 @@ def start(warehouse: Path | str, workers: int, threads: int, log: Path,
              "--workers", str(workers), "--threads", str(threads)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
             start_new_session=True)
+    running = announced(proc)
+    if running is None:
+        raise RuntimeError(f"the server did not start; see {log}")
+    return running
+
+
+def announced(proc: subprocess.Popen[str]) -> Running | None:
+    """The server ``proc`` once a line of its stdout names its loopback URL (the rest of
+    its stdout drained in the background, so it never blocks on a full pipe); None if the
+    process ends without naming one."""
     assert proc.stdout is not None
     for line in proc.stdout:
         m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
         if m:
             threading.Thread(target=proc.stdout.read, daemon=True).start()
             return Running(m.group(1), proc)
-    raise RuntimeError(f"the server did not start; see {log}")
+    return None
 
 
 # --- load generation ----------------------------------------------------------------------
