@@ -362,7 +362,7 @@ def _read_jcp(path: Path) -> pa.Table:
 
 
 def _create_enums(con: duckdb.DuckDBPyConnection, model: Model, cubes: Sequence[Cube],
-                  months: Sequence[str]) -> None:
+                  months: Sequence[str], keep: Collection[str] = ()) -> None:
     """ENUM types for every code the microdata may hold: a failed TRY_CAST marks a bad row.
 
     The ``codelist_`` types are also the types of the fact tables' category and office
@@ -373,7 +373,8 @@ def _create_enums(con: duckdb.DuckDBPyConnection, model: Model, cubes: Sequence[
     member position: in code (byte) order an ENUM column sorts exactly as its text does, so
     ORDER BY and paging do not change. (Comparing an ENUM with a string compares text, so
     cuts do not depend on the order either.) OA codes are checked against a build-only ENUM
-    and stored as text (see the module docstring)."""
+    and stored as text (see the module docstring). A dimension table in ``keep`` already
+    has its codelist type."""
     con.execute(f"CREATE TYPE {_ENUM}oa AS ENUM "
                 "(SELECT oa_code FROM dim_geography ORDER BY oa_code)")
     keys = []
@@ -382,6 +383,8 @@ def _create_enums(con: duckdb.DuckDBPyConnection, model: Model, cubes: Sequence[
     keys += [(name, f"dim_{name}", f"{name}_code")
              for name in sorted({d for c in cubes for d in _category_dims(c)})]
     for codelist, table, column in keys:
+        if table in keep:
+            continue
         con.execute(f"CREATE TYPE {CODELIST}{codelist} AS ENUM "
                     f"(SELECT {column} FROM {table} ORDER BY {column})")
         con.execute(f"ALTER TABLE {table} ALTER {column} TYPE {CODELIST}{codelist}")
@@ -625,8 +628,8 @@ def _period_groups(plan: _Plan, files: Sequence[Path], file_months: dict[Path, s
 @dataclass(frozen=True)
 class _Step:
     """One step of a cube's fact table, in period order: build a batch from a source relation
-    (``several``: it holds more than one period), or copy ``carried`` periods from the
-    previous release."""
+    (``several``: it holds more than one period), or keep the ``carried`` periods the copy
+    of the previous release holds (nothing to do)."""
 
     source: str = ""
     several: bool = False
@@ -640,7 +643,7 @@ def _steps(groups: Mapping[int, Sequence[Path]], carry: set[int]) -> list[_Step]
     records: each batch rebuilds the join of records to unit keys, which only pays off when
     batches are big enough for their smaller hash tables to matter — and a batch's records
     are what a build holds in memory at once, so memory follows the biggest period, not the
-    history. Consecutive carried periods are one copy.
+    history. Consecutive carried periods are one step.
     """
     steps: list[tuple[list[Path], bool, list[int]]] = []  # (files, several, carried)
     rows = _BATCH_ROWS
@@ -757,7 +760,8 @@ class _CubeInputs:
     file_months: dict[Path, set[str]]
     #: Files by period, or None when a file holds several periods (built in one pass).
     groups: dict[int, list[Path]] | None
-    #: Periods copied from the previous release (attached as ``prev``).
+    #: Periods whose fact rows are kept from the previous release (the build's database is a
+    #: byte copy of it, and this cube's fact and rollup tables were kept).
     carry: frozenset[int] = frozenset()
 
 
@@ -766,8 +770,10 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, inputs
                 input_dir: Path, stage: Callable[[str], None],
                 cache: UnitKeyCache | None) -> CubeBuildReport:
     """One cube's fact table, period by period: for each batch of periods its units (with the
-    duplicate check), their keys, and its cells appended — or a copy of carried periods from
-    the previous release. Bad input anywhere sends the whole cube down the slow path."""
+    duplicate check), their keys, and its cells appended. With carried periods the fact table
+    is already there (the build started from a byte copy of the previous release): the rows
+    of every other period are deleted and those periods appended. Bad input anywhere sends
+    the whole cube down the slow path, which drops the table and builds it whole."""
     files = inputs.files
     rep = CubeBuildReport(files=len(files))
     fast = _source_sql(files, located=False)
@@ -788,18 +794,18 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, inputs
         cache.load(con, cube.name, unit_type)
         timed("cache", t)
 
-    def run_fast(steps: Sequence[_Step]) -> bool:
-        con.execute(f"CREATE TABLE {plan.fact} ("
-                    + ", ".join(f"{c} {t}" for c, t in columns) + ")")
+    def run_fast(steps: Sequence[_Step], keep: bool) -> bool:
+        if keep:  # the copied fact: its rows of periods not carried go, the rest stay
+            t = time.perf_counter()
+            con.execute(f"DELETE FROM {plan.fact} WHERE {plan.period_col} NOT IN "
+                        f"({', '.join(str(p) for p in sorted(carry))})")
+            timed("carry", t)
+        else:
+            con.execute(f"CREATE TABLE {plan.fact} ("
+                        + ", ".join(f"{c} {t}" for c, t in columns) + ")")
         rep.units = 0
         for step in steps:
-            if step.carried:
-                t = time.perf_counter()
-                names = ", ".join(c for c, _ in columns)
-                con.execute(f"INSERT INTO {plan.fact} ({names}) SELECT {names} FROM "
-                            f"prev.{plan.fact} WHERE {plan.period_col} IN "
-                            f"({', '.join(str(p) for p in step.carried)})")
-                timed("carry", t)
+            if step.carried:  # already in the copied fact
                 continue
             stage(f"{cube.name}: units")
             t = time.perf_counter()
@@ -827,7 +833,7 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, inputs
         return not bad_cells
 
     try:
-        clean = run_fast(steps)
+        clean = run_fast(steps, bool(carry))
         if clean:
             rep.carried = sorted(str(p) for p in carry)
         else:
@@ -846,7 +852,7 @@ def _build_cube(con: duckdb.DuckDBPyConnection, model: Model, cube: Cube, inputs
             rep.skipped = n_bad
             kept = ("SELECT * EXCLUDE (_file, _row) FROM located "
                     "ANTI JOIN bad USING (_file, _row)")
-            if not run_fast([_Step(kept, True)]):
+            if not run_fast([_Step(kept, True)], False):
                 raise RuntimeError(f"{cube.name}: bad rows remain after skipping them")
             con.execute("DROP TABLE bad")
             con.execute("DROP VIEW located")
@@ -875,11 +881,13 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
 
     Cheapest source first: a rollup whose grain a finer rollup holds (region × D from local
     authority × D: the local authority rollup keeps the region's columns) is aggregated from
-    it — a few thousand rows instead of the fact. The rest come from the fact; a rollup keeps
-    the period column, so the rows of ``carried`` periods are copied from the previous release
-    (attached as ``prev``) when it holds the same rollup (``previous``), and only new and
-    revised periods are aggregated again. Either way every column is an exact sum or maximum
-    of the same cells, so the tables are identical to aggregating the fact.
+    it — a few thousand rows instead of the fact. The rest come from the fact. A rollup keeps
+    the period column, so when the database already holds every rollup of the cube (``previous``:
+    the build started from a byte copy of the previous release) with the right rows of the
+    ``carried`` periods, only the rows of the other periods are deleted and aggregated again;
+    otherwise each table is dropped if there and built whole. Either way every column is an
+    exact sum or maximum of the same cells, so the tables are identical to aggregating the
+    fact.
     """
     period = fact_period_column(cube)
     rollups = declared_rollups(cube)
@@ -888,36 +896,42 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     out: dict[str, dict[str, Any]] = {}
     la = [r for r in rollups if r.geography == "la"]
     base = "_rollup_base"
+    periods = ", ".join(str(int(p)) for p in carried)
+    fresh_only = f'(SELECT * FROM {{}} WHERE "{period}" NOT IN ({periods}))'
+    # Keep the copied rows only if every fresh SELECT can be limited to the other periods.
+    keep = bool(carried) and all(r.table in previous for r in rollups) and all(
+        _only_fresh(cube, rollup_sql(cube, r, period), period, carried) is not None
+        for r in [*rollups, *([Rollup(base, "la", ())] if la else [])])
+
+    def write(table: str, whole: str, fresh: str | None) -> None:
+        if keep:
+            con.execute(f'DELETE FROM {table} WHERE "{period}" NOT IN ({periods})')
+            con.execute(f"INSERT INTO {table} {fresh}")
+        else:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(f"CREATE TABLE {table} AS {whole}")
+
     con.execute("BEGIN")
     try:
         if la:
             # One join of the fact to the geography, at local authority × every dimension
-            # the local authority rollups keep; each of them is then a GROUP BY of this.
+            # the local authority rollups keep; each of them is then a GROUP BY of this
+            # (of the periods not kept only, when the copied rows are kept).
             dims = tuple(sorted({d for r in la for d in r.dimensions}))
             sql = rollup_sql(cube, Rollup(base, "la", dims), period)
-            if carried and all(r.table in previous for r in la):
-                sql = _only_fresh(cube, sql, period, carried)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS {sql}")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS "
+                        f"{_only_fresh(cube, sql, period, carried) if keep else sql}")
         for r in sorted(rollups, key=lambda r: order.get(r.geography, 1)):
             finer = built.get(("la", r.dimensions)) if r.geography == "region" else None
             if finer is not None:
-                con.execute(f"CREATE TABLE {r.table} AS "
-                            f"{_rollup_from(cube, r, finer.table, period)}")
-            elif r.geography == "la" and carried and r.table in previous and all(
-                    x.table in previous for x in la):
-                periods = ", ".join(str(int(p)) for p in carried)
-                fresh = _rollup_from(cube, r, base, period)
-                con.execute(f"CREATE TABLE {r.table} AS SELECT * FROM ({fresh}) LIMIT 0")
-                con.execute(f"INSERT INTO {r.table} SELECT * FROM prev.{r.table} WHERE "
-                            f'"{period}" IN ({periods}) ORDER BY "{period}"')
-                con.execute(f"INSERT INTO {r.table} {fresh}")
+                write(r.table, _rollup_from(cube, r, finer.table, period),
+                      _rollup_from(cube, r, fresh_only.format(finer.table), period))
             elif r.geography == "la":
-                con.execute(f"CREATE TABLE {r.table} AS {_rollup_from(cube, r, base, period)}")
-            elif carried and r.table in previous:
-                for sql in _rollup_carried(cube, r, period, carried):
-                    con.execute(sql)
+                sql = _rollup_from(cube, r, base, period)  # base: only what is not kept
+                write(r.table, sql, sql)
             else:
-                con.execute(f"CREATE TABLE {r.table} AS {rollup_sql(cube, r, period)}")
+                sql = rollup_sql(cube, r, period)
+                write(r.table, sql, _only_fresh(cube, sql, period, carried) if keep else None)
             row = con.execute(f"SELECT count(*) FROM {r.table}").fetchone()
             built[(r.geography, r.dimensions)] = r
             out[r.table] = replace(r, rows=int(row[0]) if row else 0).to_json()
@@ -929,18 +943,21 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     return [out[r.table] for r in rollups]
 
 
-def _only_fresh(cube: Cube, sql: str, period: str, carried: Sequence[str]) -> str:
+def _only_fresh(cube: Cube, sql: str, period: str, carried: Sequence[str]) -> str | None:
     """A rollup SELECT (cube/rollups.py's select_sql) over the fact's periods other than
-    ``carried``; the SELECT unchanged if it reads the fact some other way."""
+    ``carried``; None if it reads the fact some other way (then the rollup is built whole)."""
     periods = ", ".join(str(int(p)) for p in carried)
     whole = f"FROM {cube.physical.fact} AS f"
+    if whole not in sql:
+        return None
     return sql.replace(whole, f'FROM (SELECT * FROM {cube.physical.fact} WHERE '
                               f'"{period}" NOT IN ({periods})) AS f', 1)
 
 
 def _rollup_from(cube: Cube, rollup: Rollup, finer: str, period: str) -> str:
     """``rollup`` from the finer table ``finer`` (local authority grain, holding at least its
-    dimensions): the columns and their order of cube/rollups.py's select_sql."""
+    dimensions; a table name or a parenthesised SELECT): the columns and their order of
+    cube/rollups.py's select_sql."""
     keep = [f'"{period}"']
     keep += [f'"{col}"' for _, col in geography_columns(cube, str(rollup.geography))]
     keep += [f'"{fact_key_column(cube, cube.dimension(d))}"' for d in rollup.dimensions]
@@ -949,27 +966,6 @@ def _rollup_from(cube: Cube, rollup: Rollup, finer: str, period: str) -> str:
     group = ", ".join(keep)
     return (f"SELECT {', '.join(keep + measures)} FROM {finer} GROUP BY {group} "
             f"ORDER BY {group}")
-
-
-def _rollup_carried(cube: Cube, rollup: Rollup, period: str, carried: Sequence[str]
-                    ) -> list[str]:
-    """Statements writing ``rollup``: its rows of the ``carried`` periods copied from the
-    previous release, the rest aggregated from the fact (cube/rollups.py's select_sql over
-    the other periods only). The table is created empty from that SELECT first, so its
-    column types are this warehouse's (the previous release's codelist ENUMs are types of
-    another database, cast on insert)."""
-    periods = ", ".join(str(int(p)) for p in carried)
-    sql = rollup_sql(cube, rollup, period)
-    whole = f"FROM {cube.physical.fact} AS f"
-    if whole not in sql:  # cube/rollups.py reads the fact differently: aggregate it all
-        return [f"CREATE TABLE {rollup.table} AS {sql}"]
-    fresh = sql.replace(whole, f'FROM (SELECT * FROM {cube.physical.fact} WHERE '
-                               f'"{period}" NOT IN ({periods})) AS f', 1)
-    empty = sql.replace(whole, f"FROM (SELECT * FROM {cube.physical.fact} LIMIT 0) AS f", 1)
-    return [f"CREATE TABLE {rollup.table} AS {empty}",
-            f'INSERT INTO {rollup.table} SELECT * FROM prev.{rollup.table} WHERE "{period}" '
-            f'IN ({periods}) ORDER BY "{period}"',
-            f"INSERT INTO {rollup.table} {fresh}"]
 
 
 def _file_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
@@ -1059,6 +1055,25 @@ def _remove_stale_temps(warehouse_dir: Path, release: str) -> None:
             except PermissionError:
                 continue  # alive, another user's
         path.unlink(missing_ok=True)
+
+
+def _kept_tables(con: duckdb.DuckDBPyConnection, cubes: Sequence[Cube],
+                 inputs: Mapping[str, _CubeInputs], previous: Previous, jcp: bool) -> set[str]:
+    """The tables of a byte copy of ``previous`` (open as ``con``) that the build keeps: the
+    dimension tables it would write identically, and the fact and every rollup table of each
+    cube with carried periods whose tables are all there. A cube without (new, built whole
+    last time, a file holding several months, bad rows skipped) is rebuilt whole."""
+    present = {str(r[0]) for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND "
+        "database_name = current_database()").fetchall()}
+    kept = dimension_tables(cubes, jcp) & present
+    for c in cubes:
+        rollups = {r.table for r in declared_rollups(c)}
+        if (inputs[c.name].carry and inputs[c.name].groups is not None
+                and {c.physical.fact, *rollups} <= present
+                and rollups <= previous.rollups.get(c.name, frozenset())):
+            kept |= {c.physical.fact, *rollups}
+    return kept
 
 
 def check_input(model: Model, input_dir: Path
@@ -1165,9 +1180,38 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
     timings["fingerprints"] = time.perf_counter() - t
     if options.key_cache is not None:
         check_cache_location(options.key_cache, [warehouse_dir])
+    previous: Previous | None = None
+    if options.full:
+        report.reuse = "full build requested"
+    else:
+        ptable_digest = build_ptable(PTableParams.from_mapping(
+            model.disclosure.get("ptable", {}))).digest
+        previous, report.reuse = find_previous(
+            warehouse_dir, final, {"format": WAREHOUSE_FORMAT, "model": model.name,
+                                   "ptable_digest": ptable_digest, **identity})
+    inputs: dict[str, _CubeInputs] = {}
+    for c in cubes:
+        carry: set[int] = set()
+        if previous is not None:
+            before = previous.period_inputs.get(c.name, {})
+            now = period_inputs.get(c.name, {})
+            carry = {int(p) for p, fp in now.items() if before.get(p) == fp}
+        inputs[c.name] = _CubeInputs(cube_files[c.name], file_months[c.name],
+                                     groups[c.name], frozenset(carry))
     spill = Path(tempfile.mkdtemp(prefix="statcube-build-"))
-    con = duckdb.connect(str(tmp))
+    con: duckdb.DuckDBPyConnection | None = None
     try:
+        kept: set[str] = set()
+        if previous is not None:
+            # Start from a byte copy of the previous release (which is never opened for
+            # writing): unchanged periods then cost nothing — not re-inserted, not
+            # re-compressed, not rewritten by the checkpoint.
+            t = time.perf_counter()
+            shutil.copyfile(previous.path, tmp)
+            timings["copy"] = time.perf_counter() - t
+            report.previous = previous.release
+            report.reuse = f"started from a byte copy of release {previous.release}"
+        con = duckdb.connect(str(tmp))
         con.execute("SET enable_progress_bar = false")
         con.execute("SET preserve_insertion_order = false")
         con.execute(f"SET memory_limit = {_literal(options.memory_limit)}")
@@ -1175,33 +1219,20 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         if options.threads:
             con.execute(f"SET threads = {int(options.threads)}")
         t = time.perf_counter()
+        if previous is not None:
+            kept = _kept_tables(con, cubes, inputs, previous, jcp is not None)
+            _clear_copy(con, kept)
+            for c in cubes:
+                if c.physical.fact not in kept:  # rebuilt whole
+                    inputs[c.name] = replace(inputs[c.name], carry=frozenset())
         ptable, month_text, attribution = write_dimensions(
-            con, model, cubes, geo.table, jcp, all_months, input_dir, report)
+            con, model, cubes, geo.table, jcp, all_months, input_dir, report, keep=kept)
         del geo
         timings["dimensions"] = time.perf_counter() - t
         tick("dimensions")
         k = ptable.params.K if ptable.params.K else K_DEFAULT
         keyer = RecordKeyer(secret, k)
         cache = UnitKeyCache(options.key_cache, secret, k) if options.key_cache else None
-        previous: Previous | None = None
-        if options.full:
-            report.reuse = "full build requested"
-        else:
-            previous, report.reuse = find_previous(
-                warehouse_dir, final, {"format": WAREHOUSE_FORMAT, "model": model.name,
-                                       "ptable_digest": ptable.digest, **identity})
-        inputs: dict[str, _CubeInputs] = {}
-        for c in cubes:
-            carry: set[int] = set()
-            if previous is not None:
-                before = previous.period_inputs.get(c.name, {})
-                now = period_inputs.get(c.name, {})
-                carry = {int(p) for p, fp in now.items() if before.get(p) == fp}
-            inputs[c.name] = _CubeInputs(cube_files[c.name], file_months[c.name],
-                                         groups[c.name], frozenset(carry))
-        if previous is not None:
-            report.previous = previous.release
-            con.execute(f"ATTACH {_literal(str(previous.path))} AS prev (READ_ONLY)")
 
         def one(cube: Cube, cur: duckdb.DuckDBPyConnection) -> CubeBuildReport:
             t = time.perf_counter()
@@ -1223,13 +1254,9 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         report.cubes.update((c.name, built[c.name]) for c in cubes)
         _drop_enums(con)
         t = time.perf_counter()
-        rollups = {c.name: build_rollups(
-            con, c, report.cubes[c.name].carried,
-            previous.rollups.get(c.name, frozenset()) if previous else frozenset())
-            for c in cubes}
+        rollups = {c.name: build_rollups(con, c, report.cubes[c.name].carried,
+                                         frozenset(kept)) for c in cubes}
         timings["rollups"] = time.perf_counter() - t
-        if previous is not None:
-            con.execute("DETACH prev")
         # Fingerprints only of cubes built clean: a cube with skipped rows is rebuilt whole
         # next time, so its report is always complete.
         clean_inputs = {c: fp for c, fp in period_inputs.items()
@@ -1244,7 +1271,8 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
         con.close()
         timings["checkpoint"] = time.perf_counter() - t
     except BaseException:
-        con.close()
+        if con is not None:
+            con.close()
         tmp.unlink(missing_ok=True)
         tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
         raise
@@ -1285,18 +1313,22 @@ def read_jcp_lookup(input_dir: Path, lookups: dict[str, Path], cubes: Sequence[C
 
 def write_dimensions(con: duckdb.DuckDBPyConnection, model: Model, cubes: Sequence[Cube],
                      geography: pa.Table, jcp: pa.Table | None, all_months: Sequence[int],
-                     input_dir: Path, report: BuildReport
+                     input_dir: Path, report: BuildReport, keep: Collection[str] = ()
                      ) -> tuple[PTable, list[str], tuple[str, ...]]:
     """Every table of the warehouse but the facts, and the codelist types the facts use;
     returns (p-table, months as YYYY-MM, boundary attribution).
 
     One home for the dimension tables whichever engine aggregates the facts (DuckDB here,
-    Spark in cube/spark/build.py), so warehouses from both are the same.
+    Spark in cube/spark/build.py), so warehouses from both are the same. ``keep``: tables
+    already in the database (a copy of the previous release, see :func:`_clear_copy`) whose
+    content this build would write identically — they and their codelist types are left as
+    they are. The time dimensions and boundaries are always written.
     """
-    con.register("geo_arrow", geography)
-    con.execute("CREATE TABLE dim_geography AS SELECT * FROM geo_arrow ORDER BY oa_code")
-    con.unregister("geo_arrow")
-    if jcp is not None:
+    if "dim_geography" not in keep:
+        con.register("geo_arrow", geography)
+        con.execute("CREATE TABLE dim_geography AS SELECT * FROM geo_arrow ORDER BY oa_code")
+        con.unregister("geo_arrow")
+    if jcp is not None and "dim_jcp" not in keep:
         con.register("jcp_arrow", jcp)
         con.execute("CREATE TABLE dim_jcp AS SELECT * FROM jcp_arrow ORDER BY office_code")
         con.unregister("jcp_arrow")
@@ -1307,17 +1339,47 @@ def write_dimensions(con: duckdb.DuckDBPyConnection, model: Model, cubes: Sequen
     con.execute("CREATE TABLE dim_quarter AS SELECT * FROM q_arrow")
     con.unregister("q_arrow")
     for name in sorted({d for c in cubes for d in _category_dims(c)}):
+        if f"dim_{name}" in keep:
+            continue
         con.register("c_arrow", _dim_category(model, name))
         con.execute(f"CREATE TABLE dim_{name} AS SELECT * FROM c_arrow")
         con.unregister("c_arrow")
     ptable = build_ptable(PTableParams.from_mapping(model.disclosure.get("ptable", {})))
-    con.register("p_arrow", ptable.to_arrow())
-    con.execute("CREATE TABLE sdc_ptable AS SELECT * FROM p_arrow ORDER BY pcv, ckey")
-    con.unregister("p_arrow")
+    if "sdc_ptable" not in keep:
+        con.register("p_arrow", ptable.to_arrow())
+        con.execute("CREATE TABLE sdc_ptable AS SELECT * FROM p_arrow ORDER BY pcv, ckey")
+        con.unregister("p_arrow")
     month_text = [f"{m // 100:04d}-{m % 100:02d}" for m in all_months]
     attribution = _load_boundaries(con, input_dir, report)
-    _create_enums(con, model, cubes, month_text)
+    _create_enums(con, model, cubes, month_text, keep)
     return ptable, month_text, attribution
+
+
+def dimension_tables(cubes: Sequence[Cube], jcp: bool) -> set[str]:
+    """The tables :func:`write_dimensions` writes whose content depends only on what a
+    previous release must share with this build to be reused (geography lookups, model,
+    p-table): a copy of that release keeps them. Time dimensions, boundaries (their files
+    are not fingerprinted) and the metadata are always rewritten."""
+    return {"dim_geography", "sdc_ptable", *(["dim_jcp"] if jcp else []),
+            *(f"dim_{d}" for c in cubes for d in _category_dims(c))}
+
+
+def _clear_copy(con: duckdb.DuckDBPyConnection, keep: Collection[str]) -> None:
+    """Empty a byte copy of the previous release of all but the tables in ``keep``: every other
+    table and view (time dimensions, boundaries, metadata, facts and rollups of cubes rebuilt
+    whole or gone) is dropped and written again as a full build writes it, and so is every
+    type but the codelists of kept dimension tables (``codelist_<x>`` of ``dim_<x>``)."""
+    for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal "
+                               "AND database_name = current_database()").fetchall():
+        con.execute(f'DROP VIEW "{name}"')
+    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary "
+                               "AND database_name = current_database()").fetchall():
+        if name not in keep:
+            con.execute(f'DROP TABLE "{name}"')
+    for (name,) in con.execute("SELECT type_name FROM duckdb_types() WHERE NOT internal AND "
+                               "database_name = current_database()").fetchall():
+        if not (name.startswith(CODELIST) and f"dim_{name[len(CODELIST):]}" in keep):
+            con.execute(f'DROP TYPE "{name}"')
 
 
 def write_meta(con: duckdb.DuckDBPyConnection, model: Model, release: str, ptable: PTable,

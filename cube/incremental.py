@@ -148,6 +148,9 @@ def find_previous(warehouse_dir: Path, building: Path, expected: Mapping[str, An
         return None, "no previous release in the warehouse folder"
     path = candidates[0]
     name = path.stem
+    if path.with_name(path.name + ".wal").exists():
+        # Its file alone is not the release readers see: a byte copy would lose the log.
+        return None, f"previous release {name} not reused: it has a write-ahead log"
     try:
         con = duckdb.connect(str(path), read_only=True)
         try:
