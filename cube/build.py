@@ -49,12 +49,16 @@ codelists are in code order so an ENUM sorts as its text does, the query engine 
 DuckDB's dictionary-typed Arrow results into plain strings (cube/engine.py), and
 cube/pg_load.py loads the columns into PostgreSQL as text.
 
-*Incremental releases.* A period whose input files are unchanged since the previous release
-in the warehouse folder (same files by a keyed SHA-256 fingerprint, and the same model,
-p-table, secret and geography: cube/incremental.py) is not built at all: its fact rows, and
-its rows of every rollup, are copied from that release (attached read-only). New periods are
-built as above; a past period whose inputs changed is rebuilt and reported as a revision.
-``BuildOptions.full`` (``statcube build --full``) rebuilds everything.
+*Incremental releases.* When the previous release in the warehouse folder was built from the
+same model, p-table, secret and geography (cube/incremental.py), the build starts from a byte
+copy of its file (at the temporary name; the previous file is only read). A period whose
+input files are unchanged (same files by a keyed SHA-256 fingerprint) is not built at all:
+its fact and rollup rows stay in the copy as they are — not re-inserted, not re-compressed,
+not rewritten by the final checkpoint. The rows of every other period are deleted, new and
+revised periods are built as above and appended, and their rollup rows aggregated; what
+depends on the whole release (time dimensions, boundaries, metadata) is written again, and a
+cube that cannot be reused is dropped and built whole. A past period whose inputs changed is
+reported as a revision. ``BuildOptions.full`` (``statcube build --full``) builds a new file.
 
 Only when a pass finds a problem does the slow path run: it rescans the input with file
 names and row numbers to list each bad row, then (with ``skip_bad_rows``) reruns the fast
@@ -1173,8 +1177,11 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
                                                  input_dir / "microdata" / c.name)
                      for c in cubes if (g := groups[c.name]) is not None}
     geo_files = dict(lookups)
-    if jcp is not None and "jcp_offices" not in geo_files:
-        geo_files["jcp_offices"] = input_dir / "geography" / "JCP_OFFICES.csv"
+    jcp_file = input_dir / "geography" / "JCP_OFFICES.csv"
+    if "jcp_offices" not in geo_files and (jcp is not None or jcp_file.exists()):
+        # Whether or not a cube uses it now: a cube with offices arriving or leaving is a
+        # cube rebuilt whole or dropped, not a different geography.
+        geo_files["jcp_offices"] = jcp_file
     identity = {"model_digest": model_digest(model), "key_fingerprint": secret_fingerprint(secret),
                 "geography_digest": geography_digest(geo_files)}
     timings["fingerprints"] = time.perf_counter() - t

@@ -2,9 +2,9 @@
 compatibility, and the unit-key cache.
 
 A quarterly release adds three months to a history that is already built. The build
-(cube/build.py) copies the facts of every cube × period whose inputs are unchanged from the
-previous release in the same warehouse folder, and computes only new or revised periods. For
-that it needs to know, without trusting file names or dates:
+(cube/build.py) starts from a byte copy of the previous release in the same warehouse folder,
+keeps the facts of every cube × period whose inputs are unchanged, and computes only new or
+revised periods. For that it needs to know, without trusting file names or dates:
 
 - *which release it may copy from* — the newest other ``<release>.duckdb`` whose metadata
   records the same warehouse format, model, p-table, record-key secret and geography lookups

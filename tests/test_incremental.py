@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import TEST_SECRET
 from test_build import _edit
@@ -321,3 +323,104 @@ def test_cli_reports_reuse_and_revisions(generated: Path, tmp_path: Path) -> Non
         assert "unit-key cache must not be inside" in proc.stderr
         assert "Traceback" not in proc.stderr
         assert not inside.exists()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_file(inp: Path, cube: str, months: list[str]) -> None:
+    """Replace ``months`` of ``cube`` by one file holding them all."""
+    d = inp / "microdata" / cube
+    tables = [pq.read_table(d / f"{m}.parquet") for m in months]
+    for m in months:
+        (d / f"{m}.parquet").unlink()
+    pq.write_table(pa.concat_tables(tables), d / f"{months[0]}-to-{months[-1]}.parquet")
+
+
+def _remove(inp: Path, cube: str) -> None:
+    for f in (inp / "microdata" / cube).iterdir():
+        f.unlink()
+
+
+SHAPES = {  # what happens to one cube between the two releases, and which cube
+    "cube-new": SANCTIONS,  # absent from the previous release
+    "cube-gone": SANCTIONS,  # in the previous release, absent from this one
+    "file-of-two-months": HB,  # no fingerprints: built whole both times
+    "bad-rows-skipped": SANCTIONS,  # no fingerprints in the previous release: built whole
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_a_release_starts_from_a_byte_copy_and_equals_a_full_build(
+        model: Model, generated: Path, tmp_path: Path, shape: str) -> None:
+    """Every kind of cube in one byte-copied release — carried with a revision (HB), carried
+    quarterly (NINO), and one rebuilt whole or dropped — equals a full build, and the
+    previous release's file is not changed by a byte."""
+    inp = _inputs(generated, tmp_path / "in", MONTHS[:3], copy=("2026-02",))
+    skip = shape == "bad-rows-skipped"
+    if shape == "cube-new":
+        _remove(inp, SANCTIONS)
+    if shape == "file-of-two-months":
+        _one_file(inp, HB, MONTHS[:2])
+    if skip:
+        (inp / "microdata" / SANCTIONS / "2026-01.parquet").unlink()
+        (inp / "microdata" / SANCTIONS / "2026-01.parquet").write_bytes(
+            (generated / "microdata" / SANCTIONS / "2026-01.parquet").read_bytes())
+        _edit(inp / "microdata" / SANCTIONS / "2026-01.parquet", {3: {"oa_code": "E00NOWHERE"}})
+    out = tmp_path / "wh"
+    first = _build(model, inp, out, "r1", skip_bad_rows=skip)
+    assert first.previous is None
+    before = _sha256(first.warehouse)
+    # The release: two new months, a revised past month of housing benefit.
+    if shape != "file-of-two-months":
+        _edit(inp / "microdata" / HB / "2026-02.parquet", {0: {"tenure": "private"}})
+    for cube in CUBES:
+        have = {f.name for f in (inp / "microdata" / cube).iterdir()}
+        for m in MONTHS[3:] if have else MONTHS:
+            (inp / "microdata" / cube / f"{m}.parquet").symlink_to(
+                generated / "microdata" / cube / f"{m}.parquet")
+    if shape == "cube-gone":
+        _remove(inp, SANCTIONS)
+    release = _build(model, inp, out, "r2", skip_bad_rows=skip)
+    assert _sha256(first.warehouse) == before
+    assert release.previous == "r1"
+    assert release.reuse == "started from a byte copy of release r1"
+    assert "copy" in release.timings
+    full = _build(model, inp, tmp_path / "full", "r2", full=True, skip_bad_rows=skip)
+    _same_warehouse(release.warehouse, full.warehouse)
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".duckdb"
+                  or ".tmp-" in p.name) == ["r1.duckdb", "r2.duckdb"]
+    whole = SHAPES[shape]
+    if shape != "cube-gone":
+        assert release.cubes[whole].carried == []
+        assert release.cubes[whole].fact_rows == full.cubes[whole].fact_rows
+    else:
+        assert SANCTIONS not in release.cubes
+    if whole != HB:
+        assert release.cubes[HB].carried == ["202601", "202603"]
+        assert release.cubes[HB].revised == ["202602"]
+    assert release.cubes[NINO].carried == ["20261"]  # the first quarter, complete before
+    # Periods built again cost keys only for their units.
+    assert release.cubes[NINO].keyed < full.cubes[NINO].keyed
+
+
+def test_a_copied_release_does_not_grow_with_each_release(
+        model: Model, generated: Path, tmp_path: Path) -> None:
+    """Release after release, each revising a past month: the file stays about the size of
+    a full build of the same inputs (deleted rows' space is reused, not piling up)."""
+    inp = _inputs(generated, tmp_path / "in", MONTHS[:2], copy=tuple(MONTHS))
+    out = tmp_path / "wh"
+    _build(model, inp, out, "r2")
+    for n in range(3, 6):
+        _edit(inp / "microdata" / HB / f"{MONTHS[n - 3]}.parquet", {n: {"tenure": "private"}})
+        for cube in CUBES:
+            (inp / "microdata" / cube / f"{MONTHS[n - 1]}.parquet").write_bytes(
+                (generated / "microdata" / cube / f"{MONTHS[n - 1]}.parquet").read_bytes())
+        release = _build(model, inp, out, f"r{n}")
+        assert release.previous == f"r{n - 1}" and release.cubes[HB].revised
+    full = _build(model, inp, tmp_path / "full", "r5", full=True)
+    _same_warehouse(release.warehouse, full.warehouse)
+    size, whole = release.warehouse.stat().st_size, full.warehouse.stat().st_size
+    print(f"sizes: released {size:,} full {whole:,}")
+    assert size <= 1.5 * whole, (size, whole)
