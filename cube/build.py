@@ -901,16 +901,30 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     la = [r for r in rollups if r.geography == "la"]
     base = "_rollup_base"
     periods = ", ".join(str(int(p)) for p in carried)
-    fresh_only = f'(SELECT * FROM {{}} WHERE "{period}" NOT IN ({periods}))'
     # Keep the copied rows only if every fresh SELECT can be limited to the other periods.
     keep = bool(carried) and all(r.table in previous for r in rollups) and all(
-        _only_fresh(cube, rollup_sql(cube, r, period), period, carried) is not None
+        _only_fresh(cube, rollup_sql(cube, r, period), period, ()) is not None
         for r in [*rollups, *([Rollup(base, "la", ())] if la else [])])
+    # The periods aggregated again, named (an IN list lets the scans skip the row groups of
+    # the carried periods by their min/max; NOT IN would read them all); and whether the
+    # copy holds rows of other periods at all (revised or removed ones), found on the
+    # first rollup: the fact's have been deleted already.
+    fresh: list[int] = []
+    stale = True
+    if keep:
+        fresh = [int(r[0]) for r in con.execute(
+            f'SELECT DISTINCT "{period}" FROM {cube.physical.fact} WHERE "{period}" '
+            f"NOT IN ({periods}) ORDER BY 1").fetchall()]
+        stale = any(con.execute(f'SELECT 1 FROM {rollups[0].table} WHERE "{period}" NOT IN '
+                                f"({periods}) LIMIT 1").fetchall()) if rollups else False
+    fresh_only = f'(SELECT * FROM {{}} WHERE "{period}" IN ({_int_list(fresh)[1:-1] or "NULL"}))'
 
-    def write(table: str, whole: str, fresh: str | None) -> None:
+    def write(table: str, whole: str, fresh_sql: str | None) -> None:
         if keep:
-            con.execute(f'DELETE FROM {table} WHERE "{period}" NOT IN ({periods})')
-            con.execute(f"INSERT INTO {table} {fresh}")
+            if stale:
+                con.execute(f'DELETE FROM {table} WHERE "{period}" NOT IN ({periods})')
+            if fresh:
+                con.execute(f"INSERT INTO {table} {fresh_sql}")
         else:
             con.execute(f"DROP TABLE IF EXISTS {table}")
             con.execute(f"CREATE TABLE {table} AS {whole}")
@@ -924,7 +938,7 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
             dims = tuple(sorted({d for r in la for d in r.dimensions}))
             sql = rollup_sql(cube, Rollup(base, "la", dims), period)
             con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS "
-                        f"{_only_fresh(cube, sql, period, carried) if keep else sql}")
+                        f"{_only_fresh(cube, sql, period, fresh) if keep else sql}")
         for r in sorted(rollups, key=lambda r: order.get(r.geography, 1)):
             finer = built.get(("la", r.dimensions)) if r.geography == "region" else None
             if finer is not None:
@@ -935,7 +949,7 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
                 write(r.table, sql, sql)
             else:
                 sql = rollup_sql(cube, r, period)
-                write(r.table, sql, _only_fresh(cube, sql, period, carried) if keep else None)
+                write(r.table, sql, _only_fresh(cube, sql, period, fresh) if keep else None)
             row = con.execute(f"SELECT count(*) FROM {r.table}").fetchone()
             built[(r.geography, r.dimensions)] = r
             out[r.table] = replace(r, rows=int(row[0]) if row else 0).to_json()
@@ -947,15 +961,16 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     return [out[r.table] for r in rollups]
 
 
-def _only_fresh(cube: Cube, sql: str, period: str, carried: Sequence[str]) -> str | None:
-    """A rollup SELECT (cube/rollups.py's select_sql) over the fact's periods other than
-    ``carried``; None if it reads the fact some other way (then the rollup is built whole)."""
-    periods = ", ".join(str(int(p)) for p in carried)
+def _only_fresh(cube: Cube, sql: str, period: str, fresh: Sequence[int]) -> str | None:
+    """A rollup SELECT (cube/rollups.py's select_sql) over the fact's ``fresh`` periods only
+    (those not carried); None if it reads the fact some other way (then the rollup is built
+    whole)."""
     whole = f"FROM {cube.physical.fact} AS f"
     if whole not in sql:
         return None
+    periods = ", ".join(str(int(p)) for p in fresh) or "NULL"
     return sql.replace(whole, f'FROM (SELECT * FROM {cube.physical.fact} WHERE '
-                              f'"{period}" NOT IN ({periods})) AS f', 1)
+                              f'"{period}" IN ({periods})) AS f', 1)
 
 
 def _rollup_from(cube: Cube, rollup: Rollup, finer: str, period: str) -> str:
