@@ -445,3 +445,17 @@ def test_a_copied_release_does_not_grow_with_each_release(
     used, whole = _blocks(release.warehouse)[1], _blocks(full.warehouse)[1]
     assert used <= 1.15 * whole, (used, whole)
     assert totals[-1] <= 1.1 * totals[0], totals
+
+
+def test_a_previous_release_with_a_write_ahead_log_is_not_copied(
+        model: Model, generated: Path, tmp_path: Path) -> None:
+    """A release whose file alone is not what readers see (a log beside it) is never the
+    start of a byte copy: the build is a full one, and says why."""
+    inp = _inputs(generated, tmp_path / "in", MONTHS[:2])
+    out = tmp_path / "wh"
+    _build(model, inp, out, "r1")
+    (out / "r1.duckdb.wal").write_bytes(b"")
+    again = _build(model, inp, out, "r2")
+    assert again.previous is None
+    assert again.reuse == "previous release r1 not reused: it has a write-ahead log"
+    assert all(not c.carried for c in again.cubes.values())
