@@ -168,9 +168,10 @@ class CubeBuildReport:
     skipped: int = 0
     files: int = 0
     problems: list[str] = field(default_factory=list)
-    #: Seconds per stage ("units", "keys", "facts", "carry", "problems"), for benchmarks.
+    #: Seconds per stage ("units", "keys", "facts", "problems"; "carry": deleting the copied
+    #: fact's rows of periods not carried), for benchmarks.
     timings: dict[str, float] = field(default_factory=dict)
-    #: Periods (month_id or quarter_id as text) copied from the previous release, and those
+    #: Periods (month_id or quarter_id as text) kept from the previous release, and those
     #: rebuilt although the previous release held them, because their inputs changed.
     carried: list[str] = field(default_factory=list)
     revised: list[str] = field(default_factory=list)
@@ -183,8 +184,11 @@ class BuildReport:
     seconds: float = 0.0
     cubes: dict[str, CubeBuildReport] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: Seconds per stage; per cube its facts, "rollups" summed over the cubes (two run at
+    #: once), "copy" the byte copy of the previous release.
     timings: dict[str, float] = field(default_factory=dict)
-    #: The release unchanged periods were copied from, or None with the reason in ``reuse``.
+    #: The release this one started from a byte copy of (``reuse`` says so), or None with
+    #: the reason it was not reused in ``reuse``.
     previous: str | None = None
     reuse: str = ""
 
