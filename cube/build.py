@@ -39,10 +39,12 @@ sort of all the facts. Memory follows the biggest batch, not the history:
    writes about three times faster than VARCHAR — writing the fact table, not grouping,
    is most of a build. OA codes stay VARCHAR: DuckDB sends an ENUM's whole dictionary with
    every Arrow result, which for ~235k OAs costs a query 12 ms, and they are one column of
-   several. Every code goes through a cast to its codelist, so one outside it becomes NULL;
-   a bad amount folds into a NULL OA code.
+   several. Every category and office code goes through a cast to its codelist, so one
+   outside it becomes NULL; OA codes are kept as given (step 4 checks them); a bad amount
+   folds into a NULL OA code.
 4. *Validation on the cells* — no fact column may be NULL (an unknown code, a bad amount, a
-   month that is not YYYY-MM); one scan of small columns, so this costs almost nothing.
+   month that is not YYYY-MM) and every OA code must be in ``dim_geography``; one scan of
+   small columns and one anti join, so this costs almost nothing.
 
 Readers see the codes as text: comparing an ENUM with a string compares text, the
 codelists are in code order so an ENUM sorts as its text does, the query engine turns
@@ -111,7 +113,15 @@ from cube.incremental import (
 )
 from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
-from cube.rollups import Rollup, fact_key_column, geography_columns
+from cube.rollups import (
+    Rollup,
+    cells_sql,
+    fact_key_column,
+    finish_sql,
+    geography_columns,
+    levels_sql,
+    regroup_sql,
+)
 from cube.rollups import _additive as additive_columns
 from cube.rollups import declared as declared_rollups
 from cube.rollups import select_sql as rollup_sql
@@ -583,10 +593,13 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, several
     aggs = ", ".join(key_names) + ", p, count(*) AS n, sum(rkey) AS s1, sum(rkey2) AS s2"
     aggs += "".join(f", sum(_a{i}) AS _s{i}, max(_a{i}) AS _m{i}"
                     for i in range(len(plan.amounts)))
-    # Codes pass through their codelist's ENUM, so one outside it becomes NULL (found by
-    # _bad_cells); categories are stored as that ENUM, OA codes as text.
-    out = ", ".join(f"TRY_CAST(g.{name}::VARCHAR AS {enum})"
-                    + ("" if enum.startswith(CODELIST) else "::VARCHAR") + f" AS {name}"
+    # Category and office codes pass through their codelist's ENUM, so one outside it
+    # becomes NULL (found by _bad_cells), and are stored as that ENUM. OA codes are stored
+    # as text as given: _bad_cells finds unknown ones with one anti join to dim_geography,
+    # which costs a tenth of casting every cell to the ~235k-member OA ENUM (measured at
+    # scale 0.05: 0.04 s against 0.4 s of CPU for Universal Credit's 1.4M cells).
+    out = ", ".join((f"TRY_CAST(g.{name}::VARCHAR AS {enum})" if enum.startswith(CODELIST)
+                     else f"g.{name}::VARCHAR") + f" AS {name}"
                     for name, enum in plan.codelists)
     out += f", ({plan.period_out})::INTEGER AS {plan.period_col}"
     out += f", g.n::BIGINT AS {cube.physical.column(cube.count_measure.name).column}"
@@ -602,11 +615,18 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, several
 
 def _bad_cells(con: duckdb.DuckDBPyConnection, plan: _Plan) -> int:
     """Validation, on the cells: a NULL code (one outside its codelist, or a bad amount), a
-    period that is not a month. One scan of small ENUM and integer columns: cheap."""
+    period that is not a month, an OA code not in dim_geography (OA codes are stored as
+    given, see _fact_pass). One scan of small columns and one anti join: cheap."""
     bad = " OR ".join([f"{plan.period_col} IS NULL",
                        *(f"{c} IS NULL" for c, _ in plan.codelists)])
     row = con.execute(f"SELECT count(*) FROM {plan.fact} WHERE {bad}").fetchone()
-    return int(row[0]) if row else 0
+    n = int(row[0]) if row else 0
+    for column, enum in plan.codelists:
+        if not enum.startswith(CODELIST):  # only OA codes are stored as text
+            row = con.execute(f"SELECT count(*) FROM {plan.fact} AS f ANTI JOIN dim_geography "
+                              f"AS d ON d.oa_code = f.{column}").fetchone()
+            n += int(row[0]) if row else 0
+    return n
 
 
 def _period_groups(plan: _Plan, files: Sequence[Path], file_months: dict[Path, set[str]]
@@ -888,13 +908,17 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     out: dict[str, dict[str, Any]] = {}
     la = [r for r in rollups if r.geography == "la"]
     base = "_rollup_base"
+    levels = "_rollup_levels"
     con.execute("BEGIN")
     try:
         if la:
             # One join of the fact to the geography, at local authority × every dimension
-            # the local authority rollups keep; each of them is then a GROUP BY of this.
+            # the local authority rollups keep, grouped on a number per local authority
+            # (cube/rollups.py's levels_sql) rather than its six text columns; each local
+            # authority rollup is then a GROUP BY of this, joined to the authorities' names.
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {levels} AS {levels_sql(cube, 'la')}")
             dims = tuple(sorted({d for r in la for d in r.dimensions}))
-            sql = rollup_sql(cube, Rollup(base, "la", dims), period)
+            sql = cells_sql(cube, "la", dims, period, levels)
             if carried and all(r.table in previous for r in la):
                 sql = _only_fresh(cube, sql, period, carried)
             con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS {sql}")
@@ -906,13 +930,14 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
             elif r.geography == "la" and carried and r.table in previous and all(
                     x.table in previous for x in la):
                 periods = ", ".join(str(int(p)) for p in carried)
-                fresh = _rollup_from(cube, r, base, period)
+                fresh = _la_rollup(cube, r, period, base, levels)
                 con.execute(f"CREATE TABLE {r.table} AS SELECT * FROM ({fresh}) LIMIT 0")
                 con.execute(f"INSERT INTO {r.table} SELECT * FROM prev.{r.table} WHERE "
                             f'"{period}" IN ({periods}) ORDER BY "{period}"')
                 con.execute(f"INSERT INTO {r.table} {fresh}")
             elif r.geography == "la":
-                con.execute(f"CREATE TABLE {r.table} AS {_rollup_from(cube, r, base, period)}")
+                con.execute(f"CREATE TABLE {r.table} AS "
+                            f"{_la_rollup(cube, r, period, base, levels)}")
             elif carried and r.table in previous:
                 for sql in _rollup_carried(cube, r, period, carried):
                     con.execute(sql)
@@ -922,6 +947,7 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
             built[(r.geography, r.dimensions)] = r
             out[r.table] = replace(r, rows=int(row[0]) if row else 0).to_json()
         con.execute(f"DROP TABLE IF EXISTS {base}")
+        con.execute(f"DROP TABLE IF EXISTS {levels}")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -936,6 +962,13 @@ def _only_fresh(cube: Cube, sql: str, period: str, carried: Sequence[str]) -> st
     whole = f"FROM {cube.physical.fact} AS f"
     return sql.replace(whole, f'FROM (SELECT * FROM {cube.physical.fact} WHERE '
                               f'"{period}" NOT IN ({periods})) AS f', 1)
+
+
+def _la_rollup(cube: Cube, rollup: Rollup, period: str, base: str, levels: str) -> str:
+    """A local authority rollup from the cells ``base`` (cube/rollups.py's cells_sql at local
+    authority × at least its dimensions, over the geography rows ``levels``)."""
+    return finish_sql(cube, rollup, period,
+                      regroup_sql(cube, rollup.dimensions, period, base), levels)
 
 
 def _rollup_from(cube: Cube, rollup: Rollup, finer: str, period: str) -> str:
@@ -973,7 +1006,50 @@ def _rollup_carried(cube: Cube, rollup: Rollup, period: str, carried: Sequence[s
 
 
 def _file_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
-    """The distinct month values of each file (valid or not: bad ones are reported later)."""
+    """The distinct month values of each file (valid or not: bad ones are reported later).
+
+    A Parquet file whose footer says every row group holds one and the same month, with no
+    nulls, holds that month: read from the footer, which costs a tenth of scanning the
+    column (measured: 0.016 s against 0.17 s for every file at scale 0.05 × 6 months). The
+    other files are scanned."""
+    out: dict[Path, set[str]] = {f: set() for f in files}
+    scan = []
+    for f in files:
+        month = _footer_month(f) if f.suffix.lower() == ".parquet" else None
+        if month is None:
+            scan.append(f)
+        else:
+            out[f] = month
+    if scan:
+        out.update(_scan_months(con, scan))
+    return out
+
+
+def _footer_month(path: Path) -> set[str] | None:
+    """{the month} of a Parquet file whose every row group's statistics say it holds that
+    one string and no nulls; set() for a file without rows; None when the footer cannot
+    tell (no statistics, several values, nulls, not a string), or cannot be read."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+        index = meta.schema.to_arrow_schema().get_field_index("month")
+        if index < 0:
+            return None
+        found: set[str] = set()
+        for r in range(meta.num_row_groups):
+            group = meta.row_group(r)
+            if group.num_rows == 0:
+                continue
+            stats = group.column(index).statistics
+            if (stats is None or not stats.has_min_max or stats.null_count != 0
+                    or not isinstance(stats.min, str) or stats.min != stats.max):
+                return None
+            found.add(stats.min)
+    except (OSError, pa.ArrowException):
+        return None  # the scan reports it
+    return found if len(found) <= 1 else None
+
+
+def _scan_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
     parquet = [_literal(str(f)) for f in files if f.suffix.lower() == ".parquet"]
     csvs = [_literal(str(f)) for f in files if f.suffix.lower() == ".csv"]
     parts = []
