@@ -1289,21 +1289,26 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
                 before = previous.period_inputs.get(cube.name, {})
                 rep.revised = revised(before, period_inputs.get(cube.name, {}))
             timings[cube.name] = time.perf_counter() - t
+            # The cube's rollups straight after its facts, in the same job: their SQL then
+            # runs while the other job hashes keys in Python (one core), instead of after
+            # every cube with nothing beside it. "rollups" sums the jobs' rollup times.
+            t = time.perf_counter()
+            rollups[cube.name] = build_rollups(
+                cur, cube, rep.carried,
+                previous.rollups.get(cube.name, frozenset()) if previous else frozenset())
+            with lock:
+                timings["rollups"] = timings.get("rollups", 0.0) + time.perf_counter() - t
             tick(cube.name)
             return rep
 
         # Biggest first, so the two big stocks overlap and the small cubes fill the gaps.
         by_size = sorted(cubes, key=lambda c: -sum(f.stat().st_size
                                                    for f in cube_files[c.name]))
+        rollups: dict[str, list[dict[str, Any]]] = {}
         built = _run_concurrently(con, [(c.name, partial(one, c)) for c in by_size])
         report.cubes.update((c.name, built[c.name]) for c in cubes)
+        rollups = {c.name: rollups[c.name] for c in cubes}  # model order, as before
         _drop_enums(con)
-        t = time.perf_counter()
-        rollups = {c.name: build_rollups(
-            con, c, report.cubes[c.name].carried,
-            previous.rollups.get(c.name, frozenset()) if previous else frozenset())
-            for c in cubes}
-        timings["rollups"] = time.perf_counter() - t
         if previous is not None:
             con.execute("DETACH prev")
         # Fingerprints only of cubes built clean: a cube with skipped rows is rebuilt whole
