@@ -149,6 +149,9 @@ CODELIST = "codelist_"
 #: change: they are optional columns after the others, which readers look for
 #: (cube/labels.py), so a format-2 warehouse without them is served in English.
 WAREHOUSE_FORMAT = 2
+#: Integer unit-id types: such an id is missing only when NULL (no text to be blank).
+_INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
+                            "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"})
 #: DuckDB errors that mean an unreadable or inconsistent input file (not a bug here).
 _READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
 
@@ -516,7 +519,9 @@ def _unit_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, unit_ty
     """Distinct units of one batch into temp table ``units``; returns how many units are bad
     (missing id, or — for stocks — counted twice in one month). Ids are cast to the cube's
     id type so every batch's ids match the key table's."""
-    bad_id = "unit_id IS NULL OR trim(unit_id::VARCHAR) = ''"
+    bad_id = "unit_id IS NULL"
+    if unit_type.upper() not in _INTEGER_TYPES:  # only text can be blank
+        bad_id += " OR trim(unit_id::VARCHAR) = ''"
     uid = f"unit_id::{unit_type}"
     if plan.cube.kind != "stock":
         con.execute(f"CREATE OR REPLACE TEMP TABLE units AS SELECT DISTINCT {uid} AS unit_id "
