@@ -11,7 +11,11 @@ same files and in the same run:
   every record, record keys, finest-grain facts, checkpoint;
 - **baseline** — what the same machine does with no validation and no keys: for each cube, a
   plain ``CREATE TABLE fact AS SELECT <codes>, month, count(*), sum/max(amount) FROM
-  read_parquet(...) GROUP BY ALL`` into a fresh DuckDB file.
+  read_parquet(...) GROUP BY ALL`` into a fresh DuckDB file;
+- **baseline + rollups** (context only; the target is judged on the baseline above) — the
+  same, plus one plain ``GROUP BY`` per rollup table the build writes (period × region or
+  local authority × its dimension), each from the plain fact joined to a plain OA → local
+  authority → region table read from the lookup CSVs.
 
 Each is run ``--repeat`` times, alternating; the best run of each is reported with the ratio
 build/baseline (1.0 = validation and keys are free). The machine's load average is printed
@@ -55,7 +59,8 @@ import pyarrow.parquet as pq
 
 from cube.build import BuildOptions, BuildReport, build, microdata_files, required_columns
 from cube.keys import K_DEFAULT, RecordKeyer
-from cube.model import Model, default_model_path, load_model
+from cube.model import Cube, Model, default_model_path, load_model
+from cube.rollups import declared as declared_rollups
 from cube.synthetic import GenerateOptions, generate
 
 SECRET = b"bench-secret-not-for-production"
@@ -75,14 +80,20 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def baseline(model: Model, input_dir: Path, out: Path, threads: int | None) -> tuple[float, int]:
-    """Seconds and records for a plain GROUP BY of every cube into a DuckDB file."""
+def baseline(model: Model, input_dir: Path, out: Path, threads: int | None,
+             rollups: bool = False) -> tuple[float, int]:
+    """Seconds and records for a plain GROUP BY of every cube into a DuckDB file; with
+    ``rollups``, also one plain GROUP BY per rollup table the build writes (see
+    :func:`_plain_rollups`)."""
     out.unlink(missing_ok=True)
     started = time.perf_counter()
     con = duckdb.connect(str(out))
     if threads:
         con.execute(f"SET threads = {threads}")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")  # as the build
+    if rollups:
+        _plain_geography(con, input_dir)
     records = 0
     for cube in model.cubes.values():
         files = microdata_files(input_dir, cube.name)
@@ -96,11 +107,45 @@ def baseline(model: Model, input_dir: Path, out: Path, threads: int | None) -> t
                     f"count(*) AS n{aggs} FROM read_parquet([{paths}]) GROUP BY ALL")
         row = con.execute(f"SELECT sum(n) FROM {cube.physical.fact}").fetchone()
         records += int(row[0]) if row else 0
+        if rollups:
+            _plain_rollups(con, cube, amounts)
     con.execute("CHECKPOINT")
     con.close()
     seconds = time.perf_counter() - started
     out.unlink()
     return seconds, records
+
+
+def _plain_geography(con: duckdb.DuckDBPyConnection, input_dir: Path) -> None:
+    """A plain OA → local authority → region table from the lookup CSVs (no checks, no
+    Welsh names, no countries): what the plain rollups join to."""
+    geo = input_dir / "geography"
+    oa = next(geo.glob("OA*_LAD*.csv"))
+    rgn = next(geo.glob("LAD*_RGN*.csv"), None)
+    region = ("coalesce(r.RGN22CD, left(o.LAD22CD, 1)) AS region_code, "
+              "coalesce(r.RGN22NM, left(o.LAD22CD, 1)) AS region_name")
+    join = f"LEFT JOIN read_csv('{rgn}') AS r USING (LAD22CD)" if rgn else ""
+    if not rgn:
+        region = "left(o.LAD22CD, 1) AS region_code, left(o.LAD22CD, 1) AS region_name"
+    con.execute(f"CREATE TABLE geo AS SELECT o.OA21CD AS oa_code, o.LAD22CD AS la_code, "
+                f"o.LAD22NM AS la_name, {region} FROM read_csv('{oa}') AS o {join}")
+
+
+def _plain_rollups(con: duckdb.DuckDBPyConnection, cube: Cube, amounts: list[str]) -> None:
+    """One plain ``GROUP BY`` per rollup table the build writes for ``cube`` (same grains:
+    period × region or local authority × the rollup's dimension), each from the plain fact
+    joined to the plain geography: what a build without the rollups' shared base would do."""
+    aggs = "".join(f", sum({a}_sum) AS {a}_sum, max({a}_max) AS {a}_max" for a in amounts)
+    for r in declared_rollups(cube):
+        keep = ["f.month"]
+        if r.geography == "la":
+            keep += ["g.region_code", "g.region_name", "g.la_code", "g.la_name"]
+        elif r.geography == "region":
+            keep += ["g.region_code", "g.region_name"]
+        keep += [f"f.{'jcp_office' if d == 'jcp' else d}" for d in r.dimensions]
+        con.execute(f"CREATE TABLE {r.table} AS SELECT {', '.join(keep)}, sum(f.n) AS n{aggs} "
+                    f"FROM {cube.physical.fact} AS f JOIN geo AS g USING (oa_code) "
+                    "GROUP BY ALL")
 
 
 def floor(model: Model, input_dir: Path, warehouse: Path, out: Path,
@@ -363,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         bases: list[float] = []
         build_cpu: list[float] = []
         base_cpu: list[float] = []
+        fulls: list[float] = []
+        full_cpu: list[float] = []
         records = 0
         for i in range(args.repeat):
             c = cpu_seconds()
@@ -374,8 +421,14 @@ def main(argv: list[str] | None = None) -> int:
             build_cpu.append(cpu_seconds() - c)
             builds.append(report)
             assert report.records == records, "build and baseline disagree on record counts"
+            c = cpu_seconds()
+            f_s, _ = baseline(model, input_dir, work / "baseline.duckdb", args.threads,
+                              rollups=True)
+            full_cpu.append(cpu_seconds() - c)
+            fulls.append(f_s)
             print(f"run {i + 1}: build {report.seconds:6.2f}s (cpu {build_cpu[-1]:6.2f}s)   "
-                  f"baseline {b_s:6.2f}s (cpu {base_cpu[-1]:6.2f}s)")
+                  f"baseline {b_s:6.2f}s (cpu {base_cpu[-1]:6.2f}s)   "
+                  f"baseline + rollups {f_s:6.2f}s (cpu {full_cpu[-1]:6.2f}s)")
         best = min(builds, key=lambda r: r.seconds)
         base = min(bases)
         print(f"records            {records:,}")
@@ -389,8 +442,14 @@ def main(argv: list[str] | None = None) -> int:
         # of every distinct unit once, which no build can avoid without a warm key cache).
         keys_floor = _floor_inputs(model, input_dir, args.threads)["keys"]
         print(f"keying floor       {keys_floor:.2f}s (HMAC of every distinct unit, one core)")
-        print(f"ratio build/(base+keys) {best.seconds / (base + keys_floor):.2f}  "
-              "(target <= 1.25)")
+        print(f"ratio build/(base+keys) {best.seconds / (base + keys_floor):.2f} wall, "
+              f"{min(build_cpu) / (min(base_cpu) + keys_floor):.2f} cpu  (target <= 1.25)")
+        # A second baseline, for context only: the warehouse also holds rollup tables, which
+        # a plain build would make with one GROUP BY each (the target is judged on the first).
+        full = min(fulls)
+        print(f"baseline + rollups {full:.2f}s (cpu {min(full_cpu):.2f}s); ratio "
+              f"build/(base+rollups+keys) {best.seconds / (full + keys_floor):.2f} wall, "
+              f"{min(build_cpu) / (min(full_cpu) + keys_floor):.2f} cpu")
         stages = dict(best.timings)
         print("stages of the best build (two cubes run at a time, so cube times overlap):")
         for cube, rep in best.cubes.items():

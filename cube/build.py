@@ -39,10 +39,12 @@ sort of all the facts. Memory follows the biggest batch, not the history:
    writes about three times faster than VARCHAR — writing the fact table, not grouping,
    is most of a build. OA codes stay VARCHAR: DuckDB sends an ENUM's whole dictionary with
    every Arrow result, which for ~235k OAs costs a query 12 ms, and they are one column of
-   several. Every code goes through a cast to its codelist, so one outside it becomes NULL;
-   a bad amount folds into a NULL OA code.
+   several. Every category and office code goes through a cast to its codelist, so one
+   outside it becomes NULL; OA codes are kept as given (step 4 checks them); a bad amount
+   folds into a NULL OA code.
 4. *Validation on the cells* — no fact column may be NULL (an unknown code, a bad amount, a
-   month that is not YYYY-MM); one scan of small columns, so this costs almost nothing.
+   month that is not YYYY-MM) and every OA code must be in ``dim_geography``; one scan of
+   small columns and one anti join, so this costs almost nothing.
 
 Readers see the codes as text: comparing an ENUM with a string compares text, the
 codelists are in code order so an ENUM sorts as its text does, the query engine turns
@@ -115,7 +117,15 @@ from cube.incremental import (
 )
 from cube.keys import K_DEFAULT, RecordKeyer
 from cube.model import Cube, Model
-from cube.rollups import Rollup, fact_key_column, geography_columns
+from cube.rollups import (
+    Rollup,
+    cells_sql,
+    fact_key_column,
+    finish_sql,
+    geography_columns,
+    levels_sql,
+    regroup_sql,
+)
 from cube.rollups import _additive as additive_columns
 from cube.rollups import declared as declared_rollups
 from cube.rollups import select_sql as rollup_sql
@@ -143,6 +153,9 @@ CODELIST = "codelist_"
 #: change: they are optional columns after the others, which readers look for
 #: (cube/labels.py), so a format-2 warehouse without them is served in English.
 WAREHOUSE_FORMAT = 2
+#: Integer unit-id types: such an id is missing only when NULL (no text to be blank).
+_INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
+                            "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"})
 #: DuckDB errors that mean an unreadable or inconsistent input file (not a bug here).
 _READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
 
@@ -517,7 +530,9 @@ def _unit_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, unit_ty
     """Distinct units of one batch into temp table ``units``; returns how many units are bad
     (missing id, or — for stocks — counted twice in one month). Ids are cast to the cube's
     id type so every batch's ids match the key table's."""
-    bad_id = "unit_id IS NULL OR trim(unit_id::VARCHAR) = ''"
+    bad_id = "unit_id IS NULL"
+    if unit_type.upper() not in _INTEGER_TYPES:  # only text can be blank
+        bad_id += " OR trim(unit_id::VARCHAR) = ''"
     uid = f"unit_id::{unit_type}"
     if plan.cube.kind != "stock":
         con.execute(f"CREATE OR REPLACE TEMP TABLE units AS SELECT DISTINCT {uid} AS unit_id "
@@ -594,10 +609,13 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, several
     aggs = ", ".join(key_names) + ", p, count(*) AS n, sum(rkey) AS s1, sum(rkey2) AS s2"
     aggs += "".join(f", sum(_a{i}) AS _s{i}, max(_a{i}) AS _m{i}"
                     for i in range(len(plan.amounts)))
-    # Codes pass through their codelist's ENUM, so one outside it becomes NULL (found by
-    # _bad_cells); categories are stored as that ENUM, OA codes as text.
-    out = ", ".join(f"TRY_CAST(g.{name}::VARCHAR AS {enum})"
-                    + ("" if enum.startswith(CODELIST) else "::VARCHAR") + f" AS {name}"
+    # Category and office codes pass through their codelist's ENUM, so one outside it
+    # becomes NULL (found by _bad_cells), and are stored as that ENUM. OA codes are stored
+    # as text as given: _bad_cells finds unknown ones with one anti join to dim_geography,
+    # which costs a tenth of casting every cell to the ~235k-member OA ENUM (measured at
+    # scale 0.05: 0.04 s against 0.4 s of CPU for Universal Credit's 1.4M cells).
+    out = ", ".join((f"TRY_CAST(g.{name}::VARCHAR AS {enum})" if enum.startswith(CODELIST)
+                     else f"g.{name}::VARCHAR") + f" AS {name}"
                     for name, enum in plan.codelists)
     out += f", ({plan.period_out})::INTEGER AS {plan.period_col}"
     out += f", g.n::BIGINT AS {cube.physical.column(cube.count_measure.name).column}"
@@ -613,11 +631,18 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, several
 
 def _bad_cells(con: duckdb.DuckDBPyConnection, plan: _Plan) -> int:
     """Validation, on the cells: a NULL code (one outside its codelist, or a bad amount), a
-    period that is not a month. One scan of small ENUM and integer columns: cheap."""
+    period that is not a month, an OA code not in dim_geography (OA codes are stored as
+    given, see _fact_pass). One scan of small columns and one anti join: cheap."""
     bad = " OR ".join([f"{plan.period_col} IS NULL",
                        *(f"{c} IS NULL" for c, _ in plan.codelists)])
     row = con.execute(f"SELECT count(*) FROM {plan.fact} WHERE {bad}").fetchone()
-    return int(row[0]) if row else 0
+    n = int(row[0]) if row else 0
+    for column, enum in plan.codelists:
+        if not enum.startswith(CODELIST):  # only OA codes are stored as text
+            row = con.execute(f"SELECT count(*) FROM {plan.fact} AS f ANTI JOIN dim_geography "
+                              f"AS d ON d.oa_code = f.{column}").fetchone()
+            n += int(row[0]) if row else 0
+    return n
 
 
 def _period_groups(plan: _Plan, files: Sequence[Path], file_months: dict[Path, set[str]]
@@ -904,6 +929,7 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     out: dict[str, dict[str, Any]] = {}
     la = [r for r in rollups if r.geography == "la"]
     base = "_rollup_base"
+    levels = "_rollup_levels"
     periods = ", ".join(str(int(p)) for p in carried)
     # Keep the copied rows only if every fresh SELECT can be limited to the other periods.
     keep = bool(carried) and all(r.table in previous for r in rollups) and all(
@@ -937,10 +963,13 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     try:
         if la:
             # One join of the fact to the geography, at local authority × every dimension
-            # the local authority rollups keep; each of them is then a GROUP BY of this
-            # (of the periods not kept only, when the copied rows are kept).
+            # the local authority rollups keep (of the periods not kept only, when the
+            # copied rows are kept), grouped on a number per local authority
+            # (cube/rollups.py's levels_sql) rather than its six text columns; each local
+            # authority rollup is then a GROUP BY of this, joined to the authorities' names.
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {levels} AS {levels_sql(cube, 'la')}")
             dims = tuple(sorted({d for r in la for d in r.dimensions}))
-            sql = rollup_sql(cube, Rollup(base, "la", dims), period)
+            sql = cells_sql(cube, "la", dims, period, levels)
             con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS "
                         f"{_only_fresh(cube, sql, period, fresh) if keep else sql}")
         for r in sorted(rollups, key=lambda r: order.get(r.geography, 1)):
@@ -949,7 +978,7 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
                 write(r.table, _rollup_from(cube, r, finer.table, period),
                       _rollup_from(cube, r, fresh_only.format(finer.table), period))
             elif r.geography == "la":
-                sql = _rollup_from(cube, r, base, period)  # base: only what is not kept
+                sql = _la_rollup(cube, r, period, base, levels)  # base: only what is not kept
                 write(r.table, sql, sql)
             else:
                 sql = rollup_sql(cube, r, period)
@@ -958,6 +987,7 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
             built[(r.geography, r.dimensions)] = r
             out[r.table] = replace(r, rows=int(row[0]) if row else 0).to_json()
         con.execute(f"DROP TABLE IF EXISTS {base}")
+        con.execute(f"DROP TABLE IF EXISTS {levels}")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -977,6 +1007,13 @@ def _only_fresh(cube: Cube, sql: str, period: str, fresh: Sequence[int]) -> str 
                               f'"{period}" IN ({periods})) AS f', 1)
 
 
+def _la_rollup(cube: Cube, rollup: Rollup, period: str, base: str, levels: str) -> str:
+    """A local authority rollup from the cells ``base`` (cube/rollups.py's cells_sql at local
+    authority × at least its dimensions, over the geography rows ``levels``)."""
+    return finish_sql(cube, rollup, period,
+                      regroup_sql(cube, rollup.dimensions, period, base), levels)
+
+
 def _rollup_from(cube: Cube, rollup: Rollup, finer: str, period: str) -> str:
     """``rollup`` from the finer table ``finer`` (local authority grain, holding at least its
     dimensions; a table name or a parenthesised SELECT): the columns and their order of
@@ -992,7 +1029,50 @@ def _rollup_from(cube: Cube, rollup: Rollup, finer: str, period: str) -> str:
 
 
 def _file_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
-    """The distinct month values of each file (valid or not: bad ones are reported later)."""
+    """The distinct month values of each file (valid or not: bad ones are reported later).
+
+    A Parquet file whose footer says every row group holds one and the same month, with no
+    nulls, holds that month: read from the footer, which costs a tenth of scanning the
+    column (measured: 0.016 s against 0.17 s for every file at scale 0.05 × 6 months). The
+    other files are scanned."""
+    out: dict[Path, set[str]] = {f: set() for f in files}
+    scan = []
+    for f in files:
+        month = _footer_month(f) if f.suffix.lower() == ".parquet" else None
+        if month is None:
+            scan.append(f)
+        else:
+            out[f] = month
+    if scan:
+        out.update(_scan_months(con, scan))
+    return out
+
+
+def _footer_month(path: Path) -> set[str] | None:
+    """{the month} of a Parquet file whose every row group's statistics say it holds that
+    one string and no nulls; set() for a file without rows; None when the footer cannot
+    tell (no statistics, several values, nulls, not a string), or cannot be read."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+        index = meta.schema.to_arrow_schema().get_field_index("month")
+        if index < 0:
+            return None
+        found: set[str] = set()
+        for r in range(meta.num_row_groups):
+            group = meta.row_group(r)
+            if group.num_rows == 0:
+                continue
+            stats = group.column(index).statistics
+            if (stats is None or not stats.has_min_max or stats.null_count != 0
+                    or not isinstance(stats.min, str) or stats.min != stats.max):
+                return None
+            found.add(stats.min)
+    except (OSError, pa.ArrowException):
+        return None  # the scan reports it
+    return found if len(found) <= 1 else None
+
+
+def _scan_months(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[Path, set[str]]:
     parquet = [_literal(str(f)) for f in files if f.suffix.lower() == ".parquet"]
     csvs = [_literal(str(f)) for f in files if f.suffix.lower() == ".csv"]
     parts = []

@@ -122,28 +122,96 @@ def from_meta(meta: Mapping[str, Any], cube: str) -> tuple[Rollup, ...]:
     return tuple(sorted(found, key=lambda r: (r.rows, r.table)))
 
 
-def select_sql(cube: Cube, rollup: Rollup, period_column: str) -> str:
-    """The SELECT that builds ``rollup`` from the cube's fact (identifiers from the model)."""
+#: The column numbering a rollup's distinct geography rows (see :func:`levels_sql`).
+GEO_ID = "_geo"
+
+
+def levels_sql(cube: Cube, level: str) -> str:
+    """The distinct rows of the geography's columns down to ``level`` (what a rollup at that
+    level copies), each numbered in :data:`GEO_ID`.
+
+    Why: a rollup grouped on those columns themselves (six strings for a local authority)
+    groups text for every fact row; grouped on this one integer instead, and joined to these
+    few rows afterwards, the same sums cost about a third (measured: 0.20 s instead of 0.57 s
+    for PIP at scale 0.05). Numbering distinct rows — not trusting the level's code to
+    determine its names — keeps the result exactly that of grouping on the columns."""
+    geo_table, _ = _geography_join(cube)
+    cols = ", ".join(f'"{c}"' for _, c in geography_columns(cube, level))
+    return (f"SELECT {cols}, row_number() OVER () AS {GEO_ID} "
+            f"FROM (SELECT DISTINCT {cols} FROM {geo_table})")
+
+
+def cells_sql(cube: Cube, level: str, dimensions: Sequence[str], period_column: str,
+              levels: str) -> str:
+    """The fact summed by period × geography row of ``levels`` (a table or CTE holding
+    :func:`levels_sql`) × ``dimensions``' fact columns: the rollup's cells, with
+    :data:`GEO_ID` in place of the geography's columns (see :func:`finish_sql`)."""
     phys = cube.physical
-    fact = phys.fact
-    keep: list[str] = [f'f."{period_column}"']
-    frm = f"{fact} AS f"
-    if rollup.geography is not None:
-        geo = cube.dimension(GEOGRAPHY)
-        geo_table = phys.column(geo.levels[0].key.ref).table
-        join = phys.join_for(geo_table)
-        assert join is not None
-        frm += (f' JOIN {geo_table} AS g ON g."{join.detail.column}" = '
-                f'f."{join.master.column}"')
-        keep += [f'g."{col}"' for _, col in geography_columns(cube, rollup.geography)]
-    for name in rollup.dimensions:
-        col = fact_key_column(cube, cube.dimension(name))
-        keep.append(f'f."{col}"')
-    measures = [f'CAST(sum(f."{c}") AS BIGINT) AS "{c}"' for c in _additive(cube)]
-    measures += [f'max(f."{c}") AS "{c}"' for c in phys.max_columns.values()]
-    cols = ", ".join(keep + measures)
-    group = ", ".join(keep)
-    return f"SELECT {cols} FROM {frm} GROUP BY {group} ORDER BY {group}"
+    geo_table, (oa, fact_oa) = _geography_join(cube)
+    on = " AND ".join(f'd."{c}" IS NOT DISTINCT FROM l."{c}"'
+                      for _, c in geography_columns(cube, level))
+    geo = (f'SELECT d."{oa}", l.{GEO_ID} FROM {geo_table} AS d JOIN {levels} AS l ON {on}')
+    keep = [f'f."{period_column}"', f"g.{GEO_ID}"]
+    keep += [f'f."{fact_key_column(cube, cube.dimension(d))}"' for d in dimensions]
+    return (f"SELECT {', '.join(keep + _measures(cube, 'f.'))} FROM {phys.fact} AS f "
+            f'JOIN ({geo}) AS g ON g."{oa}" = f."{fact_oa}" GROUP BY {", ".join(keep)}')
+
+
+def regroup_sql(cube: Cube, dimensions: Sequence[str], period_column: str, cells: str) -> str:
+    """Cells of :func:`cells_sql` (table ``cells``, holding at least ``dimensions``) summed
+    again over the dimensions other than ``dimensions``: cells of a coarser rollup."""
+    keep = [f'"{period_column}"', GEO_ID]
+    keep += [f'"{fact_key_column(cube, cube.dimension(d))}"' for d in dimensions]
+    return f"SELECT {', '.join(keep + _measures(cube, ''))} FROM {cells} GROUP BY {', '.join(keep)}"
+
+
+def finish_sql(cube: Cube, rollup: Rollup, period_column: str, cells: str, levels: str
+               ) -> str:
+    """The rollup's rows from its cells (``cells``: a SELECT of :func:`cells_sql` or
+    :func:`regroup_sql` at exactly its grain): the geography's columns in place of
+    :data:`GEO_ID`, every column in select_sql's order, rows in that order too."""
+    assert rollup.geography is not None
+    keep = [f'c."{period_column}"']
+    keep += [f'l."{col}"' for _, col in geography_columns(cube, rollup.geography)]
+    keep += [f'c."{fact_key_column(cube, cube.dimension(d))}"' for d in rollup.dimensions]
+    measures = [f'c."{c}"' for c in [*_additive(cube), *cube.physical.max_columns.values()]]
+    return (f"SELECT {', '.join(keep + measures)} FROM ({cells}) AS c "
+            f"JOIN {levels} AS l ON l.{GEO_ID} = c.{GEO_ID} ORDER BY {', '.join(keep)}")
+
+
+def select_sql(cube: Cube, rollup: Rollup, period_column: str) -> str:
+    """The SELECT that builds ``rollup`` from the cube's fact (identifiers from the model):
+    the period, the geography's columns down to the rollup's level, the kept dimensions'
+    fact columns, then the measures; rows in that column order. It reads the fact exactly
+    once, as ``FROM <fact> AS f`` (cube/build.py narrows that to some periods)."""
+    if rollup.geography is None:
+        keep = [f'f."{period_column}"']
+        keep += [f'f."{fact_key_column(cube, cube.dimension(d))}"' for d in rollup.dimensions]
+        group = ", ".join(keep)
+        return (f"SELECT {', '.join(keep + _measures(cube, 'f.'))} FROM {cube.physical.fact} AS f "
+                f"GROUP BY {group} ORDER BY {group}")
+    levels = "_rollup_levels"
+    cells = cells_sql(cube, rollup.geography, rollup.dimensions, period_column, levels)
+    return (f"WITH {levels} AS MATERIALIZED ({levels_sql(cube, rollup.geography)}) "
+            + finish_sql(cube, rollup, period_column, cells, levels))
+
+
+def _geography_join(cube: Cube) -> tuple[str, tuple[str, str]]:
+    """The geography table and (its OA column, the fact's OA column)."""
+    phys = cube.physical
+    geo = cube.dimension(GEOGRAPHY)
+    geo_table = phys.column(geo.levels[0].key.ref).table
+    join = phys.join_for(geo_table)
+    assert join is not None
+    return geo_table, (join.detail.column, join.master.column)
+
+
+def _measures(cube: Cube, alias: str) -> list[str]:
+    """The measure columns summed (kept whole: key sums are taken mod K when read) or maxed,
+    over columns of ``alias`` (``"f."`` or ``""``)."""
+    out = [f'CAST(sum({alias}"{c}") AS BIGINT) AS "{c}"' for c in _additive(cube)]
+    out += [f'max({alias}"{c}") AS "{c}"' for c in cube.physical.max_columns.values()]
+    return out
 
 
 def _additive(cube: Cube) -> list[str]:
