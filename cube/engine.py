@@ -463,9 +463,26 @@ def _canonical_type(t: pa.DataType) -> pa.DataType:
 
 
 def canonical(table: pa.Table) -> pa.Table:
-    """``table`` with canonical column types (see the module docstring)."""
-    target = pa.schema([pa.field(f.name, _canonical_type(f.type)) for f in table.schema])
-    return table if target == table.schema else table.cast(target)
+    """``table`` with canonical column types (see the module docstring).
+
+    Only the columns whose type differs are cast, and which those are is remembered per
+    result schema (a server sees a few hundred): working it out and casting every column
+    cost a fifth of a millisecond of each small query's CPU."""
+    schema = table.schema
+    casts = _CASTS.get(schema)
+    if casts is None:
+        casts = tuple((i, target) for i, f in enumerate(schema)
+                      if (target := _canonical_type(f.type)) != f.type)
+        if len(_CASTS) >= 1024:
+            _CASTS.clear()
+        _CASTS[schema] = casts
+    for i, target in casts:
+        table = table.set_column(i, schema.field(i).name, table.column(i).cast(target))
+    return table
+
+
+#: Result schema → (column index, canonical type) of its columns to cast (bounded).
+_CASTS: dict[pa.Schema, tuple[tuple[int, pa.DataType], ...]] = {}
 
 
 def _unify(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:

@@ -59,6 +59,7 @@ class RawCube:
         self._compiled: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
         self._lock = threading.Lock()
         self._dimensions: dict[str, pa.Table | None] = {}
+        self._plans: dict[tuple[Any, ...], dict[str, compiler.Lookup]] = {}
 
     def run(self, role: str, query: Query, build: Callable[[Query], Select[Any]]) -> pa.Table:
         """Execute one of the query's statements (``role`` names which; ``build`` makes it
@@ -67,8 +68,8 @@ class RawCube:
         number and types of keys in every other cut, whatever those keys are."""
         return self.engine.run(self.compiled(role, query, build))
 
-    def compiled(self, role: str, query: Query, build: Callable[[Query], Select[Any]]
-                 ) -> Compiled:
+    def compiled(self, role: str, query: Query, build: Callable[[Query], Select[Any]],
+                 shaped: tuple[tuple[Any, ...], list[Any], Query] | None = None) -> Compiled:
         """The statement of ``query`` as SQL with its bound values (see :meth:`run`).
 
         How a shape is cached: the first query of a shape is compiled once more with every
@@ -79,7 +80,7 @@ class RawCube:
         sentinels — exactly what compiling it would give. Values stay bound; if a sentinel
         does not come back verbatim among the values (the compiler derived something from
         it), the shape is not cached and every query of it is compiled afresh."""
-        shape, values, sentinel_query = _shape(query)
+        shape, values, sentinel_query = shaped or _shape(query)
         key = (role, shape)
         with self._lock:
             known = key in self._compiled
@@ -148,11 +149,19 @@ class RawCube:
         the order the SQL would give (``compiler.cell_order``; DuckDB, like Arrow, compares
         text byte by byte and puts nulls last). Other engines keep the join: their
         collation decides the order of text."""
-        plan = compiler.lookups(query) if self.engine.name == "duckdb" else {}
+        shaped = _shape(query)
+        plan = self._plans.get(shaped[0]) if self.engine.name == "duckdb" else {}
+        if plan is None:  # what the lookups are depends on the shape only
+            plan = compiler.lookups(query)
+            with self._lock:
+                if len(self._plans) >= self.COMPILED_CACHE:
+                    self._plans.clear()
+                self._plans[shaped[0]] = plan
         copies = {name: copy for name in plan
                   if (copy := self._dimension(name)) is not None}
         role = f"cells-only<{limit}>" + "".join(f"-{name}" for name in sorted(copies))
-        table = self.run(role, query, lambda q: compiler.cells(q, self.k, limit, copies))
+        table = self.engine.run(self.compiled(
+            role, query, lambda q: compiler.cells(q, self.k, limit, copies), shaped))
         if not copies:
             return table
         for name, copy in copies.items():
