@@ -29,7 +29,7 @@ from sqlalchemy.sql import Select
 from cube import sql as compiler
 from cube.engine import Compiled, Engine
 from cube.model import Cube
-from cube.query import Query
+from cube.query import CutPart, Query
 
 
 @dataclass(frozen=True)
@@ -43,33 +43,60 @@ class RawResult:
 
 
 class RawCube:
-    """Raw statements of one cube on one engine, with a small LRU of compiled statements."""
+    """Raw statements of one cube on one engine, with a small LRU of compiled statements
+    per query *shape*."""
 
-    #: Compiled statements kept (LRU): a repeated query skips SQL compilation.
+    #: Compiled statements kept (LRU), one per (role, shape): bounded memory, a few KB each.
     COMPILED_CACHE = 256
+    #: Dimension tables up to this many rows are copied into the process for labels (the
+    #: category and time tables: a few to a few hundred rows); larger ones are joined.
+    DIMENSION_COPY_ROWS = 5_000
 
     def __init__(self, engine: Engine, cube: Cube, k: int) -> None:
         self.engine = engine
         self.cube = cube
         self.k = k
-        self._compiled: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
+        self._compiled: OrderedDict[tuple[Any, ...], _Template | None] = OrderedDict()
         self._lock = threading.Lock()
+        self._dimensions: dict[str, pa.Table | None] = {}
+        self._plans: dict[tuple[Any, ...], dict[str, compiler.Lookup]] = {}
 
-    def run(self, role: str, query: Query, build: Callable[[], Select[Any]]) -> pa.Table:
-        """Execute one of the query's statements (``role`` names which), compiling it only
-        if this exact query was not compiled recently."""
-        key = (role, query.key)
+    def run(self, role: str, query: Query, build: Callable[[Query], Select[Any]]) -> pa.Table:
+        """Execute one of the query's statements (``role`` names which; ``build`` makes it
+        from a query), compiling it only if no query of the same shape was compiled
+        recently — the same drilldown, aggregates, order, paging, time cuts and the same
+        number and types of keys in every other cut, whatever those keys are."""
+        return self.engine.run(self.compiled(role, query, build))
+
+    def compiled(self, role: str, query: Query, build: Callable[[Query], Select[Any]],
+                 shaped: tuple[tuple[Any, ...], list[Any], Query] | None = None) -> Compiled:
+        """The statement of ``query`` as SQL with its bound values (see :meth:`run`).
+
+        How a shape is cached: the first query of a shape is compiled once more with every
+        key of its non-time cuts replaced by a sentinel of the same type (a string holding
+        NUL, which no key may contain, or an integer no key takes), and the positions where
+        each sentinel lands among the bound values are kept with the SQL. A later query of
+        that shape gets the same SQL and those values with its own keys put in place of the
+        sentinels — exactly what compiling it would give. Values stay bound; if a sentinel
+        does not come back verbatim among the values (the compiler derived something from
+        it), the shape is not cached and every query of it is compiled afresh."""
+        shape, values, sentinel_query = shaped or _shape(query)
+        key = (role, shape)
         with self._lock:
-            compiled = self._compiled.get(key)
-            if compiled is not None:
+            known = key in self._compiled
+            template = self._compiled.get(key)
+            if known:
                 self._compiled.move_to_end(key)
-        if compiled is None:
-            compiled = self.engine.compile(build())
-            with self._lock:
-                self._compiled[key] = compiled
-                while len(self._compiled) > self.COMPILED_CACHE:
-                    self._compiled.popitem(last=False)
-        return self.engine.run(compiled)
+        if known:
+            return template.fill(values) if template is not None \
+                else self.engine.compile(build(query))
+        template = _Template.make(self.engine.compile(build(sentinel_query)), len(values))
+        with self._lock:
+            self._compiled[key] = template
+            while len(self._compiled) > self.COMPILED_CACHE:
+                self._compiled.popitem(last=False)
+        return template.fill(values) if template is not None \
+            else self.engine.compile(build(query))
 
     def execute(self, stmt: Select[Any]) -> pa.Table:
         """Run a one-off statement (not cached): e.g. a custom group's tiling."""
@@ -89,14 +116,14 @@ class RawCube:
         filtered out)."""
         k = self.k
         if not query.drilldown and not query.split:
-            summary = self.run("summary", query, lambda: compiler.summary(query, k))
+            summary = self.run("summary", query, lambda q: compiler.summary(q, k))
             return RawResult(query, _no_cells(query, summary), summary, None)
         complete = query.pagesize is None and not query.filters and query.top is None
         if complete:
-            cells = self.run("cells", query, lambda: compiler.finish(query, k))
+            cells = self.run("cells", query, lambda q: compiler.finish(q, k))
             return RawResult(query, cells, summary_of(query.cube, cells, k), None)
         cells = self.run("cells+totals", query,
-                         lambda: compiler.finish(query, k, totals=True))
+                         lambda q: compiler.finish(q, k, totals=True))
         total = None
         if cells.num_rows:
             first = cells.slice(0, 1)
@@ -105,12 +132,74 @@ class RawCube:
             if query.pagesize is not None:
                 total = first.column(compiler.TOTAL)[0].as_py()
         else:
-            summary = self.run("summary", query, lambda: compiler.summary(query, k))
+            summary = self.run("summary", query, lambda q: compiler.summary(q, k))
             if query.pagesize is not None:
                 total = self.count_cells(query)
         windows = [c for c in cells.column_names
                    if c == compiler.TOTAL or c.startswith(compiler.ALL)]
         return RawResult(query, cells.drop_columns(windows), summary, total)
+
+    def cells(self, query: Query, limit: int | None = None) -> pa.Table:
+        """The raw cells of a query that orders and filters on attributes only, unpaged:
+        drilled attributes and internal raw columns, nothing else (``compiler.cells``),
+        at most ``limit`` rows (in order only when there are fewer).
+
+        Labels and order columns of small dimension tables come from this process's copy of
+        the table, by key, instead of a join in every statement; the cells are then put in
+        the order the SQL would give (``compiler.cell_order``; DuckDB, like Arrow, compares
+        text byte by byte and puts nulls last). Other engines keep the join: their
+        collation decides the order of text."""
+        shaped = _shape(query)
+        plan = self._plans.get(shaped[0]) if self.engine.name == "duckdb" else {}
+        if plan is None:  # what the lookups are depends on the shape only
+            plan = compiler.lookups(query)
+            with self._lock:
+                if len(self._plans) >= self.COMPILED_CACHE:
+                    self._plans.clear()
+                self._plans[shaped[0]] = plan
+        copies = {name: copy for name in plan
+                  if (copy := self._dimension(name)) is not None}
+        role = f"cells-only<{limit}>" + "".join(f"-{name}" for name in sorted(copies))
+        table = self.engine.run(self.compiled(
+            role, query, lambda q: compiler.cells(q, self.k, limit, copies), shaped))
+        if not copies:
+            return table
+        for name, copy in copies.items():
+            lookup = plan[name]
+            at = pc.index_in(table.column(lookup.key.ref), copy.column(lookup.key_column))
+            if at.null_count:  # a key the copy lacks (never, by the build): the join decides
+                return self.run(f"cells-only<{limit}>", query,
+                                lambda q: compiler.cells(q, self.k, limit))
+            for attribute, column in lookup.attributes:
+                table = table.append_column(attribute.ref, copy.column(column).take(at))
+        names = [a.ref for a in query.cell_attributes]
+        if query.split:
+            names.append(compiler.SPLIT)
+        table = table.select(names + [n for n in table.column_names if n not in names])
+        if limit is not None and table.num_rows >= limit:
+            return table  # over the bound: the caller takes another path, order unused
+        keys = [(name, "descending" if desc else "ascending")
+                for name, desc in compiler.cell_order(query)]
+        return table.take(pc.sort_indices(table, sort_keys=keys))  # nulls last
+
+    def _dimension(self, table: str) -> pa.Table | None:
+        """This process's copy of a small dimension table (every column), read once per
+        connection; None for a table over :attr:`DIMENSION_COPY_ROWS` rows (joined)."""
+        if table not in self._dimensions:
+            stmt = sa.select(sa.text("*")).select_from(sa.table(table)).limit(
+                self.DIMENSION_COPY_ROWS + 1)
+            copy = self.engine.execute(stmt)
+            self._dimensions[table] = copy if copy.num_rows <= self.DIMENSION_COPY_ROWS \
+                else None
+        return self._dimensions[table]
+
+    def lean(self, query: Query) -> RawResult:
+        """:meth:`aggregate` for the disclosure gate's numpy path: the same cells and
+        summary without the per-aggregate raw value columns (the gate publishes its own)."""
+        if not query.drilldown and not query.split:
+            return self.aggregate(query)
+        cells = self.cells(query)
+        return RawResult(query, cells, summary_of(query.cube, cells, self.k), None)
 
     def count_cells(self, query: Query) -> int:
         """Total raw cells when the requested page is past the end (the window saw no rows)."""
@@ -143,3 +232,68 @@ def _no_cells(query: Query, summary: pa.Table) -> pa.Table:
     for name in summary.column_names:
         cols[name] = pa.array([], summary.schema.field(name).type)
     return pa.table(cols)
+
+
+# --- Compiled statements per query shape --------------------------------------------------------
+
+#: Sentinels stand in for keys while a shape is compiled: a text key never holds NUL (the
+#: query layer refuses it), and no integer key is this negative.
+_TEXT_SENTINEL = "\x00statcube-key-{}\x00"
+_INT_SENTINEL = -(2**62)
+
+
+def _shape(query: Query) -> tuple[tuple[Any, ...], list[Any], Query]:
+    """(shape key, the query's keys in order, the query with sentinels for them).
+
+    The keys abstracted are those of point, set and range cuts (and splits) on dimensions
+    other than time: the ones a stream of distinct requests varies. Time cuts stay in the
+    shape (a time path becomes a period range computed from it, not a bound copy of it)."""
+    values: list[Any] = []
+
+    def stand_in(v: Any) -> Any:
+        i = len(values)
+        values.append(v)
+        return _TEXT_SENTINEL.format(i) if isinstance(v, str) else _INT_SENTINEL + i
+
+    def abstract(c: CutPart) -> CutPart:
+        if c.dimension.is_time:
+            return c
+        def path(p: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+            return None if p is None else tuple(stand_in(v) for v in p)
+        return replace(c, paths=tuple(path(p) or () for p in c.paths),
+                       from_path=path(c.from_path), to_path=path(c.to_path))
+
+    sentinel = replace(query, cuts=tuple(abstract(c) for c in query.cuts),
+                       split=tuple(abstract(c) for c in query.split))
+    return sentinel.key, values, sentinel
+
+
+@dataclass(frozen=True)
+class _Template:
+    """Compiled SQL whose bound values hold sentinels, and where each sentinel sits."""
+
+    sql: str
+    params: list[Any] | dict[str, Any]
+    #: (position or parameter name, index of the key) for every bound sentinel.
+    slots: tuple[tuple[int | str, int], ...]
+
+    @classmethod
+    def make(cls, compiled: Compiled, n: int) -> _Template | None:
+        """The template, or None if some key's sentinel is not among the bound values."""
+        sentinels: dict[Any, int] = {}
+        for i in range(n):
+            sentinels[_TEXT_SENTINEL.format(i)] = i
+            sentinels[_INT_SENTINEL + i] = i
+        params = compiled.params
+        items = list(params.items()) if isinstance(params, dict) else list(enumerate(params))
+        slots = tuple((where, sentinels[v]) for where, v in items
+                      if type(v) in (str, int) and v in sentinels)
+        if {i for _, i in slots} != set(range(n)):
+            return None
+        return cls(compiled.sql, params, slots)
+
+    def fill(self, values: list[Any]) -> Compiled:
+        params: Any = dict(self.params) if isinstance(self.params, dict) else list(self.params)
+        for where, i in self.slots:
+            params[where] = values[i]
+        return Compiled(self.sql, params)

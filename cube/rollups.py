@@ -9,12 +9,12 @@ magnitude-key sums and amount sums are added (key sums are kept whole; the compi
 mod K as it does on the fact), maxima are maxed. So any query whose attributes all live in a
 rollup gets the same raw cells from it as from the fact, hence the same protected values.
 
-Declared in model.json as cube ``info.rollups``: a list of ``{"geography": level or null,
-"dimensions": [dimension, …]}``; without it, the defaults are region × period and local
-authority × period, alone and with each other dimension the fact references (category
-dimensions, offices). Which rollups a warehouse holds, with their row counts, is recorded in
-its metadata at build time (``rollups``); a warehouse built before rollups has none and is
-answered from its facts.
+Every cube with a geography gets the defaults: region × period and local authority × period,
+alone and with each other dimension the fact references (category dimensions, offices).
+model.json cube ``info.rollups`` adds to them: a list of ``{"geography": level or null,
+"dimensions": [dimension, …]}`` (e.g. two categories drilled together at region). Which
+rollups a warehouse holds, with their row counts, is recorded in its metadata at build time
+(``rollups``); a warehouse built before rollups has none and is answered from its facts.
 
 Pure: no I/O, no engine.
 """
@@ -89,18 +89,20 @@ def geography_columns(cube: Cube, level: str) -> list[tuple[str, str]]:
 
 
 def declared(cube: Cube) -> list[Rollup]:
-    """The rollups model.json declares for ``cube`` (or the defaults), rows unknown."""
+    """The rollups of ``cube``, rows unknown: the defaults (region and local authority ×
+    period, alone and with each dimension the fact references) and, after them, those
+    model.json declares in ``info.rollups`` (each once)."""
     has_geo = any(d.name == GEOGRAPHY for d in cube.dimensions)
     keyed = [d.name for d in keyed_dimensions(cube)]
-    specs: list[tuple[str | None, tuple[str, ...]]]
-    given = cube.info.get("rollups")
-    if given is not None:
-        specs = [(s.get("geography"), tuple(s.get("dimensions", ()))) for s in given]
-    else:
-        levels = [lvl for lvl in DEFAULT_LEVELS if has_geo and _has_level(cube, lvl)]
-        specs = [(lvl, dims) for lvl in levels for dims in [(), *((d,) for d in keyed)]]
-    out = []
-    for geo, dims in specs:
+    levels = [lvl for lvl in DEFAULT_LEVELS if has_geo and _has_level(cube, lvl)]
+    specs: list[tuple[str | None, tuple[str, ...]]] = [
+        (lvl, dims) for lvl in levels for dims in [(), *((d,) for d in keyed)]]
+    # Declared rollups come on top of the defaults (a model adds the combinations its users
+    # drill together, e.g. two categories at region, without having to restate the rest).
+    specs += [(s.get("geography"), tuple(s.get("dimensions", ())))
+              for s in cube.info.get("rollups") or ()]
+    out: list[Rollup] = []
+    for geo, dims in dict.fromkeys(specs):
         unknown = [d for d in dims if d not in keyed]
         if unknown or (geo is not None and not (has_geo and _has_level(cube, geo))):
             raise ModelError(f"a rollup cannot keep {unknown or geo!r}: not a dimension the "

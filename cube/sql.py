@@ -30,7 +30,7 @@ This module must not import the engine, the workspace, Flask or the disclosure p
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -293,20 +293,23 @@ def raw_columns(t: _Tables, k: int) -> list[ColumnElement[Any]]:
 
 
 def aggregation(query: Query, k: int, *, summary: bool = False,
-                totals: bool = False, preaggregate: bool = False) -> Select[Any]:
+                totals: bool = False, preaggregate: bool = False,
+                omit: Collection[str] = ()) -> Select[Any]:
     """Stage 1-3: the raw aggregated cells (or the one summary row).
 
     ``totals`` adds the summary to every cell as window columns ``__all<raw column>`` over
     all the groups — evaluated after GROUP BY, so before any measure filter, top-N or
     LIMIT of stage 4 — and one statement answers cells, summary and total cell count.
 
-    ``preaggregate`` (exports): see :func:`_preaggregated`; the same cells, sooner."""
+    ``preaggregate`` (exports): see :func:`_preaggregated`; the same cells, sooner.
+    ``omit``: drilled attributes (by reference) left out, along with any join only they
+    need (see :func:`cells`)."""
     t = _Tables(query.cube, rollup=choose_rollup(query, summary=summary))
     if preaggregate and not summary and not totals:
         pre = _preaggregated(query, k, t)
         if pre is not None:
             return pre
-    drill_attrs = [] if summary else list(query.cell_attributes)
+    drill_attrs = [] if summary else [a for a in query.cell_attributes if a.ref not in omit]
     split_cond = None
     if query.split and not summary:
         split_cond = sa.and_(*(cut_condition(t, c) for c in query.split))
@@ -531,6 +534,103 @@ def finish(query: Query, k: int, values: ValueStage = raw_values, *,
     if query.pagesize is not None:
         stmt = stmt.limit(query.pagesize).offset((query.page or 0) * query.pagesize)
     return stmt
+
+
+class Lookup(NamedTuple):
+    """Drilled attributes of a dimension table that can be read from a copy of that table,
+    by the key the fact (or rollup) holds, instead of joining it."""
+
+    table: str
+    #: The drilled attribute read from the fact's own key column, and the table's column
+    #: it matches.
+    key: Attribute
+    key_column: str
+    #: The other drilled attributes of the table, each with its column.
+    attributes: tuple[tuple[Attribute, str], ...]
+
+
+def lookups(query: Query) -> dict[str, Lookup]:
+    """Per dimension table, what :func:`cells` may leave to a lookup: tables joined straight
+    from the fact on their key, whose key attribute is drilled (so read from the fact's own
+    key column) and which hold other drilled attributes (labels, order columns)."""
+    t = _Tables(query.cube, rollup=choose_rollup(query))
+    phys = query.cube.physical
+    drilled = query.cell_attributes
+    out: dict[str, Lookup] = {}
+    for a in drilled:
+        table = t.table_of(a)
+        if table == t.fact_table or table in out:
+            continue
+        join = phys.join_for(table)
+        if join is None or join.master.table != phys.fact:
+            continue
+        key = next((b for b in drilled if phys.column(b.ref).table == table
+                    and phys.column(b.ref).column == join.detail.column
+                    and t.table_of(b) == t.fact_table), None)
+        if key is None:
+            continue
+        others = tuple((b, phys.column(b.ref).column) for b in drilled
+                       if b != key and t.table_of(b) == table)
+        if others:
+            out[table] = Lookup(table, key, join.detail.column, others)
+    return out
+
+
+def cell_order(query: Query) -> list[tuple[str, bool]]:
+    """The total order of :func:`finish` for a query that orders on attributes only, as
+    (output column, descending), each column once: explicit items, the drilled levels'
+    natural order, the split flag."""
+    items: list[tuple[str, bool]] = [(o.ref if o.attribute is None else o.attribute.ref,
+                                      o.descending) for o in query.order]
+    items += [(a.ref, False) for a in default_order(query)]
+    if query.split:
+        items.append((SPLIT, False))
+    seen: set[str] = set()
+    out: list[tuple[str, bool]] = []
+    for name, desc in items:
+        if name not in seen:  # a later repeat of a key never changes the order
+            seen.add(name)
+            out.append((name, desc))
+    return out
+
+
+def cells(query: Query, k: int, limit: int | None = None,
+          lookup: Collection[str] = ()) -> Select[Any]:
+    """The raw cells alone — drilled attributes and internal raw columns, in the total order
+    of :func:`finish` — as one flat ``GROUP BY … ORDER BY`` (``LIMIT limit``): what the
+    numpy path of the disclosure gate reads, and nothing more.
+
+    ``lookup`` names dimension tables (of :func:`lookups`) whose non-key attributes are left
+    out, with their join: the caller reads them from a copy of the table and puts the cells
+    in :func:`cell_order` itself, since the SQL cannot order on columns it does not read
+    (then there is no ORDER BY; with ``limit``, the rows are any ``limit`` of them).
+
+    Why not :func:`finish`: its outer layer (per-aggregate raw values over a subquery) is
+    dropped by the gate anyway, and DuckDB spends most of a small query planning and binding
+    — the flat statement ran a local-authority × category rollup query in 1.2 ms instead of
+    2.0 ms, and 0.6 ms less again without the join to the category's table. Same rows (no
+    measure filters, top-N or paging here)."""
+    if query.filters or query.top is not None or query.pagesize is not None or any(
+            o.aggregate is not None for o in query.order):
+        raise ValueError("cells() is for queries that order and filter on attributes only")
+    plan = lookups(query)
+    omit = {a.ref for table in lookup if table in plan for a, _ in plan[table].attributes}
+    stmt = aggregation(query, k, omit=omit)
+    if not query.drilldown and not query.split:
+        stmt = stmt.where(sa.false())
+    if not omit:
+        selected = {c.name: c for c in stmt.selected_columns}
+        order = [sa.literal_column(_quoted(name), selected[name].type) for name, _ in
+                 cell_order(query)]
+        stmt = stmt.order_by(*(col.desc() if desc else col.asc() for col, (_, desc) in
+                               zip(order, cell_order(query), strict=True)))
+    return stmt if limit is None else stmt.limit(limit)
+
+
+def _quoted(name: str) -> str:
+    """An output column's label as a quoted identifier (ORDER BY may name output columns
+    on every engine statcube serves)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def summary(query: Query, k: int) -> Select[Any]:

@@ -10,17 +10,23 @@ exactly as before.
 - /cell details without a second members query per time path: a time path is shown iff the
   view's member listing has it (the check the removed query made), for every month and
   release view.
+- SQL compiled once per query shape (cube/raw.py): a stream of distinct queries gets what
+  compiling each afresh gives, values bound, in a bounded cache.
+- Labels and order columns from a per-process copy of the small dimension tables instead of
+  a join (DuckDB): the same published cells, order, summary and Welsh labels as the join.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from limits import parse
 from limits.storage import MemoryStorage
@@ -28,8 +34,13 @@ from limits.strategies import FixedWindowRateLimiter
 from test_server_support import make_app
 
 from bench import bench_cubes
+from cube import sql as compiler
 from cube.model import Model
+from cube.query import Request
+from cube.raw import RawCube
 from cube.releases import Calendar, ReleaseSet, cell_details, open_releases
+from cube.workspace import Workspace
+from server.execute import in_language
 from server.ratestore import SCHEME, WorkerMemoryStorage, storage_uri
 
 pytest_plugins = ["pg"]
@@ -192,3 +203,151 @@ def test_postgres_statement_survives_a_dropped_pooled_connection(pg_warehouse: s
     finally:
         admin.dispose()
         engine.close()
+
+
+# --- compiled SQL per query shape; labels from a copy of the dimension tables ------------------
+
+_CATEGORIES = ("tenure", "age_band", "family_type", "passported", "spare_room")
+
+
+@pytest.fixture(scope="session")
+def hb_keys(any_workspace: Workspace) -> dict[str, list[Any]]:
+    """Member paths of the session warehouse to cut on: regions, local authorities, months
+    and tenures (as the query layer types them)."""
+    b = any_workspace.cube("housing_benefit")
+
+    def paths(dim: str, **kw: Any) -> list[Any]:
+        m = b.members(dim, **kw)
+        keys = [lvl.key.ref for lvl in b.cube.dimension(dim).hierarchy().levels[: m.depth]]
+        return [tuple(row[k] for k in keys) for row in m.members.to_pylist()]
+
+    return {"region": paths("geography", level="region"), "la": paths("geography", level="la"),
+            "month": paths("time", depth=3), "tenure": paths("tenure")}
+
+
+@st.composite
+def _hb_requests(draw: st.DrawFn, keys: dict[str, list[Any]]) -> Request:
+    """Requests of the shape a stream of distinct uncached requests has: cuts on a region or
+    local authority, a month (or a range of months, drilled by month), a set of tenures;
+    one to three drilled categories or levels; sometimes an order or a split."""
+    drill = draw(st.lists(st.sampled_from(_CATEGORIES), min_size=0, max_size=2, unique=True))
+    cut: list[str] = []
+    geo = draw(st.sampled_from(["", "region", "la"]))
+    if geo:
+        path = draw(st.sampled_from(keys[geo]))
+        cut.append(("!" if draw(st.booleans()) else "") + "geography:" +
+                   ",".join(str(k) for k in path))
+    elif draw(st.booleans()):
+        drill.append("geography:region")
+    months = keys["month"]
+    if draw(st.booleans()):
+        i = draw(st.integers(0, len(months) - 2))
+        j = draw(st.integers(i, len(months) - 1))
+        cut.append("time:" + "-".join(",".join(str(k) for k in months[x]) for x in (i, j)))
+        drill.append("time:month")
+    else:
+        cut.append("time:" + ",".join(str(k) for k in draw(st.sampled_from(months))))
+    if draw(st.booleans()):
+        tenures = draw(st.lists(st.sampled_from(keys["tenure"]), min_size=2, max_size=3,
+                                unique=True))
+        cut.append("tenure:" + ";".join(str(t[0]) for t in tenures))
+    if not drill:
+        drill.append("tenure")
+    order = None
+    if draw(st.booleans()):
+        order = draw(st.sampled_from([d.split(":")[0] for d in drill])) + ":desc"
+    split = None
+    if draw(st.integers(0, 4)) == 0:
+        split = "geography:" + ",".join(str(k) for k in draw(st.sampled_from(keys["region"])))
+    return Request.make("housing_benefit", cut="|".join(cut), drilldown=drill, order=order,
+                        split=split)
+
+
+@pytest.mark.integration
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_compiled_sql_per_shape_is_what_compiling_afresh_gives(
+        any_workspace: Workspace, hb_keys: dict[str, list[Any]], data: st.DataObject) -> None:
+    """A stream of distinct queries through one cube's statement cache: each gets exactly
+    the SQL and bound values that compiling it afresh gives (never another query's keys),
+    the same cells, and values stay bound (no key appears in the SQL text)."""
+    b = any_workspace.cube("housing_benefit")
+    k = any_workspace.gate.k
+    requests = data.draw(st.lists(_hb_requests(hb_keys), min_size=2, max_size=6))
+    for request in [*requests, *reversed(requests)]:
+        q = b.query(request)
+        for role, build in (("cells-test", lambda x: compiler.cells(x, k)),
+                            ("finish-test", lambda x: compiler.finish(x, k))):
+            cached = b.raw.compiled(role, q, build)
+            fresh = any_workspace.engine.compile(build(q))
+            assert cached == fresh, request
+            for cut in q.cuts:
+                for path in cut.paths:
+                    assert not any(isinstance(v, str) and f"'{v}'" in cached.sql
+                                   for v in path)
+        assert b.raw.run("cells-test", q, lambda x: compiler.cells(x, k)).equals(
+            any_workspace.engine.execute(compiler.cells(q, k)))
+
+
+@pytest.mark.integration
+def test_the_statement_cache_is_bounded(any_workspace: Workspace) -> None:
+    """The cache keeps at most ``COMPILED_CACHE`` shapes, the least recently used leaving
+    first, and answers the same after an eviction."""
+    b = any_workspace.cube("housing_benefit")
+    raw = RawCube(any_workspace.engine, b.cube, any_workspace.gate.k)
+    raw.COMPILED_CACHE = 3
+    shapes = [b.query(Request.make("housing_benefit", drilldown=d, cut="time:2026,4,11"))
+              for d in _CATEGORIES]
+    first = raw.cells(shapes[0])
+    for q in shapes:
+        raw.cells(q)
+        assert len(raw._compiled) <= 3
+    assert raw.cells(shapes[0]).equals(first)
+
+
+@pytest.mark.integration
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_labels_from_the_dimension_copy_equal_the_join(
+        any_workspace: Workspace, hb_keys: dict[str, list[Any]], data: st.DataObject) -> None:
+    """Published answers with labels (and order columns) read from the process's copy of
+    the dimension tables equal those of the statement that joins them — cells, order,
+    summary and total — and so do their Welsh labels."""
+    b = any_workspace.cube("housing_benefit")
+    joined = RawCube(any_workspace.engine, b.cube, any_workspace.gate.k)
+    joined.DIMENSION_COPY_ROWS = 0  # every table over the limit: always joined
+    request = data.draw(_hb_requests(hb_keys))
+    q = b.query(request)
+    for variant in (q, dataclasses.replace(q, page=0, pagesize=5)):
+        mine = any_workspace.gate.aggregate(b.raw, variant)
+        theirs = any_workspace.gate.aggregate(joined, variant)
+        assert mine.cells.equals(theirs.cells), request
+        assert mine.summary == theirs.summary
+        assert mine.total_cell_count == theirs.total_cell_count
+        assert in_language(b, mine, "cy").cells.equals(in_language(b, theirs, "cy").cells)
+
+
+@pytest.mark.integration
+def test_peer_mix_labels_without_joins(any_workspace: Workspace) -> None:
+    """Every aggregate of the peer mix (two and three drilled categories, time drilled,
+    Welsh and English areas) publishes the same cells with and without the label joins,
+    and on DuckDB the lean statement joins no category table."""
+    for _, path in bench_cubes.MIX:
+        if "/aggregate?" not in path:
+            continue
+        cube = path.split("/")[2]
+        args = dict(p.split("=", 1) for p in path.split("?", 1)[1].split("&"))
+        b = any_workspace.cube(cube)
+        q = b.query(Request.make(cube, **args))
+        joined = RawCube(any_workspace.engine, b.cube, any_workspace.gate.k)
+        joined.DIMENSION_COPY_ROWS = 0
+        mine = any_workspace.gate.aggregate(b.raw, q)
+        theirs = any_workspace.gate.aggregate(joined, q)
+        assert mine.cells.equals(theirs.cells), path
+        assert mine.summary == theirs.summary, path
+        assert in_language(b, mine, "cy").cells.equals(in_language(b, theirs, "cy").cells)
+        plan = compiler.lookups(q)
+        lean = str(compiler.cells(q, any_workspace.gate.k, lookup=plan).compile())
+        assert not any(f"JOIN {table} " in lean for table in plan), path

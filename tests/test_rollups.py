@@ -144,6 +144,14 @@ def test_the_table_read_is_the_smallest_that_can_answer(workspace: Workspace, cu
     ("housing_benefit", {"drilldown": "geography:msoa"}, "fact_housing_benefit"),
     ("housing_benefit", {"drilldown": "geography:region|tenure|age_band"},
      "fact_housing_benefit"),
+    # two categories drilled together: rollups model.json declares on top of the defaults
+    ("pip", {"drilldown": "geography:region|daily_living|mobility"},
+     "rollup_pip__region_daily_living_mobility"),
+    ("universal_credit", {"drilldown": "employment|gender|age_band",
+                          "cut": "geography:E92000001,E12000007"},
+     "rollup_universal_credit__region_employment_gender_age_band"),
+    ("sanctions", {"drilldown": "benefit|outcome", "cut": "time:2026"},
+     "rollup_sanctions__region_benefit_outcome"),
 ])
 def test_which_table_answers(workspace: Workspace, cube: str, kw: dict[str, Any],
                              table: str) -> None:
@@ -157,10 +165,23 @@ def test_a_cube_declares_its_own_rollups() -> None:
     hb = next(c for c in raw["cubes"] if c["name"] == "housing_benefit")
     hb["info"]["rollups"] = [{"geography": "region", "dimensions": ["tenure", "age_band"]},
                              {"geography": None, "dimensions": ["tenure"]}]
+    defaults = declared(parse_model(json.loads(
+        (ROOT / "model.json").read_text(encoding="utf-8"))).cube("housing_benefit"))
     cube = parse_model(raw).cube("housing_benefit")
+    # Declared rollups add to the defaults (region/LA, alone and with each category), after
+    # them; one declared twice, or equal to a default, is built once.
+    hb["info"]["rollups"] += [{"geography": "region", "dimensions": ["tenure"]},
+                              {"geography": None, "dimensions": ["tenure"]}]
+    twice = declared(parse_model(raw).cube("housing_benefit"))
     assert [(r.table, r.geography, r.dimensions) for r in declared(cube)] == [
+        *((r.table, r.geography, r.dimensions) for r in defaults),
         ("rollup_housing_benefit__region_tenure_age_band", "region", ("tenure", "age_band")),
         ("rollup_housing_benefit__all_tenure", None, ("tenure",))]
+    assert twice == declared(cube)
+    assert ("rollup_housing_benefit__region_tenure", "region", ("tenure",)) in [
+        (r.table, r.geography, r.dimensions) for r in defaults]
+    assert ("rollup_housing_benefit__la", "la", ()) in [
+        (r.table, r.geography, r.dimensions) for r in defaults]
     hb["info"]["rollups"] = [{"geography": "region", "dimensions": ["gender"]}]
     with pytest.raises(ModelError, match="rollup cannot keep"):
         declared(parse_model(raw).cube("housing_benefit"))

@@ -192,7 +192,7 @@ class Gate:
         # Paging must happen after protection too: cells published as zero are dropped, so
         # a raw page (and a raw total) would reveal how many were.
         if not query.needs_measure_values_in_sql and query.pagesize is None:
-            return self.publish(raw.aggregate(query))
+            return self.publish(raw.lean(query))
         if query.top is None:
             done = self._in_numpy(raw, query)
             if done is not None:
@@ -203,8 +203,8 @@ class Gate:
         # the summary is the total of all records, not of the cells shown). Raw columns come
         # back to this function only, which protects the summary and drops every internal
         # column. Compiled SQL is cached by RawCube.
-        table = raw.run("protected+totals", query, lambda: compiler.finish(
-            query, p.k, protected_stage(p), keep_raw=True, totals=True))
+        table = raw.run("protected+totals", query, lambda q: compiler.finish(
+            q, p.k, protected_stage(p), keep_raw=True, totals=True))
         if table.num_rows:
             first = table.slice(0, 1)
             summary_raw = pa.table({name: first.column(compiler.ALL + name)
@@ -212,8 +212,7 @@ class Gate:
             total = first.column(compiler.TOTAL)[0].as_py() \
                 if query.pagesize is not None else table.num_rows
         else:  # nothing passed the filters, or a page past the end: the windows saw no rows
-            summary_raw = raw.run("summary", query,
-                                       lambda: compiler.summary(query, p.k))
+            summary_raw = raw.run("summary", query, lambda q: compiler.summary(q, p.k))
             total = 0 if query.pagesize is None else self._count_protected_cells(raw, query)
         public = [n for n in table.column_names
                   if not n.startswith(compiler.RAW_PREFIX) or n == compiler.SPLIT]
@@ -240,8 +239,7 @@ class Gate:
         if whole.key in self._large:
             return None
         cap = self.NUMPY_PAGE_CELLS
-        cells = raw.run("cells-bounded", whole,
-                        lambda: compiler.finish(whole, self.k).limit(cap + 1))
+        cells = raw.cells(whole, cap + 1)
         if cells.num_rows > cap:
             if len(self._large) >= self.COMPILED_LARGE:
                 self._large.clear()
