@@ -307,10 +307,11 @@ def memory(generated: Path, work: Path, counts: list[int], limit: str | None) ->
         proc = subprocess.run([sys.executable, "-c", _CHILD, str(inp), str(work / f"mem-{n}"),
                                *([limit] if limit else [])],
                               capture_output=True, text=True, check=True)
-        records, seconds, rss, held = proc.stdout.split()
+        # The child's last line; DuckDB's held memory may be empty (nothing of 1 MB or more).
+        records, seconds, rss, *held = proc.stdout.strip().splitlines()[-1].split(" ", 3)
         print(f"{n:3d} months: {int(records):>12,} records, build {float(seconds):6.1f}s, "
               f"peak RSS {int(rss) / 1024:,.0f} MB, load average {os.getloadavg()[0]:.1f}; "
-              f"DuckDB held at the end (MB): {held.replace(',', ' ')}")
+              f"DuckDB held at the end (MB): {' '.join(held).replace(',', ' ') or '-'}")
         shutil.rmtree(work / f"mem-{n}", ignore_errors=True)
 
 
