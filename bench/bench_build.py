@@ -2,7 +2,7 @@
 
     python -m bench.bench_build [--scale 0.05] [--months 6] [--repeat 3] [--threads N]
     python -m bench.bench_build --incremental [--scale 0.05] [--months 12]
-    python -m bench.bench_build --memory [--scale 0.1]
+    python -m bench.bench_build --memory [--scale 0.1] [--memory-months 3,12] [--memory-limit 1GB]
 
 Generates synthetic GB data at the given scale into a temporary folder, then times, on the
 same files and in the same run:
@@ -38,8 +38,11 @@ incrementally (starting from a byte copy of the history's warehouse) and as a fu
 all ``--months`` + 3 months (``--full``, no key cache), alternating, best of ``--repeat``;
 target **full / incremental ≥ 4**. It also prints keying with a warm cache against HMAC.
 
-``--memory`` builds 3 and 12 months of the same data, each in a fresh process, and prints each
-build's peak RSS (the child's ``ru_maxrss``): memory follows the biggest month, not the history.
+``--memory`` builds 3 and 12 months (``--memory-months``) of the same data, each in a fresh
+process, and prints each build's wall time, peak RSS (the child's ``ru_maxrss``) and what DuckDB
+held at its end (``duckdb_memory()``, before the final checkpoint): memory follows the biggest
+month, not the history, once DuckDB's buffers reach ``--memory-limit`` (default: the build's,
+3 GB) — below it DuckDB keeps what it wrote as a cache, so the peak rises with the months.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -337,28 +341,42 @@ def incremental(model: Model, generated: Path, work: Path, history: int, repeat:
 
 
 _CHILD = """
-import resource, sys, time
+import resource, sys
 from pathlib import Path
-from cube.build import BuildOptions, build
+import cube.build as b
 from cube.model import default_model_path, load_model
-r = build(load_model(default_model_path()), Path(sys.argv[1]), Path(sys.argv[2]),
-          b"bench-secret-not-for-production", BuildOptions(release="m", full=True))
-print(r.records, r.seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+held = {}
+write_meta = b.write_meta
+def spy(con, *args, **kwargs):  # the last step before the final checkpoint
+    held.update(con.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory() "
+                            "WHERE memory_usage_bytes >= 1 << 20").fetchall())
+    return write_meta(con, *args, **kwargs)
+b.write_meta = spy
+options = b.BuildOptions(release="m", full=True, **({"memory_limit": sys.argv[3]}
+                                                   if len(sys.argv) > 3 else {}))
+r = b.build(load_model(default_model_path()), Path(sys.argv[1]), Path(sys.argv[2]),
+            b"bench-secret-not-for-production", options)
+print(r.records, r.seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+      ",".join(f"{t}={v >> 20}" for t, v in sorted(held.items(), key=lambda x: -x[1])))
 """
 
 
-def memory(generated: Path, work: Path, counts: list[int]) -> None:
+def memory(generated: Path, work: Path, counts: list[int], limit: str | None) -> None:
     """Peak RSS of builds of ``counts`` months, each in a fresh process."""
     import subprocess
     import sys
 
     for n in counts:
         inp = _month_inputs(generated, work / f"mem-in-{n}", _month_names("2025-01", n))
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(inp), str(work / f"mem-{n}")],
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(inp), str(work / f"mem-{n}"),
+                               *([limit] if limit else [])],
                               capture_output=True, text=True, check=True)
-        records, seconds, rss = proc.stdout.split()
+        # The child's last line; DuckDB's held memory may be empty (nothing of 1 MB or more).
+        records, seconds, rss, *held = proc.stdout.strip().splitlines()[-1].split(" ", 3)
         print(f"{n:3d} months: {int(records):>12,} records, build {float(seconds):6.1f}s, "
-              f"peak RSS {int(rss) / 1024:,.0f} MB")
+              f"peak RSS {int(rss) / 1024:,.0f} MB, load average {os.getloadavg()[0]:.1f}; "
+              f"DuckDB held at the end (MB): {' '.join(held).replace(',', ' ') or '-'}")
+        shutil.rmtree(work / f"mem-{n}", ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,10 +390,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="time a quarterly release: --months history + 3 new months")
     p.add_argument("--memory", action="store_true",
                    help="peak RSS of 3- and 12-month builds, each in a fresh process")
+    p.add_argument("--memory-months", default="3,12",
+                   help="with --memory: the history lengths built (default 3,12)")
+    p.add_argument("--memory-limit", help="with --memory: the builds' DuckDB memory limit")
     args = p.parse_args(argv)
     model = load_model(default_model_path())
     if args.incremental or args.memory:
-        months = args.months + 3 if args.incremental else 12
+        counts = [int(n) for n in args.memory_months.split(",")]
+        months = args.months + 3 if args.incremental else max(counts)
         with tempfile.TemporaryDirectory(prefix="statcube-bench-") as tmp:
             work = Path(tmp)
             gen = args.input or work / "in"
@@ -385,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{source}; cores {os.cpu_count()}, load average before "
                   f"{os.getloadavg()[0]:.2f}")
             if args.memory:
-                memory(gen, work, [3, 12])
+                memory(gen, work, counts, args.memory_limit)
             if args.incremental:
                 incremental(model, gen, work, args.months, args.repeat, args.threads)
             print(f"load average after {os.getloadavg()[0]:.2f}")

@@ -27,6 +27,7 @@ import pytest
 from conftest import TEST_SECRET
 from test_build import _edit
 
+import cube.build as build_module
 from cube.build import BuildOptions, BuildReport, build
 from cube.errors import ArgumentError
 from cube.incremental import secret_fingerprint
@@ -197,6 +198,25 @@ def test_full_flag_rebuilds_everything(model: Model, generated: Path, tmp_path: 
     assert reused.previous == "r2"
     assert reused.cubes[HB].carried == ["202601", "202602"]
     assert reused.cubes[HB].units == 0  # nothing keyed, nothing aggregated
+
+
+def test_a_build_held_to_a_small_memory_limit_is_the_same_warehouse(
+        model: Model, generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory follows a month: with each month a batch of its own (as at national scale) a
+    build whose DuckDB may hold 32 MB — a few times one month's cells here, far less than
+    the build's default, so it evicts what earlier months left in its buffers — completes,
+    for a whole history and for a release on top of it, and writes the same warehouses."""
+    monkeypatch.setattr(build_module, "_BATCH_ROWS", 1)
+    inp = _inputs(generated, tmp_path / "in", MONTHS[:3])
+    held = _build(model, inp, tmp_path / "held", "r1", memory_limit="32MB")
+    assert all(not c.carried for c in held.cubes.values())
+    _same_warehouse(held.warehouse, _build(model, inp, tmp_path / "free", "r1").warehouse)
+    _inputs(generated, inp, MONTHS)
+    release = _build(model, inp, tmp_path / "held", "r2", memory_limit="32MB")
+    assert release.previous == "r1" and release.cubes[HB].carried == ["202601", "202602",
+                                                                         "202603"]
+    _same_warehouse(release.warehouse,
+                    _build(model, inp, tmp_path / "full", "r2", full=True).warehouse)
 
 
 def test_period_fingerprints_are_keyed(model: Model, generated: Path, tmp_path: Path) -> None:
