@@ -236,9 +236,16 @@ def geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
-def run(targets: dict[str, str], repeat: int) -> dict[str, Any]:
+def run(targets: dict[str, str], repeat: int, burst: int = 1) -> dict[str, Any]:
     """Every query of :data:`MIX` against every target, ``repeat`` interleaved rounds after a
-    warm-up round; medians in ms, answer sizes, and failures."""
+    warm-up round; medians in ms, answer sizes, and failures.
+
+    ``burst`` > 1 sends each measured request that many times back to back and keeps the
+    last: the server then answers on a core that has just been busy. Why it is offered: on
+    this development VM (cpuidle driver ``haltpoll``) a core idle for 20 ms wakes cold — a
+    0.47 ms DuckDB statement takes 1.7 ms, a 2.7 ms statcube request 5.6 ms, measured
+    2 December 2026 — and in the interleaved rounds every request follows another server's,
+    so short answers pay that wake-up in full and long ones hardly notice it."""
     sizes: dict[str, dict[str, int | None]] = {}
     failures: list[str] = []
     for name, path in MIX:  # warm-up: fills statcube's cached LRU and every engine's buffers
@@ -252,6 +259,8 @@ def run(targets: dict[str, str], repeat: int) -> dict[str, Any]:
     for _ in range(repeat):
         for name, path in MIX:
             for target, base in targets.items():
+                for _ in range(burst - 1):
+                    get(base, path)
                 times[name][target].append(get(base, path).seconds * 1000)
     medians = {n: {t: statistics.median(v) for t, v in per.items()} for n, per in times.items()}
     return {"medians_ms": medians, "cells": sizes, "failures": failures}
@@ -281,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=0.01)
     p.add_argument("--months", type=int, default=20)
     p.add_argument("--repeat", type=int, default=5, help="measured rounds (median)")
+    p.add_argument("--burst", type=int, default=1,
+                   help="requests sent back to back per measurement, the last one timed "
+                        "(default 1: every request follows another server's; see run())")
     p.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
     p.add_argument("--warehouse", type=Path, help="use this warehouse instead of building")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -318,16 +330,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, make in starters.items():
             servers[name] = make()
+        bursts = f" (each the last of {args.burst} back-to-back requests)" \
+            if args.burst > 1 else ""
         print(f"{described}; Cubes 1.1 Slicer on PostgreSQL schema {schema}; statcube on "
               f"DuckDB and PostgreSQL, 1 worker × 1 thread each; {len(MIX)} queries, "
-              f"sequential, fresh connection per request, median of {args.repeat} rounds; "
+              f"sequential, fresh connection per request, median of {args.repeat} rounds"
+              f"{bursts}; "
               f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
         print("uncached: statcube's result cache off (STATCUBE_CACHE_BYTES=0), every request "
               "runs its SQL, protection and serialisation; Cubes 1.1 has no result cache. "
               "Not like for like: statcube reads its rollups where its compiler picks them "
               "(Cubes reads the fact table) and protects every value (Cubes publishes raw "
               "ones); /facts is not compared (statcube refuses record-level data).", flush=True)
-        result = run({n: s.url for n, s in servers.items()}, args.repeat)
+        result = run({n: s.url for n, s in servers.items()}, args.repeat, max(1, args.burst))
     except Unavailable as exc:
         print(f"NO COMPARISON: {exc}", flush=True)
         return 2

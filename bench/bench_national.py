@@ -48,8 +48,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET_BUILD_RSS = 4 << 30
-TARGET_EXPORT_RSS = 2 << 30
+#: The issue's "4 GB" and "2 GB", read as decimal gigabytes (the stricter reading).
+TARGET_BUILD_RSS = 4_000_000_000
+TARGET_EXPORT_RSS = 2_000_000_000
 TARGET_RELEASE_SECONDS = 300.0
 PROJECT_MONTHS = 120
 
@@ -247,9 +248,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> bool
     build_rss = max(results[k]["peak_rss"] for k in ("build-history", "build-release"))
     export_rss = max(results[k]["peak_rss"] for k in ("export-history", "export-release"))
     checks = [("build peak RSS", build_rss < TARGET_BUILD_RSS,
-               f"{_gb(build_rss)} < {_gb(TARGET_BUILD_RSS)}"),
+               f"{_gb(build_rss)} ({build_rss / 1e9:.2f} GB) < 4 GB"),
               ("export peak RSS", export_rss < TARGET_EXPORT_RSS,
-               f"{_gb(export_rss)} < {_gb(TARGET_EXPORT_RSS)}"),
+               f"{_gb(export_rss)} ({export_rss / 1e9:.2f} GB) < 2 GB"),
               ("release built and exported", release < TARGET_RELEASE_SECONDS,
                f"{release:.0f}s < {TARGET_RELEASE_SECONDS:.0f}s"),
               ("exports verified", not any(results[k]["problems"] for k in (

@@ -166,7 +166,11 @@ class BuildOptions:
     release: str | None = None  # default: the latest month in the data, e.g. "2026-11"
     skip_bad_rows: bool = False
     threads: int | None = None
-    memory_limit: str = "3GB"
+    #: DuckDB's share of a build's memory. 2.5 GB, not 3: at national scale (12 months, two
+    #: cubes and their rollups at once) 3 GB gave a peak RSS of 3.87 GiB (4.16 GB), 2.5 GB
+    #: 3.26 GiB for 22% more wall time (spilling): the 4 GB target with room for longer
+    #: histories (measured 2 December 2026, README "The national benchmark").
+    memory_limit: str = "2.5GB"
     #: Rebuild every period even when the previous release holds it unchanged.
     full: bool = False
     #: Folder of the unit-key cache (cube/incremental.py), beside the secret; None: no cache.
