@@ -936,10 +936,15 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     base = "_rollup_base"
     levels = "_rollup_levels"
     periods = ", ".join(str(int(p)) for p in carried)
+    # The cells every local authority rollup is regrouped from: local authority × every
+    # dimension they keep (cube/rollups.py's cells_sql over the numbered geography rows).
+    base_sql = cells_sql(cube, "la", tuple(sorted({d for r in la for d in r.dimensions})),
+                         period, levels) if la else None
     # Keep the copied rows only if every fresh SELECT can be limited to the other periods.
     keep = bool(carried) and all(r.table in previous for r in rollups) and all(
-        _only_fresh(cube, rollup_sql(cube, r, period), period, ()) is not None
-        for r in [*rollups, *([Rollup(base, "la", ())] if la else [])])
+        _only_fresh(cube, sql, period, ()) is not None
+        for sql in [*(rollup_sql(cube, r, period) for r in rollups),
+                    *([base_sql] if base_sql else [])])
     # The periods aggregated again, named (an IN list lets the scans skip the row groups of
     # the carried periods by their min/max; NOT IN would read them all); and whether the
     # copy holds rows of other periods at all (revised or removed ones), found on the
@@ -973,10 +978,9 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
             # (cube/rollups.py's levels_sql) rather than its six text columns; each local
             # authority rollup is then a GROUP BY of this, joined to the authorities' names.
             con.execute(f"CREATE OR REPLACE TEMP TABLE {levels} AS {levels_sql(cube, 'la')}")
-            dims = tuple(sorted({d for r in la for d in r.dimensions}))
-            sql = cells_sql(cube, "la", dims, period, levels)
+            assert base_sql is not None
             con.execute(f"CREATE OR REPLACE TEMP TABLE {base} AS "
-                        f"{_only_fresh(cube, sql, period, fresh) if keep else sql}")
+                        f"{_only_fresh(cube, base_sql, period, fresh) if keep else base_sql}")
         for r in sorted(rollups, key=lambda r: order.get(r.geography, 1)):
             finer = built.get(("la", r.dimensions)) if r.geography == "region" else None
             if finer is not None:
