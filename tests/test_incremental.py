@@ -29,7 +29,7 @@ from test_build import _edit
 
 import cube.build as build_module
 from cube.build import BuildOptions, BuildReport, build
-from cube.errors import ArgumentError
+from cube.errors import ArgumentError, InputDataError
 from cube.incremental import secret_fingerprint
 from cube.model import Model
 from cube.synthetic import GenerateOptions, generate
@@ -479,3 +479,29 @@ def test_a_previous_release_with_a_write_ahead_log_is_not_copied(
     assert again.previous is None
     assert again.reuse == "previous release r1 not reused: it has a write-ahead log"
     assert all(not c.carried for c in again.cubes.values())
+
+
+@pytest.mark.parametrize("where", ["new month", "revised month"])
+def test_a_release_checks_the_cells_it_writes(model: Model, generated: Path, tmp_path: Path,
+                                              where: str) -> None:
+    """A release checks only the cells it writes, not the carried history again — so a bad
+    row in a new or a revised month must still be found: refused without
+    ``skip_bad_rows``, left out and reported with it, the release then equal to a full
+    build of the same inputs."""
+    inp = _inputs(generated, tmp_path / "in", MONTHS[:3], copy=("2026-02",))
+    out = tmp_path / "wh"
+    _build(model, inp, out, "r1")
+    for cube in CUBES:
+        (inp / "microdata" / cube / "2026-04.parquet").write_bytes(
+            (generated / "microdata" / cube / "2026-04.parquet").read_bytes())
+    month = "2026-04" if where == "new month" else "2026-02"
+    _edit(inp / "microdata" / HB / f"{month}.parquet", {5: {"oa_code": "E00NOWHERE"}})
+    with pytest.raises(InputDataError, match="bad input row"):
+        _build(model, inp, out, "r2")
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".duckdb") == ["r1.duckdb"]
+    release = _build(model, inp, out, "r2", skip_bad_rows=True)
+    assert release.cubes[HB].skipped == 1
+    assert release.cubes[HB].problems
+    assert release.cubes[NINO].carried == ["20261"]  # the other cubes still carried
+    full = _build(model, inp, tmp_path / "full", "r2", full=True, skip_bad_rows=True)
+    _same_warehouse(release.warehouse, full.warehouse)
