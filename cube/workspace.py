@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,9 @@ class MemberCopy:
 
     table: pa.Table
     index: Mapping[tuple[Any, ...], int]
+    #: Rows already looked up, as dicts (reading one row out of Arrow costs more than the
+    #: rest of a lookup); at most one per member of the copy.
+    _rows: dict[int, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     def page(self, page: int | None, pagesize: int | None) -> pa.Table | None:
         """Every member (no ``pagesize``), or one page of them; None for a page past the end.
@@ -80,7 +83,12 @@ class MemberCopy:
     def row(self, path: Sequence[Any]) -> dict[str, Any] | None:
         """The member whose key path is ``path`` (its attributes by reference), or None."""
         at = self.index.get(tuple(path))
-        return None if at is None else self.table.slice(at, 1).to_pylist()[0]
+        if at is None:
+            return None
+        found = self._rows.get(at)
+        if found is None:
+            found = self._rows.setdefault(at, self.table.slice(at, 1).to_pylist()[0])
+        return dict(found)
 
 
 #: Result types a member copy may hold: those an engine gives whatever the values are (a
