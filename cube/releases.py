@@ -632,7 +632,8 @@ def cell_details(browser: CubeBrowser, cut: str) -> list[dict[str, Any]]:
     """``browser.cell_details``: time paths after the visible period come back exactly as
     paths that do not exist (None) — the time dimension table can hold months a view may not
     see, and their labels must not confirm that they exist. The browser's own path lookup
-    applies the view's period limit (:func:`cube.sql.path_details`) with the condition its
-    member listing uses, so no second lookup per time path is needed (one was, and cost a
-    query per path on every /cell)."""
+    applies the view's period limit with the condition its member listing uses — in its copy
+    of the members (:meth:`CubeBrowser.member_copy`, read with that condition) or in
+    :func:`cube.sql.path_details` — so no second lookup per time path is needed (one was,
+    and cost a query per path on every /cell)."""
     return browser.cell_details(cut)

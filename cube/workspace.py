@@ -13,8 +13,9 @@ with ``_raw`` — for the build checks, the gate itself and tests — and never 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ from cube.disclosure.gate import Gate, ProtectedResult
 from cube.engine import Engine
 from cube.errors import ArgumentError, ConfigError, NoSuchAttributeError, NoSuchCubeError, unknown
 from cube.grammar import parse_order
-from cube.model import Cube, Model
+from cube.model import Cube, Dimension, Hierarchy, Model
 from cube.query import (
+    CutPart,
     Query,
     Request,
     names_members,
@@ -51,6 +53,66 @@ class Members:
     depth: int
     members: pa.Table
     total_member_count: int | None
+
+
+@dataclass(frozen=True)
+class MemberCopy:
+    """The members of one hierarchy down to one depth — every attribute of those levels, in
+    the order the members statement lists them (:func:`cube.sql.members`, no cut, no
+    paging) — as a browser keeps them: its release's view, read once (see
+    :meth:`CubeBrowser.member_copy`). ``index`` maps each key path to its first row."""
+
+    table: pa.Table
+    index: Mapping[tuple[Any, ...], int]
+    #: Rows already looked up, as dicts (reading one row out of Arrow costs more than the
+    #: rest of a lookup); at most one per member of the copy.
+    _rows: dict[int, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
+
+    def page(self, page: int | None, pagesize: int | None) -> pa.Table | None:
+        """Every member (no ``pagesize``), or one page of them; None for a page past the end.
+        A page is taken into arrays of its own (not a slice of the copy's), so Arrow and
+        Parquet bodies are byte for byte those of the statement's own result."""
+        if pagesize is None:
+            return self.table
+        start = (page or 0) * pagesize
+        stop = min(start + pagesize, self.table.num_rows)
+        if start >= stop:
+            return None
+        return self.table.take(pa.array(range(start, stop), pa.int64()))
+
+    def row(self, path: Sequence[Any]) -> dict[str, Any] | None:
+        """The member whose key path is ``path`` (its attributes by reference), or None."""
+        at = self.index.get(tuple(path))
+        if at is None:
+            return None
+        found = self._rows.get(at)
+        if found is None:
+            found = self._rows.setdefault(at, self.table.slice(at, 1).to_pylist()[0])
+        return dict(found)
+
+
+#: Result types a member copy may hold: those an engine gives whatever the values are (a
+#: PostgreSQL ``numeric`` column is read as integers or floats depending on its values).
+_COPY_TYPES = (pa.string(), pa.int64(), pa.bool_())
+
+
+def member_copy_of(table: pa.Table, hierarchy: Hierarchy, depth: int) -> MemberCopy | None:
+    """``table`` (the members statement's result) as a :class:`MemberCopy`, or None when a
+    column's type could make a lookup in Python differ from the engine's comparison: a key
+    column must hold exactly the model's key type (integers or text), every column a type
+    the engine returns whatever the values."""
+    if any(f.type not in _COPY_TYPES for f in table.schema):
+        return None
+    levels = hierarchy.levels[:depth]
+    for lvl in levels:
+        want = pa.int64() if lvl.key.type == "integer" else pa.string()
+        if table.schema.field(lvl.key.ref).type != want:
+            return None
+    index: dict[tuple[Any, ...], int] = {}
+    columns = [table.column(lvl.key.ref).to_pylist() for lvl in levels]
+    for i, path in enumerate(zip(*columns, strict=True)):
+        index.setdefault(path, i)
+    return MemberCopy(table, index)
 
 
 class Workspace:
@@ -122,11 +184,18 @@ class Workspace:
 
 
 class CubeBrowser:
+    #: Hierarchies with up to this many members down to a depth are listed (``/members``
+    #: without a cut) and looked up (``/cell``) from the browser's copy of them; larger
+    #: ones are asked of the engine each time (0: every lookup asks the engine).
+    MEMBER_COPY_ROWS = 5_000
+
     def __init__(self, workspace: Workspace, cube: Cube) -> None:
         self.ws = workspace
         self.cube = cube
         #: Raw execution of this cube's statements: handed to the gate, never made public.
         self.raw = RawCube(workspace.engine, cube, workspace.gate.k)
+        self._copies: dict[tuple[str, str, int, int | None], MemberCopy | None] = {}
+        self._copies_lock = threading.Lock()
 
     @property
     def period_limit(self) -> int | None:
@@ -226,6 +295,14 @@ class CubeBrowser:
                      for o in parse_order(order)) if order else ()
         mq = compiler.MembersQuery(self.cube, dim, hier, d, cuts, page, pagesize,
                                    self.period_limit, sort)
+        copy = None if cuts or sort else self.member_copy(dim, hier, d)
+        if copy is not None:
+            table = copy.page(page, pagesize)
+            if table is not None:  # None: a page past the end, answered as below
+                if picked:
+                    table = table.select(list(dict.fromkeys(picked)))
+                return Members(dim.name, hier.name, d, table,
+                               None if pagesize is None else copy.table.num_rows)
         table = self.ws.engine.execute(compiler.members(mq))
         total = None
         if compiler.TOTAL in table.column_names:
@@ -241,6 +318,36 @@ class CubeBrowser:
         sub = compiler.members(replace(mq, page=None, pagesize=None)).subquery()
         return int(self.ws.engine.scalar(sa.select(sa.func.count()).select_from(sub)) or 0)
 
+    def member_copy(self, dimension: Dimension, hierarchy: Hierarchy, depth: int
+                    ) -> MemberCopy | None:
+        """The members of ``hierarchy`` down to ``depth`` as this browser's release sees
+        them (time after its visible period excluded, as in every members statement), read
+        from the engine once and kept; None when there are more than
+        :attr:`MEMBER_COPY_ROWS` (or their types do not allow a copy: :func:`member_copy_of`).
+
+        Kept per browser, and a browser serves one release's view of one build of one
+        warehouse (cube/releases.py makes new browsers for a new build), so a copy never
+        answers for another release or another file; the period limit is part of the key as
+        well."""
+        key = (dimension.name, hierarchy.name, depth, self.period_limit)
+        with self._copies_lock:
+            if key in self._copies:
+                return self._copies[key]
+        copy = None
+        if self.MEMBER_COPY_ROWS > 0:
+            mq = compiler.MembersQuery(self.cube, dimension, hierarchy, depth,
+                                       period_limit=self.period_limit)
+            try:
+                stmt: sa.Select[Any] | None = compiler.members(mq)
+            except ValueError:  # attributes in several tables: only the engine can answer
+                stmt = None
+            if stmt is not None:
+                table = self.ws.engine.execute(stmt.limit(self.MEMBER_COPY_ROWS + 1))
+                if table.num_rows <= self.MEMBER_COPY_ROWS:
+                    copy = member_copy_of(table, hierarchy, depth)
+        with self._copies_lock:
+            return self._copies.setdefault(key, copy)
+
     def cell_details(self, cut: str) -> list[dict[str, Any]]:
         """The members a cut's paths name (for /cell), one entry per cut with ``paths``: a
         point's one path, a set's paths, a range's ``from`` and ``to`` (None when open). A
@@ -252,12 +359,10 @@ class CubeBrowser:
             paths = c.paths if c.kind != "range" else (c.from_path, c.to_path)
             found: list[list[dict[str, Any]] | None] = []
             for path in paths:
-                row = None if path is None else self.ws.engine.execute(
-                    compiler.path_details(self.cube, c, path, self.period_limit))
-                if row is None or row.num_rows == 0:
+                r = None if path is None else self._path_row(c, path)
+                if r is None:
                     found.append(None)
                     continue
-                r = row.to_pylist()[0]
                 assert path is not None
                 found.append([{**{a.ref: r[a.ref] for a in lvl.attributes},
                                "_key": r[lvl.key.ref], "_label": r[lvl.label_attribute.ref]}
@@ -265,6 +370,16 @@ class CubeBrowser:
             out.append({"dimension": c.dimension.name, "hierarchy": c.hierarchy.name,
                         "type": c.kind, "invert": c.invert, "paths": found})
         return out
+
+    def _path_row(self, cut: CutPart, path: Sequence[Any]) -> dict[str, Any] | None:
+        """The attributes of the levels of ``path`` (None if no visible member has it): from
+        the browser's copy of the hierarchy where there is one, else from the engine."""
+        copy = self.member_copy(cut.dimension, cut.hierarchy, len(path))
+        if copy is not None:
+            return copy.row(path)
+        table = self.ws.engine.execute(compiler.path_details(self.cube, cut, path,
+                                                             self.period_limit))
+        return table.to_pylist()[0] if table.num_rows else None
 
     # --- internal, raw -------------------------------------------------------------------------
 
