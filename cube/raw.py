@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -207,7 +208,7 @@ class RawCube:
         if not self.resident:
             return None
         return _store(self.engine).table(rollup.table, rollup.rows, self._read_whole,
-                                         lambda t: resident.fits(self.cube, t))
+                                         lambda t: resident.prepare(self.cube, t))
 
     def _read_whole(self, table: str, limit: int) -> pa.Table:
         return self.engine.execute(
@@ -301,12 +302,15 @@ def summary_of(cube: Cube, cells: pa.Table, k: int) -> pa.Table:
     out = {}
     for name, how in compiler.raw_rollup(cube):
         col = cells.column(name)
-        if how == "max":
-            value = pc.max(col).as_py()
+        value: Any
+        if col.null_count or not pa.types.is_integer(col.type):
+            value = (pc.max(col) if how == "max" else pc.sum(col)).as_py()
+        elif how == "max":  # numpy for the usual whole columns: a tenth of the time
+            value = int(np.max(col.to_numpy())) if len(col) else None
         else:
-            value = pc.sum(col).as_py()
-            if value is not None and how == "sum_mod":
-                value %= k
+            value = int(np.sum(col.to_numpy(), dtype=np.int64))
+        if value is not None and how == "sum_mod":
+            value %= k
         out[name] = pa.array([value or 0], pa.int64())
     return pa.table(out)
 

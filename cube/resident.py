@@ -72,7 +72,7 @@ class Store:
 
     Lookups of a table already decided take no lock; the first use of a table reads it under
     the store's lock, so threads asking at once get the one copy. A table over the row cap,
-    over the remaining byte budget or refused by ``accept`` is remembered as not resident."""
+    over the remaining byte budget or refused by ``prepare`` is remembered as not resident."""
 
     def __init__(self, max_rows: int = MAX_ROWS, budget_bytes: int = BUDGET_BYTES) -> None:
         self.max_rows = max_rows
@@ -84,9 +84,10 @@ class Store:
         self._lock = threading.Lock()
 
     def table(self, name: str, rows: int, read: Reader,
-              accept: Callable[[pa.Table], bool]) -> pa.Table | None:
+              prepare: Callable[[pa.Table], pa.Table | None]) -> pa.Table | None:
         """The resident copy of table ``name`` (``rows``: its row count as the warehouse
-        metadata records it, 0 if unknown), or None if it is not to be held."""
+        metadata records it, 0 if unknown), or None if it is not to be held. ``prepare``
+        turns the table read into the copy to hold (e.g. :func:`prepare`), or refuses it."""
         if name in self._tables:
             return self._tables[name]
         with self._lock:
@@ -96,11 +97,10 @@ class Store:
             if rows <= self.max_rows:
                 self.reads += 1
                 found = read(name, self.max_rows + 1)
-                if found.num_rows <= self.max_rows and accept(found):
-                    found = found.combine_chunks()
-                    if self.used_bytes + found.nbytes <= self.budget_bytes:
-                        copy = found
-                        self.used_bytes += found.nbytes
+                held = prepare(found) if found.num_rows <= self.max_rows else None
+                if held is not None and self.used_bytes + held.nbytes <= self.budget_bytes:
+                    copy = held
+                    self.used_bytes += held.nbytes
             self._tables[name] = copy
             return copy
 
@@ -118,20 +118,25 @@ def raw_sources(cube: Cube) -> list[tuple[str, str, str]]:
     return [(name, how, source[name]) for name, how in compiler.raw_rollup(cube)]
 
 
-def fits(cube: Cube, table: pa.Table) -> bool:
-    """True if ``table`` has every raw source column, as integers, and no sum over its rows
-    can overflow int64."""
+def prepare(cube: Cube, table: pa.Table) -> pa.Table | None:
+    """A rollup table of ``cube`` as it is held: sorted by its period column (which has no
+    nulls), in one chunk — so a query's period range is a slice of it, found by binary
+    search (:func:`_where`); None (not held) unless it has that column and every raw source
+    column, as integers, and no sum over its rows can overflow int64."""
+    period = compiler.fact_period_column(cube)
+    if period not in table.column_names:
+        return None
+    for name in [period, *(column for _, _, column in raw_sources(cube))]:
+        if name not in table.column_names or not pa.types.is_integer(table.column(name).type):
+            return None
+    if table.column(period).null_count:
+        return None
     for _, how, column in raw_sources(cube):
-        if column not in table.column_names:
-            return False
-        col = table.column(column)
-        if not pa.types.is_integer(col.type):
-            return False
         if how != "max":
-            total = pc.sum(pc.abs(pc.cast(col, pa.float64()))).as_py()
+            total = pc.sum(pc.abs(pc.cast(table.column(column), pa.float64()))).as_py()
             if total is not None and total >= _SAFE_TOTAL:
-                return False
-    return True
+                return None
+    return table.sort_by(period).combine_chunks()
 
 
 def cells(query: Query, rollup: Rollup, table: pa.Table, dimension: Dimensions, k: int,
@@ -155,7 +160,7 @@ def summary(query: Query, rollup: Rollup, table: pa.Table, dimension: Dimensions
     """``compiler.summary(query, k)`` (one row of raw columns) from ``table``, the resident
     copy of ``compiler.choose_rollup(query, summary=True)``; None if declined."""
     try:
-        rows = table.filter(_where(query, _From(query.cube, rollup, dimension, source), table))
+        rows = _where(query, _From(query.cube, rollup, dimension, source), table)
         out: dict[str, pa.Array] = {}
         for name, how, column in raw_sources(query.cube):
             col = rows.column(column)
@@ -173,7 +178,7 @@ def _mod(value: int, k: int) -> int:
 
 
 def _cells(query: Query, src: _From, table: pa.Table, k: int, limit: int | None) -> pa.Table:
-    rows = table.filter(_where(query, src, table))
+    rows = _where(query, src, table)
     keys: dict[str, Any] = {a.ref: src.column(rows, a) for a in query.cell_attributes}
     if query.split:
         cond = _all([_cut(src, rows, c) for c in query.split])
@@ -184,12 +189,12 @@ def _cells(query: Query, src: _From, table: pa.Table, k: int, limit: int | None)
     for name, how, column in raw_sources(query.cube):
         col = rows.column(column)
         if how == "max":  # nulls are ignored, as by SQL's max; none at all gives 0
-            values = pc.fill_null(col, _LOWEST).to_numpy()
+            values = _numpy(col, _LOWEST)
             if grouped is not None:
                 values = np.maximum.reduceat(values[grouped[1]], grouped[2])
             values = np.where(values == _LOWEST, 0, values)
         else:  # coalesce(sum(x), 0): the nulls count as 0
-            values = pc.fill_null(col, 0).to_numpy()
+            values = _numpy(col, 0)
             if grouped is not None:
                 values = np.add.reduceat(values[grouped[1]], grouped[2])
             if how == "sum_mod":
@@ -200,6 +205,13 @@ def _cells(query: Query, src: _From, table: pa.Table, k: int, limit: int | None)
              for name, desc in compiler.cell_order(query)]
     result = result.take(pc.sort_indices(result, sort_keys=order))  # nulls last
     return result if limit is None else result.slice(0, limit)
+
+
+def _numpy(col: pa.ChunkedArray, null: int) -> np.ndarray:
+    """An integer column as int64 numpy values, ``null`` in place of nulls."""
+    if col.null_count:
+        col = pc.fill_null(col, null)
+    return np.asarray(col.to_numpy(), dtype=np.int64)
 
 
 #: Stands in for a null while taking maxima (no amount is this small).
@@ -241,6 +253,8 @@ class _From:
         self.dimension = dimension
         self.source: Sources = source if source is not None else (
             lambda a: compiler.attribute_source(cube, rollup, a))
+        #: Per dimension table: the rows joined last, and where each found its key.
+        self._joined: dict[str, tuple[pa.Table, pa.Array]] = {}
 
     def column(self, rows: pa.Table, attribute: Attribute) -> pa.ChunkedArray:
         """The attribute over ``rows`` (rows of the rollup), read where the SQL reads it:
@@ -253,30 +267,70 @@ class _From:
         copy = self.dimension(table)
         if join is None or copy is None:
             raise _Declined
-        fk, pk = join
-        keys = copy.column(pk)
-        if keys.null_count or pc.count_distinct(keys).as_py() != len(keys):
-            raise _Declined  # the join could repeat or drop rows
-        at = pc.index_in(rows.column(fk), value_set=keys)
-        if at.null_count:
-            raise _Declined
+        done = self._joined.get(table)
+        if done is not None and done[0] is rows:
+            at = done[1]
+        else:
+            fk, pk = join
+            keys = copy.column(pk)
+            if keys.null_count or pc.count_distinct(keys).as_py() != len(keys):
+                raise _Declined  # the join could repeat or drop rows
+            at = pc.index_in(rows.column(fk), value_set=keys)
+            if at.null_count:
+                raise _Declined
+            self._joined[table] = (rows, at)
         return copy.column(column).take(at)
 
 
-def _where(query: Query, src: _From, rows: pa.Table) -> pa.Array:
-    """The WHERE of ``compiler.aggregation``: every cut, ``within``, the period limit."""
+def _where(query: Query, src: _From, table: pa.Table) -> pa.Table:
+    """The rows of ``table`` (held by :func:`prepare`: sorted by period) that meet the
+    WHERE of ``compiler.aggregation``: every cut, ``within``, the period limit.
+
+    First the slice of periods the query can read at all (the period limit, and the range
+    each plain time cut spans), found by binary search; then every condition over that
+    slice — the period ones too: a row outside the slice fails them anyway."""
     cube = query.cube
+    rows = _period_slice(query, table)
     conds = [_cut(src, rows, c) for c in query.cuts]
     for attribute, keys in query.within:
         col = src.column(rows, attribute)
         conds.append(pc.is_in(col, value_set=pa.array(
-            [_scalar(v, col.type).as_py() for v in keys], col.type)))
+            [_scalar(v, col.type) for v in keys], col.type)))
     if query.period_limit is not None:
         col = rows.column(compiler.fact_period_column(cube))
         conds.append(pc.less_equal(col, _scalar(query.period_limit, col.type)))
-    if not conds:
-        return pa.array(np.ones(rows.num_rows, dtype=bool))
-    return _all(conds)
+    return rows.filter(_all(conds)) if conds else rows
+
+
+def _period_slice(query: Query, table: pa.Table) -> pa.Table:
+    """The rows of ``table`` (sorted by period) in the narrowest period range that every
+    plain (not inverted) time cut and the period limit confine the query to."""
+    lo, hi = None, query.period_limit
+    for cut in query.cuts:
+        if not cut.dimension.is_time or cut.invert:
+            continue
+        if cut.kind == "range":
+            spans = [None if p is None else period_range(query.cube, cut.hierarchy, p)
+                     for p in (cut.from_path, cut.to_path)]
+            if any(p is not None and s is None for p, s in
+                   zip((cut.from_path, cut.to_path), spans, strict=True)):
+                continue  # not a period condition: the level keys decide
+            low = spans[0][0] if spans[0] is not None else None
+            high = spans[1][1] if spans[1] is not None else None
+        else:
+            found = [period_range(query.cube, cut.hierarchy, p) for p in cut.paths]
+            if not found or any(s is None for s in found):
+                continue
+            low = min(s[0] for s in found if s is not None)
+            high = max(s[1] for s in found if s is not None)
+        lo = low if lo is None or (low is not None and low > lo) else lo
+        hi = high if hi is None or (high is not None and high < hi) else hi
+    if lo is None and hi is None:
+        return table
+    period = table.column(compiler.fact_period_column(query.cube)).to_numpy()
+    start = 0 if lo is None else int(np.searchsorted(period, lo, side="left"))
+    end = len(period) if hi is None else int(np.searchsorted(period, hi, side="right"))
+    return table.slice(start, max(end - start, 0))
 
 
 def _all(conds: Sequence[Any]) -> Any:
@@ -293,14 +347,15 @@ def _any(conds: Sequence[Any]) -> Any:
     return out
 
 
-def _scalar(value: Any, kind: pa.DataType) -> pa.Scalar:
-    """A key as a scalar of its column's type; a key of another type declines (the SQL
-    engine would cast, and decide what the comparison means)."""
+def _scalar(value: Any, kind: pa.DataType) -> Any:
+    """A key to compare with a column of type ``kind``: an integer with an integer column,
+    a string with a text column; a key of another type declines (the SQL engine would cast,
+    and decide what the comparison means)."""
     if isinstance(value, bool) or not (
             (isinstance(value, int) and pa.types.is_integer(kind))
             or (isinstance(value, str) and pa.types.is_string(kind))):
         raise _Declined
-    return pa.scalar(value, kind)
+    return value
 
 
 def _cut(src: _From, rows: pa.Table, cut: CutPart) -> Any:
