@@ -201,7 +201,7 @@ class RawCube:
                 for name, desc in compiler.cell_order(query)]
         return table.take(pc.sort_indices(table, sort_keys=keys))  # nulls last
 
-    def resident_table(self, rollup: Rollup) -> pa.Table | None:
+    def resident_table(self, rollup: Rollup) -> resident.Held | None:
         """The in-memory copy of a rollup table, shared by every RawCube over this engine
         (one warehouse file), read on first use; None when residency is off or the table is
         over the caps of cube/resident.py (``MAX_ROWS``, ``BUDGET_BYTES``)."""

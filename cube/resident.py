@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,19 @@ Sources = Callable[[Attribute], tuple[str, str]]
 Reader = Callable[[str, int], pa.Table]
 
 
+@dataclass(frozen=True)
+class Held:
+    """A resident rollup table: sorted by period (see :func:`prepare`), with its period
+    column as numpy values to find a period range in by binary search."""
+
+    table: pa.Table
+    periods: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.nbytes + self.periods.nbytes)
+
+
 class _Declined(Exception):
     """The query needs something the resident path does not do: the SQL answers."""
 
@@ -80,11 +94,11 @@ class Store:
         self.used_bytes = 0
         #: Tables read from the warehouse (for tests: each at most once).
         self.reads = 0
-        self._tables: dict[str, pa.Table | None] = {}
+        self._tables: dict[str, Held | None] = {}
         self._lock = threading.Lock()
 
     def table(self, name: str, rows: int, read: Reader,
-              prepare: Callable[[pa.Table], pa.Table | None]) -> pa.Table | None:
+              prepare: Callable[[pa.Table], Held | None]) -> Held | None:
         """The resident copy of table ``name`` (``rows``: its row count as the warehouse
         metadata records it, 0 if unknown), or None if it is not to be held. ``prepare``
         turns the table read into the copy to hold (e.g. :func:`prepare`), or refuses it."""
@@ -118,7 +132,7 @@ def raw_sources(cube: Cube) -> list[tuple[str, str, str]]:
     return [(name, how, source[name]) for name, how in compiler.raw_rollup(cube)]
 
 
-def prepare(cube: Cube, table: pa.Table) -> pa.Table | None:
+def prepare(cube: Cube, table: pa.Table) -> Held | None:
     """A rollup table of ``cube`` as it is held: sorted by its period column (which has no
     nulls), in one chunk — so a query's period range is a slice of it, found by binary
     search (:func:`_where`); None (not held) unless it has that column and every raw source
@@ -136,10 +150,11 @@ def prepare(cube: Cube, table: pa.Table) -> pa.Table | None:
             total = pc.sum(pc.abs(pc.cast(table.column(column), pa.float64()))).as_py()
             if total is not None and total >= _SAFE_TOTAL:
                 return None
-    return table.sort_by(period).combine_chunks()
+    held = table.sort_by(period).combine_chunks()
+    return Held(held, np.asarray(held.column(period).to_numpy(), dtype=np.int64))
 
 
-def cells(query: Query, rollup: Rollup, table: pa.Table, dimension: Dimensions, k: int,
+def cells(query: Query, rollup: Rollup, table: Held, dimension: Dimensions, k: int,
           limit: int | None = None, source: Sources | None = None) -> pa.Table | None:
     """``compiler.cells(query, k, limit)`` from ``table``, the resident copy of ``rollup``
     (which must be ``compiler.choose_rollup(query)``): drilled attributes, the split flag,
@@ -155,7 +170,7 @@ def cells(query: Query, rollup: Rollup, table: pa.Table, dimension: Dimensions, 
         return None
 
 
-def summary(query: Query, rollup: Rollup, table: pa.Table, dimension: Dimensions, k: int,
+def summary(query: Query, rollup: Rollup, table: Held, dimension: Dimensions, k: int,
             source: Sources | None = None) -> pa.Table | None:
     """``compiler.summary(query, k)`` (one row of raw columns) from ``table``, the resident
     copy of ``compiler.choose_rollup(query, summary=True)``; None if declined."""
@@ -177,7 +192,7 @@ def _mod(value: int, k: int) -> int:
     return int(np.fmod(value, k))
 
 
-def _cells(query: Query, src: _From, table: pa.Table, k: int, limit: int | None) -> pa.Table:
+def _cells(query: Query, src: _From, table: Held, k: int, limit: int | None) -> pa.Table:
     rows = _where(query, src, table)
     keys: dict[str, Any] = {a.ref: src.column(rows, a) for a in query.cell_attributes}
     if query.split:
@@ -223,6 +238,11 @@ def _groups(keys: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.nda
     (the first row of each group, the rows ordered group by group, where each group starts
     in that order), or None when every row is a group of its own (a rollup read at
     its own grain). Groups come in no particular order: the caller sorts them."""
+    if n <= 1:
+        return None
+    for key in list(keys)[::-1][:2]:  # one key unique over the rows: every row its group
+        if pc.count_distinct(key, mode="all").as_py() == n:
+            return None
     codes = np.zeros(n, np.int64)
     radix = 1
     for key in keys:
@@ -282,7 +302,7 @@ class _From:
         return copy.column(column).take(at)
 
 
-def _where(query: Query, src: _From, table: pa.Table) -> pa.Table:
+def _where(query: Query, src: _From, table: Held) -> pa.Table:
     """The rows of ``table`` (held by :func:`prepare`: sorted by period) that meet the
     WHERE of ``compiler.aggregation``: every cut, ``within``, the period limit.
 
@@ -302,7 +322,7 @@ def _where(query: Query, src: _From, table: pa.Table) -> pa.Table:
     return rows.filter(_all(conds)) if conds else rows
 
 
-def _period_slice(query: Query, table: pa.Table) -> pa.Table:
+def _period_slice(query: Query, held: Held) -> pa.Table:
     """The rows of ``table`` (sorted by period) in the narrowest period range that every
     plain (not inverted) time cut and the period limit confine the query to."""
     lo, hi = None, query.period_limit
@@ -326,11 +346,11 @@ def _period_slice(query: Query, table: pa.Table) -> pa.Table:
         lo = low if lo is None or (low is not None and low > lo) else lo
         hi = high if hi is None or (high is not None and high < hi) else hi
     if lo is None and hi is None:
-        return table
-    period = table.column(compiler.fact_period_column(query.cube)).to_numpy()
+        return held.table
+    period = held.periods
     start = 0 if lo is None else int(np.searchsorted(period, lo, side="left"))
     end = len(period) if hi is None else int(np.searchsorted(period, hi, side="right"))
-    return table.slice(start, max(end - start, 0))
+    return held.table.slice(start, max(end - start, 0))
 
 
 def _all(conds: Sequence[Any]) -> Any:
