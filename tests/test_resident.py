@@ -28,7 +28,7 @@ from cube import sql as compiler
 from cube.engine import Engine
 from cube.errors import UserError
 from cube.model import Cube, Model
-from cube.query import Query, Request
+from cube.query import OrderItem, Query, Request
 from cube.raw import RawCube, _shape, _store
 from cube.rollups import keyed_dimensions
 from cube.workspace import Workspace
@@ -197,7 +197,6 @@ def test_resident_answers_equal_the_sql(workspace: Workspace,
               "summary: declined (SQL)")
         assert mine.aggregate(q).summary.equals(theirs.aggregate(q).summary), request
     aggregate = q.aggregates[0]
-    from cube.query import OrderItem
     for variant in (q, dataclasses.replace(q, page=0, pagesize=5),
                     dataclasses.replace(q, order=(OrderItem(aggregate.name, True,
                                                             aggregate=aggregate),))):
@@ -248,20 +247,15 @@ def test_a_declined_query_still_answers(workspace: Workspace) -> None:
     q = _query(b, drilldown="geography:region|tenure")
     assert uncopied._resident_cells(q, _shape(q)[0], None) is None
     assert uncopied.cells(q).equals(_sql(workspace, b.cube).cells(q))
-    assert resident.cells(dataclasses.replace(q, page=0, pagesize=3), q.rollups[0],
-                          pa_empty(), uncopied._dimension, workspace.gate.k) is None
-    # A key of another type than its column (an integer for a text code): declined.
     rollup = compiler.choose_rollup(q)
     assert rollup is not None
     table = b.raw.resident_table(rollup)
     assert table is not None
+    paged = dataclasses.replace(q, page=0, pagesize=3)
+    assert resident.cells(paged, rollup, table, b.raw._dimension, workspace.gate.k) is None
+    # A key of another type than its column (an integer for a text code): declined.
     bad = dataclasses.replace(q, within=((b.cube.dimension("tenure").levels[0].key, (1,)),))
     assert resident.cells(bad, rollup, table, b.raw._dimension, workspace.gate.k) is None
-
-
-def pa_empty() -> Any:
-    import pyarrow as pa
-    return pa.table({"x": pa.array([], pa.int64())})
 
 
 def test_the_row_cap_and_the_byte_budget_hold(model: Model, warehouse: Path) -> None:
