@@ -304,29 +304,30 @@ class _From:
 
 def _where(query: Query, src: _From, table: Held) -> pa.Table:
     """The rows of ``table`` (held by :func:`prepare`: sorted by period) that meet the
-    WHERE of ``compiler.aggregation``: every cut, ``within``, the period limit.
+    WHERE of ``compiler.aggregation``: every cut, ``within``, the period limit (which the
+    slice applies: it is one period range).
 
     First the slice of periods the query can read at all (the period limit, and the range
-    each plain time cut spans), found by binary search; then every condition over that
-    slice — the period ones too: a row outside the slice fails them anyway."""
-    cube = query.cube
-    rows = _period_slice(query, table)
-    conds = [_cut(src, rows, c) for c in query.cuts]
+    each plain time cut spans), found by binary search; then every other condition over
+    that slice. A condition that is one period range is met by every row of the slice (the
+    slice lies within each such range), so it is not evaluated again; a time cut over
+    several ranges is (a row between them is in the slice but fails it)."""
+    rows, exact = _period_slice(query, table)
+    conds = [_cut(src, rows, c) for i, c in enumerate(query.cuts) if i not in exact]
     for attribute, keys in query.within:
         col = src.column(rows, attribute)
         conds.append(pc.is_in(col, value_set=pa.array(
             [_scalar(v, col.type) for v in keys], col.type)))
-    if query.period_limit is not None:
-        col = rows.column(compiler.fact_period_column(cube))
-        conds.append(pc.less_equal(col, _scalar(query.period_limit, col.type)))
     return rows.filter(_all(conds)) if conds else rows
 
 
-def _period_slice(query: Query, held: Held) -> pa.Table:
-    """The rows of ``table`` (sorted by period) in the narrowest period range that every
-    plain (not inverted) time cut and the period limit confine the query to."""
+def _period_slice(query: Query, held: Held) -> tuple[pa.Table, set[int]]:
+    """The rows of ``held`` (sorted by period) in the narrowest period range that every
+    plain (not inverted) time cut and the period limit confine the query to, and which cuts
+    (by position) are exactly one such range — met by every row of the slice."""
     lo, hi = None, query.period_limit
-    for cut in query.cuts:
+    exact: set[int] = set()
+    for i, cut in enumerate(query.cuts):
         if not cut.dimension.is_time or cut.invert:
             continue
         if cut.kind == "range":
@@ -337,20 +338,24 @@ def _period_slice(query: Query, held: Held) -> pa.Table:
                 continue  # not a period condition: the level keys decide
             low = spans[0][0] if spans[0] is not None else None
             high = spans[1][1] if spans[1] is not None else None
+            if low is not None or high is not None:
+                exact.add(i)
         else:
             found = [period_range(query.cube, cut.hierarchy, p) for p in cut.paths]
             if not found or any(s is None for s in found):
                 continue
             low = min(s[0] for s in found if s is not None)
             high = max(s[1] for s in found if s is not None)
+            if len(found) == 1:
+                exact.add(i)
         lo = low if lo is None or (low is not None and low > lo) else lo
         hi = high if hi is None or (high is not None and high < hi) else hi
     if lo is None and hi is None:
-        return held.table
+        return held.table, exact
     period = held.periods
     start = 0 if lo is None else int(np.searchsorted(period, lo, side="left"))
     end = len(period) if hi is None else int(np.searchsorted(period, hi, side="right"))
-    return held.table.slice(start, max(end - start, 0))
+    return held.table.slice(start, max(end - start, 0)), exact
 
 
 def _all(conds: Sequence[Any]) -> Any:
