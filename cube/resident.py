@@ -4,7 +4,9 @@ statement. Internal only: what comes out are *raw* cells, for cube/raw.py to han
 Why: DuckDB spends 0.5–1 ms (1.7 ms when the core wakes from idle) parsing, planning and
 binding any statement, however small its input; the rollups the compiler picks for region,
 local authority and category queries (``compiler.choose_rollup``) hold hundreds to tens of
-thousands of rows, which ``pyarrow.compute`` filters and groups in a fraction of that.
+thousands of rows, which ``pyarrow.compute`` and numpy filter and group in a fraction of
+that. A held table is sorted by period, so a query's periods are first narrowed to a slice
+by binary search.
 
 What it reproduces, exactly as cube/sql.py's stages give it on DuckDB: the cut conditions
 (time cuts on the period column, ``period_range``; point, set and lexicographic range cuts on
@@ -27,8 +29,9 @@ never exceed :data:`BUDGET_BYTES` together; a table that would go over stays in 
 are read once, under a lock, and never change: a warehouse file is immutable, and a new
 build is a new engine with a new store.
 
-Pure functions over (query, Arrow table, K) apart from :class:`Store`; imports no engine,
-workspace or disclosure code.
+Pure functions over (query, held table, dimension copies, K) apart from :class:`Store`;
+imports no engine, workspace or disclosure code, and logs nothing (raw values never leave
+through here except as the cells returned).
 """
 
 from __future__ import annotations
