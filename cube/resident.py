@@ -320,7 +320,7 @@ def _where(query: Query, src: _From, table: Held) -> pa.Table:
     for attribute, keys in query.within:
         col = src.column(rows, attribute)
         conds.append(pc.is_in(col, value_set=pa.array(
-            [_scalar(v, col.type) for v in keys], col.type)))
+            [_scalar(v, col.type).as_py() for v in keys], col.type)))
     return rows.filter(_all(conds)) if conds else rows
 
 
@@ -375,15 +375,16 @@ def _any(conds: Sequence[Any]) -> Any:
     return out
 
 
-def _scalar(value: Any, kind: pa.DataType) -> Any:
-    """A key to compare with a column of type ``kind``: an integer with an integer column,
-    a string with a text column; a key of another type declines (the SQL engine would cast,
-    and decide what the comparison means)."""
+def _scalar(value: Any, kind: pa.DataType) -> pa.Scalar:
+    """A key as a scalar of its column's type ``kind``: an integer for an integer column, a
+    string for a text column; a key of another type declines (the SQL engine would cast,
+    and decide what the comparison means). (A typed scalar: comparing with it is quicker
+    than with a Python value, which each call would convert.)"""
     if isinstance(value, bool) or not (
             (isinstance(value, int) and pa.types.is_integer(kind))
             or (isinstance(value, str) and pa.types.is_string(kind))):
         raise _Declined
-    return value
+    return pa.scalar(value, kind)
 
 
 def _cut(src: _From, rows: pa.Table, cut: CutPart) -> Any:
