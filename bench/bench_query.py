@@ -10,6 +10,8 @@ For each question of a fixed mix, two ways of answering it are timed, interleave
   summary (``RawCube.lean``, what the disclosure gate reads for an unpaged request that
   orders and filters on attributes only, else ``RawCube.aggregate``; the cube's latest
   period is cached, as in a server);
+- **sql**: the same raw path with resident rollups off (``RawCube(resident=False)``: every
+  question runs its SQL statement, as before cube/resident.py), compiled SQL reused;
 - **hand**: SQL an analyst would write for the same answer (the same raw columns: count,
   key sums mod K, amount sums and maxima; the same order and paging), filtering the fact
   table's period column directly, executed on its own read-only connection to the same
@@ -41,6 +43,7 @@ from bench.common import warehouse_args, warehouse_from_args
 from cube.engine import canonical
 from cube.model import Model, default_model_path, load_model
 from cube.query import Request
+from cube.raw import RawCube
 from cube.workspace import Workspace
 
 K = 4096
@@ -226,8 +229,12 @@ def median_ms(fn: Callable[[], Any], repeat: int) -> list[float]:
     return out
 
 
-def run(warehouse: Path, model: Model, repeat: int) -> list[tuple[str, float, float, float]]:
-    """(query, engine cold ms, engine warm ms, hand ms) medians per query."""
+Row = tuple[str, float, float, float, float]
+
+
+def run(warehouse: Path, model: Model, repeat: int) -> list[Row]:
+    """(query, engine cold ms, engine warm ms, engine without resident rollups ms, hand ms)
+    medians per query."""
     ws = Workspace.open(model, warehouse)
     con = duckdb.connect(str(warehouse), read_only=True)
     con.execute("SET enable_progress_bar = false")
@@ -238,52 +245,65 @@ def run(warehouse: Path, model: Model, repeat: int) -> list[tuple[str, float, fl
             case = _lsoa_case(case, con, latest)
         browser = ws.cube(case.cube)
 
-        def warm(c: Case = case, b: Any = browser) -> Any:
+        sql_raw = RawCube(ws.engine, browser.cube, ws.gate.k, resident=False)
+
+        def warm(c: Case = case, b: Any = browser, raw: RawCube = browser.raw) -> Any:
             # what the gate reads for an unpaged request ordering and filtering on
             # attributes only (RawCube.lean; cube/raw.py); else the raw page with totals
             q = b.query(Request.make(c.cube, **c.request))
             lean = q.pagesize is None and not q.needs_measure_values_in_sql
-            return b.raw.lean(q) if lean else b.raw.aggregate(q)
+            return raw.lean(q) if lean else raw.aggregate(q)
 
         def cold(c: Case = case, b: Any = browser) -> Any:
             b.raw._compiled.clear()  # compile every time, as for a query never seen before
             b.raw._plans.clear()
+            b.raw._rollups.clear()
+            b.raw._sources.clear()
             return warm(c, b)
+
+        def sql(c: Case = case, b: Any = browser, raw: RawCube = sql_raw) -> Any:
+            return warm(c, b, raw)
 
         def hand(c: Case = case) -> tuple[pa.Table, pa.Table]:
             return (con.execute(c.cells_sql).to_arrow_table(),
                     con.execute(c.summary_sql).to_arrow_table())
 
         check(case, cold, hand)
-        for _ in range(2):  # warm both
+        check(case, sql, hand)
+        for _ in range(2):  # warm all
             warm()
+            sql()
             hand()
         c_times: list[float] = []
         w_times: list[float] = []
+        s_times: list[float] = []
         h_times: list[float] = []
         for _ in range(repeat):  # interleaved, so drift hits all alike
             c_times += median_ms(cold, 1)
             w_times += median_ms(warm, 1)
+            s_times += median_ms(sql, 1)
             h_times += median_ms(hand, 1)
         rows.append((case.name, statistics.median(c_times), statistics.median(w_times),
-                     statistics.median(h_times)))
+                     statistics.median(s_times), statistics.median(h_times)))
     con.close()
     ws.close()
     return rows
 
 
-def report(rows: list[tuple[str, float, float, float]], label: str) -> None:
+def report(rows: list[Row], label: str) -> None:
     print(f"\nstatcube query engine vs hand-written DuckDB SQL ({label}; median ms)")
     print("  cold = SQL compiled for every request; warm = compiled SQL reused (same query "
-          "seen before)")
-    print(f"{'query':26} {'cold':>8} {'warm':>8} {'hand':>8} {'cold/hand':>10} "
-          f"{'warm/hand':>10}")
-    for name, c, w, h in rows:
-        print(f"{name:26} {c:8.2f} {w:8.2f} {h:8.2f} {c / h:10.2f} {w / h:10.2f}")
-    tc, tw, th = (sum(r[i] for r in rows) for i in (1, 2, 3))
-    print(f"{'total':26} {tc:8.2f} {tw:8.2f} {th:8.2f} {tc / th:10.2f} {tw / th:10.2f}")
-    for i, what in ((1, "cold"), (2, "warm")):
-        geo = math.exp(sum(math.log(r[i] / r[3]) for r in rows) / len(rows))
+          "seen before); sql = warm with resident rollups off")
+    print(f"{'query':26} {'cold':>8} {'warm':>8} {'sql':>8} {'hand':>8} {'cold/hand':>10} "
+          f"{'warm/hand':>10} {'sql/hand':>10}")
+    for name, c, w, q, h in rows:
+        print(f"{name:26} {c:8.2f} {w:8.2f} {q:8.2f} {h:8.2f} {c / h:10.2f} {w / h:10.2f} "
+              f"{q / h:10.2f}")
+    tc, tw, tq, th = (sum(r[i] for r in rows) for i in (1, 2, 3, 4))
+    print(f"{'total':26} {tc:8.2f} {tw:8.2f} {tq:8.2f} {th:8.2f} {tc / th:10.2f} "
+          f"{tw / th:10.2f} {tq / th:10.2f}")
+    for i, what in ((1, "cold"), (2, "warm"), (3, "sql")):
+        geo = math.exp(sum(math.log(r[i] / r[4]) for r in rows) / len(rows))
         print(f"geometric mean of {what}/hand ratios: {geo:.3f} (target ≤ 1.15)")
 
 

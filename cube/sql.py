@@ -119,6 +119,26 @@ class _Tables:
         return self.fact_table if table == self.cube.physical.fact else table
 
 
+def attribute_source(cube: Cube, rollup: Rollup | None, attribute: Attribute
+                     ) -> tuple[str, str]:
+    """(table, column) the statements read ``attribute`` from when ``rollup`` (None: the
+    fact) is the source: the source's own column (a kept geography attribute, a dimension
+    key the fact references), else the dimension table's (for cube/resident.py, which
+    answers from an in-memory copy of a rollup and must read exactly what the SQL reads)."""
+    col = _Tables(cube, rollup=rollup).attr(attribute)
+    return str(col.table.name), col.name
+
+
+def source_join(cube: Cube, table: str) -> tuple[str, str] | None:
+    """(fact column, ``table``'s column) of the join from the fact (or a rollup, which
+    keeps the fact's column names) straight to dimension table ``table``; None when
+    ``table`` is joined through another table or not at all."""
+    join = cube.physical.join_for(table)
+    if join is None or join.master.table != cube.physical.fact:
+        return None
+    return join.master.column, join.detail.column
+
+
 # --- Stage 1: FROM ------------------------------------------------------------------------------
 
 def _from(t: _Tables, attributes: Sequence[Attribute]) -> FromClause:
