@@ -4,6 +4,7 @@ stack, in one run.
     python -m bench.bench_server                         # scale 0.01, 20 months, built once
     python -m bench.bench_server --clients 16 --requests 3000 --seconds 20
     python -m bench.bench_server --warehouse data/warehouse/2026-11.duckdb
+    python -m bench.bench_server --against 92ef855 --scenarios uncached --clients 50 --rounds 3
 
 Starts ``statcube serve`` (gunicorn, ``--workers`` processes, one read-only DuckDB connection
 each) on a free port of 127.0.0.1 with generous limits, then drives it with ``--clients``
@@ -16,10 +17,21 @@ count and a time limit:
   it comes from the in-process LRU of serialised results;
 - ``revalidated``: the same with ``If-None-Match``: a 304 without a body;
 - ``uncached``: a stream of distinct aggregates (local authority × category × month), none
-  repeated, so every request runs SQL, the disclosure gate and serialisation.
+  repeated, so every request runs SQL, the disclosure gate and serialisation;
+- ``every_cube``: distinct aggregates over every cube — each local authority × each category
+  dimension of each cube, no time cut, shuffled (the distinct half of ``bench_load``'s mix;
+  what issue 16 measured at 68 req/s), none repeated.
 
 Reports requests/s and latency percentiles (p50, p90, p99, max) per scenario, and each
 scenario's median latency as a multiple of the ``version`` floor. Loopback only.
+
+``--against REF`` measures an older statcube in the same run: the code at git revision REF
+(``git archive``, under ``data/bench/against-<commit>/``) builds its own warehouse from the
+same synthetic input with its own ``statcube build`` and serves it with its own ``statcube
+serve``; the two servers take turns (``--rounds``), never at once, and the output ends with
+this code's throughput and CPU time per request as ratios of REF's, scenario by scenario.
+(Issue 16 measured the code at ``92ef855``.) Each side serves a warehouse its own build
+wrote: formats change between revisions.
 """
 
 from __future__ import annotations
@@ -29,8 +41,12 @@ import http.client
 import itertools
 import json
 import os
+import random
 import re
+import secrets
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -69,20 +85,21 @@ class Running:
 
 
 def start(warehouse: Path | str, workers: int, threads: int, log: Path,
-          settings: Mapping[str, str] | None = None) -> Running:
+          settings: Mapping[str, str] | None = None, root: Path = ROOT) -> Running:
     """``statcube serve`` over ``warehouse`` (a DuckDB file or a SQLAlchemy URL), with
-    generous limits and any further ``STATCUBE_*`` ``settings``."""
+    generous limits and any further ``STATCUBE_*`` ``settings``; the code of the checkout
+    at ``root`` (this one unless told)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
-    env.update({"STATCUBE_WAREHOUSE": str(warehouse), "STATCUBE_MODEL": str(ROOT / "model.json"),
+    env.update({"STATCUBE_WAREHOUSE": str(warehouse), "STATCUBE_MODEL": str(root / "model.json"),
                 "STATCUBE_RATE_LIMIT_GUEST": "100000000/minute",
                 "STATCUBE_MAX_CELLS_GUEST": "1000000",
-                "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+                "PYTHONPATH": str(root) + os.pathsep + env.get("PYTHONPATH", ""),
                 **(settings or {})})
     with log.open("w", encoding="utf-8") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", "0",
              "--workers", str(workers), "--threads", str(threads)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
             start_new_session=True)
     running = announced(proc)
     if running is None:
@@ -202,12 +219,38 @@ def scenarios(url: str, auth: dict[str, str]
             yield (f"/cube/housing_benefit/aggregate?cut=geography:{la}|time:{y},{q},{m}"
                    f"&drilldown={cat}", auth, 200)
 
+    every = every_cube(url, auth)
     return {
         "version": lambda: itertools.repeat(("/version", auth, 200)),
         "cached": lambda: itertools.repeat((cached, auth, 200)),
         "revalidated": lambda: itertools.repeat((cached, {**auth, "If-None-Match": etag}, 304)),
         "uncached": distinct,
+        "every_cube": lambda: iter(every),
     }
+
+
+def every_cube(url: str, auth: dict[str, str], seed: int = 7
+               ) -> list[tuple[str, dict[str, str], int]]:
+    """Each cube × local authority × category dimension (geography where a cube has none),
+    no time cut, in a fixed shuffled order."""
+    def get(path: str) -> Any:
+        status, _, raw = _get(url, path, auth)
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}")
+        return json.loads(raw)
+
+    out: list[tuple[str, dict[str, str], int]] = []
+    for cube in get("/cubes"):
+        name = cube["name"]
+        dims = [d["name"] for d in get(f"/cube/{name}/model")["dimensions"]
+                if d["name"] not in ("geography", "time")]
+        for la, dim in itertools.product(get(f"/cube/{name}/members/geography?level=la")["data"],
+                                         dims or ["geography"]):
+            path = (f"{la['geography.country_code']},{la['geography.region_code']},"
+                    f"{la['geography.la_code']}")
+            out.append((f"/cube/{name}/aggregate?cut=geography:{path}&drilldown={dim}", auth, 200))
+    random.Random(seed).shuffle(out)
+    return out
 
 
 def server_cpu_seconds(pgid: int) -> float:
@@ -236,10 +279,11 @@ def run(url: str, clients: int, requests: int, seconds: float, uncached_requests
     for name, make in scenarios(url, auth or {}).items():
         if only and name not in only and name != "version":  # version: the floor, always
             continue
-        n = uncached_requests if name == "uncached" else requests
+        distinct = name in ("uncached", "every_cube")
+        n = uncached_requests if distinct else requests
         measure(url, name, make(), clients, min(n, clients * 5), seconds)  # warm-up
         cpu = server_cpu_seconds(pgid) if pgid else 0.0
-        result = measure(url, name, make() if name != "uncached" else _skip(make(), clients * 5),
+        result = measure(url, name, _skip(make(), clients * 5) if distinct else make(),
                          clients, n, seconds)
         row = result.row()
         if pgid and result.latencies:
@@ -266,6 +310,69 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def checkout(ref: str, data: Path) -> tuple[str, Path]:
+    """The statcube code at git revision ``ref`` (full commit id, folder): extracted once by
+    ``git archive`` under ``data/against-<commit>/code`` (written beside, then renamed)."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=ROOT,
+                            capture_output=True, text=True, check=False)
+    if commit.returncode != 0:
+        raise SystemExit(f"--against {ref!r}: not a commit of this repository "
+                         f"({commit.stderr.strip()})")
+    sha = commit.stdout.strip()
+    code = data / f"against-{sha[:12]}" / "code"
+    if not code.exists():
+        part = code.with_name("code.part")
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", "--format=tar", sha], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(part)], input=archive, check=True)
+        part.rename(code)
+    return sha, code
+
+
+def built_by(code: Path, synthetic: Path) -> Path:
+    """The warehouse that the statcube at ``code`` builds from ``synthetic`` with its own
+    ``statcube build`` (once; a throwaway secret: only timings leave a benchmark)."""
+    out = code.parent / "warehouse"
+    found = sorted(out.glob("*.duckdb"))
+    if found:
+        return found[-1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATCUBE_")}
+    env.update({"STATCUBE_KEY_SECRET": secrets.token_hex(32),
+                "PYTHONPATH": str(code) + os.pathsep + env.get("PYTHONPATH", "")})
+    print(f"building the warehouse of {code.parent.name} …", flush=True)
+    subprocess.run([sys.executable, "-m", "cli", "--model", str(code / "model.json"), "build",
+                    "--input", str(synthetic), "--out", str(out)], cwd=code, env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    found = sorted(out.glob("*.duckdb"))
+    if not found:
+        raise SystemExit(f"the build of {code.parent.name} wrote no warehouse under {out}")
+    return found[-1]
+
+
+def ratios(runs: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Per scenario, this code against the baseline over all rounds: throughput (median
+    requests/s, ratio this/baseline) and CPU per request (median ms, ratio baseline/this:
+    how many times less CPU a request costs now)."""
+    out = []
+    scenarios = [r["scenario"] for r in runs[0][1]]
+    for name in scenarios:
+        def med(side: str, key: str, name: str = name) -> float | None:
+            xs = [r[key] for who, rows in runs if who == side
+                  for r in rows if r["scenario"] == name and r.get(key) is not None]
+            return round(statistics.median(xs), 2) if xs else None
+        row: dict[str, Any] = {"scenario": name}
+        for key in ("rps", "cpu_ms"):
+            row[f"baseline_{key}"], row[f"this_{key}"] = med("baseline", key), med("this", key)
+        b, t = row["baseline_rps"], row["this_rps"]
+        row["rps_ratio"] = round(t / b, 2) if b and t else None
+        b, t = row["baseline_cpu_ms"], row["this_cpu_ms"]
+        row["cpu_ratio"] = round(b / t, 2) if b and t else None
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--warehouse", type=Path, help="serve this warehouse instead of building one")
@@ -279,24 +386,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="per scenario (bound)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--scenarios", help="comma-separated subset (version always runs)")
+    p.add_argument("--against", metavar="REF",
+                   help="also serve the statcube of git revision REF, in turns (see above)")
+    p.add_argument("--rounds", type=int, default=2, help="turns per side with --against")
     args = p.parse_args(argv)
-    warehouse = args.warehouse or build_warehouse(args.scale, args.months,
-                                                  ROOT / "data" / "bench")
-    log = ROOT / "data" / "bench" / "server.log"
+    if args.against and args.warehouse:
+        p.error("--against builds both warehouses from one synthetic input: "
+                "leave out --warehouse")
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, not {args.rounds}")
+    data = ROOT / "data" / "bench"
+    warehouse = args.warehouse or build_warehouse(args.scale, args.months, data)
+    sides: list[tuple[str, Path, Path]] = [("this", warehouse, ROOT)]
+    if args.against:
+        sha, code = checkout(args.against, data)
+        sides.insert(0, ("baseline", built_by(code, warehouse.parent.parent / "synthetic"),
+                         code))
+        print(f"baseline: statcube at {sha[:12]} ({code})", flush=True)
+    log = data / "server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    server = start(warehouse, args.workers, args.threads, log)
-    try:
-        print(f"server {server.url}: {args.workers} workers × {args.threads} threads, "
-              f"{args.clients} concurrent clients, warehouse {warehouse}", flush=True)
-        rows = run(server.url, args.clients, args.requests, args.seconds,
-                   args.uncached_requests, pgid=server.process.pid,
-                   only=args.scenarios.split(",") if args.scenarios else None)
-    finally:
-        server.stop()
-    print(table(rows))
+    only = args.scenarios.split(",") if args.scenarios else None
+    runs: list[tuple[str, list[dict[str, Any]]]] = []
+    for _ in range(args.rounds if args.against else 1):
+        for side, served, root in sides:
+            server = start(served, args.workers, args.threads, log, root=root)
+            try:
+                print(f"{side}: server {server.url}: {args.workers} workers × {args.threads} "
+                      f"threads, {args.clients} concurrent clients, warehouse {served}, "
+                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
+                rows = run(server.url, args.clients, args.requests, args.seconds,
+                           args.uncached_requests, pgid=server.process.pid, only=only)
+            finally:
+                server.stop()
+            print(table(rows), flush=True)
+            runs.append((side, rows))
+    summary = ratios(runs) if args.against else []
+    if summary:
+        cols = list(summary[0])
+        print(f"\nthis code against {args.against}, medians of {args.rounds} turns each:")
+        print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+        print("\n".join("| " + " | ".join(str(r[c]) for c in cols) + " |" for r in summary))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    return 0 if all(r["errors"] == 0 for r in rows) else 1
+        out = [{"side": side, **r} for side, rows in runs for r in rows] + summary
+        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return 0 if all(r["errors"] == 0 for _, rows in runs for r in rows) else 1
 
 
 if __name__ == "__main__":

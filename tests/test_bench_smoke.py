@@ -52,9 +52,27 @@ def test_bench_server_runs(warehouse: Path, tmp_path: Path) -> None:
                                 uncached_requests=4)
     finally:
         server.stop()
-    assert [r["scenario"] for r in rows] == ["version", "cached", "revalidated", "uncached"]
+    assert [r["scenario"] for r in rows] == ["version", "cached", "revalidated", "uncached",
+                                             "every_cube"]
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in rows), rows
     assert "| uncached |" in bench_server.table(rows)
+
+
+def test_bench_server_against_a_revision_reports_ratios_of_medians() -> None:
+    """--against: throughput as this/baseline, CPU per request as baseline/this (times
+    less CPU now), each over the medians of the turns."""
+    def rows(rps: float, cpu: float) -> list[dict[str, float | str]]:
+        return [{"scenario": "uncached", "rps": rps, "cpu_ms": cpu}]
+    runs = [("baseline", rows(50, 20)), ("this", rows(400, 4)), ("baseline", rows(70, 30)),
+            ("this", rows(300, 5)), ("baseline", rows(60, 25)), ("this", rows(350, 4.5))]
+    (r,) = bench_server.ratios(runs)
+    assert (r["baseline_rps"], r["this_rps"], r["rps_ratio"]) == (60, 350, 5.83)
+    assert (r["baseline_cpu_ms"], r["this_cpu_ms"], r["cpu_ratio"]) == (25, 4.5, 5.56)
+
+
+def test_bench_server_against_names_a_revision_it_cannot_find(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="'no-such-ref': not a commit"):
+        bench_server.checkout("no-such-ref", tmp_path)
 
 
 def test_bench_cubes_mix_is_answered_by_statcube(warehouse: Path, tmp_path: Path) -> None:
