@@ -222,3 +222,27 @@ def _no_secret_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("STATCUBE_KEY_SECRET", "STATCUBE_KEY_FILE"):
         if var in os.environ:
             monkeypatch.delenv(var)
+
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by session fixture parameter
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that runs on Spark is marked for one pytest-xdist worker and comes first.
+
+    Under ``-n 2 --dist loadgroup`` (the README's test command) the Spark tests are one unit
+    of work, so the run starts one JVM and warms it up once, not once per worker competing
+    for the same two cores; being the longest unit, it is handed out first, while the other
+    worker takes the rest test by test. Without ``-n`` the mark does nothing and only the
+    order changes."""
+    spark: list[pytest.Item] = []
+    rest: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if "spark" in getattr(item, "fixturenames", ()) or any(
+                isinstance(p, str) and p == "spark" for p in params):
+            item.add_marker(pytest.mark.xdist_group("spark"))
+            spark.append(item)
+        else:
+            rest.append(item)
+    items[:] = spark + rest
