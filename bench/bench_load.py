@@ -35,7 +35,6 @@ import http.client
 import itertools
 import json
 import os
-import random
 import shutil
 import signal
 import sys
@@ -48,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.bench_server import ROOT, Running, build_warehouse, start
+from bench.bench_server import ROOT, Running, build_warehouse, every_cube, start
 
 Item = tuple[str, int]  # path, expected status
 
@@ -148,21 +147,10 @@ def get_json(url: str, path: str) -> Any:
 
 def mix(url: str, seed: int = 7) -> Callable[[], Iterator[Item]]:
     """Half cached (one aggregate per cube, repeated), half distinct (every cube × local
-    authority × category dimension), interleaved."""
-    cached: list[Item] = []
-    distinct: list[Item] = []
-    for cube in get_json(url, "/cubes"):
-        name = cube["name"]
-        base = f"/cube/{name}/aggregate"
-        cached.append((f"{base}?drilldown=geography:region", 200))
-        dims = [d["name"] for d in get_json(url, f"/cube/{name}/model")["dimensions"]
-                if d["name"] not in ("geography", "time")]
-        las = get_json(url, f"/cube/{name}/members/geography?level=la")["data"]
-        for la, dim in itertools.product(las, dims or ["geography"]):
-            path = (f"{la['geography.country_code']},{la['geography.region_code']},"
-                    f"{la['geography.la_code']}")
-            distinct.append((f"{base}?cut=geography:{path}&drilldown={dim}", 200))
-    random.Random(seed).shuffle(distinct)
+    authority × category dimension: ``bench_server``'s ``every_cube``), interleaved."""
+    cached: list[Item] = [(f"/cube/{cube['name']}/aggregate?drilldown=geography:region", 200)
+                          for cube in get_json(url, "/cubes")]
+    distinct: list[Item] = [(path, status) for path, _, status in every_cube(url, {}, seed)]
 
     def items() -> Iterator[Item]:
         cycle_cached = itertools.cycle(cached)
