@@ -216,24 +216,26 @@ class RawCube:
 
     def _resident_cells(self, query: Query, shape: tuple[Any, ...], limit: int | None
                         ) -> pa.Table | None:
-        if not (self.resident and query.rollups and (query.drilldown or query.split)):
+        if not (query.drilldown or query.split):
             return None
-        rollup = self._rollup(query, ("cells", shape))
-        table = None if rollup is None else self.resident_table(rollup)
-        if rollup is None or table is None:
-            return None
-        return resident.cells(query, rollup, table, self._dimension, self.k, limit,
-                              self._source(rollup))
+        found = self._resident(query, ("cells", shape))
+        return None if found is None else resident.cells(
+            query, found[0], found[1], self._dimension, self.k, limit, self._source(found[0]))
 
     def _resident_summary(self, query: Query) -> pa.Table | None:
+        found = self._resident(query, ("summary", _shape(query)[0]))
+        return None if found is None else resident.summary(
+            query, found[0], found[1], self._dimension, self.k, self._source(found[0]))
+
+    def _resident(self, query: Query, key: tuple[Any, ...]
+                  ) -> tuple[Rollup, resident.Held] | None:
+        """The rollup answering ``query`` (``key``: see :meth:`_rollup`) and its resident
+        copy, or None when residency is off, no rollup answers or it is not held."""
         if not (self.resident and query.rollups):
             return None
-        rollup = self._rollup(query, ("summary", _shape(query)[0]))
+        rollup = self._rollup(query, key)
         table = None if rollup is None else self.resident_table(rollup)
-        if rollup is None or table is None:
-            return None
-        return resident.summary(query, rollup, table, self._dimension, self.k,
-                                self._source(rollup))
+        return None if rollup is None or table is None else (rollup, table)
 
     def _rollup(self, query: Query, key: tuple[Any, ...]) -> Rollup | None:
         """``compiler.choose_rollup`` (of the summary for a ``"summary"`` key), once per

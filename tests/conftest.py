@@ -224,7 +224,6 @@ def _no_secret_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(var)
 
 
-
 @pytest.hookimpl(trylast=True)  # after pytest's own ordering by session fixture parameter
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that runs on Spark is marked for one pytest-xdist worker and comes first.
