@@ -93,19 +93,9 @@ class _Tables:
         return t.c[column]
 
     def attr(self, attribute: Attribute) -> ColumnElement[Any]:
-        """The column of an attribute. A dimension key that the fact table references (the
-        detail side of a join, e.g. ``dim_tenure.tenure_code``) is read from the fact's own
-        foreign key column instead, so cutting on it needs no join. (The build guarantees
-        every foreign key has its dimension row, so both give the same rows.)"""
-        phys = self.cube.physical
-        if attribute.ref in self._geo:
-            return self.col(self.fact_table, self._geo[attribute.ref])
-        c = phys.column(attribute.ref)
-        join = phys.join_for(c.table)
-        if self.fact_keys and join is not None and join.detail.column == c.column \
-                and join.master.table == phys.fact:
-            return self.col(self.fact_table, join.master.column)
-        return self.col(c.table, c.column)
+        """The column of an attribute (see :func:`_source`)."""
+        return self.col(*_source(self.cube, self.fact_table, self._geo, self.fact_keys,
+                                 attribute))
 
     def table_of(self, attribute: Attribute) -> str:
         """The table :meth:`attr` reads the attribute from."""
@@ -125,8 +115,30 @@ def attribute_source(cube: Cube, rollup: Rollup | None, attribute: Attribute
     fact) is the source: the source's own column (a kept geography attribute, a dimension
     key the fact references), else the dimension table's (for cube/resident.py, which
     answers from an in-memory copy of a rollup and must read exactly what the SQL reads)."""
-    col = _Tables(cube, rollup=rollup).attr(attribute)
-    return str(col.table.name), col.name
+    geo = dict(geography_columns(cube, rollup.geography)) \
+        if rollup is not None and rollup.geography is not None else {}
+    return _source(cube, rollup.table if rollup is not None else cube.physical.fact, geo,
+                   True, attribute)
+
+
+def _source(cube: Cube, fact_table: str, geo: Mapping[str, str], fact_keys: bool,
+            attribute: Attribute) -> tuple[str, str]:
+    """(table, column) of an attribute, when ``fact_table`` (the fact or a rollup, whose own
+    copies of geography attributes ``geo`` maps to their columns) is the source. A dimension
+    key that the fact table references (the detail side of a join, e.g.
+    ``dim_tenure.tenure_code``) is read from the fact's own foreign key column instead, so
+    cutting on it needs no join. (The build guarantees every foreign key has its dimension
+    row, so both give the same rows.) Plain names, no SQL objects: choosing a rollup for a
+    query never seen before asks this of every attribute it reads."""
+    if attribute.ref in geo:
+        return fact_table, geo[attribute.ref]
+    phys = cube.physical
+    c = phys.column(attribute.ref)
+    join = phys.join_for(c.table)
+    if fact_keys and join is not None and join.detail.column == c.column \
+            and join.master.table == phys.fact:
+        return fact_table, join.master.column
+    return c.table, c.column
 
 
 def source_join(cube: Cube, table: str) -> tuple[str, str] | None:
@@ -227,38 +239,42 @@ def _generic_condition(t: _Tables, cut: CutPart) -> ColumnElement[bool]:
     return sa.and_(*parts)
 
 
+def reads_period_only(cube: Cube, cut: CutPart) -> bool:
+    """True if a cut is a time cut whose every path is a well-formed period prefix: then it
+    becomes a condition on the fact's own period column (:func:`_period_condition`; and
+    cube/resident.py's ``_period``), reading no attribute. Plain arithmetic, no SQL objects:
+    choosing a rollup asks this of every cut."""
+    if not cut.dimension.is_time:
+        return False
+    paths = list(cut.paths) if cut.kind in ("point", "set") \
+        else [p for p in (cut.from_path, cut.to_path) if p is not None]
+    return all(period_range(cube, cut.hierarchy, p) is not None for p in paths)
+
+
 def _period_condition(t: _Tables, cut: CutPart) -> ColumnElement[bool] | None:
     """A time cut as a condition on the fact's own period column (no join to the time
     dimension, and a filter the engine can push into the scan of a period-sorted fact), or
     None if some path is not a well-formed period prefix."""
-    if not (t.fact_keys and cut.dimension.is_time):
+    if not (t.fact_keys and reads_period_only(t.cube, cut)):
         return None
     col = t.fact(fact_period_column(t.cube))
 
-    def span(path: Sequence[Any]) -> tuple[int, int] | None:
-        return period_range(t.cube, cut.hierarchy, path)
+    def span(path: Sequence[Any]) -> tuple[int, int]:
+        found = period_range(t.cube, cut.hierarchy, path)
+        assert found is not None  # reads_period_only checked every path
+        return found
 
     def value(v: int) -> Any:
         return sa.bindparam(None, v, unique=True)
 
     if cut.kind in ("point", "set"):
-        spans = [span(p) for p in cut.paths]
-        if any(s is None for s in spans):
-            return None
-        conds = [col == value(lo) if lo == hi else col.between(value(lo), value(hi))
-                 for lo, hi in (s for s in spans if s is not None)]
-        return sa.or_(*conds)
+        return sa.or_(*(col == value(lo) if lo == hi else col.between(value(lo), value(hi))
+                        for lo, hi in map(span, cut.paths)))
     parts = []
     if cut.from_path is not None:
-        low = span(cut.from_path)
-        if low is None:
-            return None
-        parts.append(col >= value(low[0]))
+        parts.append(col >= value(span(cut.from_path)[0]))
     if cut.to_path is not None:
-        high = span(cut.to_path)
-        if high is None:
-            return None
-        parts.append(col <= value(high[1]))
+        parts.append(col <= value(span(cut.to_path)[1]))
     return sa.and_(*parts)
 
 
@@ -271,7 +287,8 @@ def cut_condition(t: _Tables, cut: CutPart) -> ColumnElement[bool]:
 
 def _cut_attributes(t: _Tables, cuts: Sequence[CutPart]) -> list[Attribute]:
     """The attributes the cuts' conditions read (none for a time cut on the period column)."""
-    return [lvl.key for c in cuts if _period_condition(t, c) is None for lvl in c.levels()]
+    return [lvl.key for c in cuts if not (t.fact_keys and reads_period_only(t.cube, c))
+            for lvl in c.levels()]
 
 
 # --- Stage 3: aggregation -----------------------------------------------------------------------
