@@ -1149,6 +1149,22 @@ def _no_file_cache(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("SET enable_external_file_cache = false")
 
 
+def _job_order(by_size: Sequence[Cube]) -> list[Cube]:
+    """The order cubes are handed to the two jobs: biggest first, so the big ones overlap and
+    the small ones fill the gaps at the end — except that the third biggest goes second.
+
+    Why: each cube starts with its unit pass (SQL, both cores) and then keys its units in
+    Python, which holds the GIL. Started together, the two biggest cubes key at the same
+    time and one core idles; started beside the biggest, the third's short key pass is over
+    before the biggest one's begins, and the second biggest keys while the biggest one
+    aggregates. Measured at scale 0.05 × 6 months, alternating, three runs of 4–7 builds
+    each: median 6.67 s instead of 7.08, 7.01 instead of 7.52, 7.44 instead of 7.68."""
+    order = list(by_size)
+    if len(order) >= 3:
+        order[1], order[2] = order[2], order[1]
+    return order
+
+
 def _run_concurrently(con: duckdb.DuckDBPyConnection,
                       jobs: Sequence[tuple[str, Callable[[duckdb.DuckDBPyConnection], Any]]]
                       ) -> dict[str, Any]:
@@ -1417,10 +1433,9 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
             return rep
 
         rollups: dict[str, list[dict[str, Any]]] = {}
-        # Biggest first, so the two big stocks overlap and the small cubes fill the gaps.
-        by_size = sorted(cubes, key=lambda c: -sum(f.stat().st_size
-                                                   for f in cube_files[c.name]))
-        built = _run_concurrently(con, [(c.name, partial(one, c)) for c in by_size])
+        order = _job_order(sorted(cubes, key=lambda c: -sum(f.stat().st_size
+                                                             for f in cube_files[c.name])))
+        built = _run_concurrently(con, [(c.name, partial(one, c)) for c in order])
         report.cubes.update((c.name, built[c.name]) for c in cubes)
         _drop_enums(con)
         rollups = {c.name: rollups[c.name] for c in cubes}  # in model order
