@@ -38,11 +38,27 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HB = "housing_benefit"
 
 
+#: The cubes these tests build, export or break: a Spark build costs seconds per cube
+#: whatever its size, and what is tested here (Hadoop paths, URIs, the CLI) is the same for
+#: every cube. tests/test_spark.py builds them all.
+IO_CUBES = (HB, "pip", "sanctions")
+
+
 @pytest.fixture(scope="module")
-def reference(model: Model, spark_input: Path, tmp_path_factory: pytest.TempPathFactory
+def io_input(spark_input: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's Spark input with the microdata of :data:`IO_CUBES` only (read-only)."""
+    out = tmp_path_factory.mktemp("spark-io-in") / "gb"
+    shutil.copytree(spark_input, out, ignore=lambda folder, names: [
+        n for n in names if Path(folder).name == "microdata" and n not in IO_CUBES])
+    assert sorted(p.name for p in (out / "microdata").iterdir()) == sorted(IO_CUBES)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(model: Model, io_input: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> BuildReport:
     """The DuckDB build of the same input."""
-    return build(model, spark_input, tmp_path_factory.mktemp("spark-io-ref"), TEST_SECRET)
+    return build(model, io_input, tmp_path_factory.mktemp("spark-io-ref"), TEST_SECRET)
 
 
 def _mount(spark: Any, target: Path) -> str:
@@ -61,7 +77,7 @@ def _dead_pid() -> int:
 
 
 def test_a_uri_input_builds_through_hadoop_the_duckdb_warehouse(
-        model: Model, spark_input: Path, reference: BuildReport, spark: Any,
+        model: Model, io_input: Path, reference: BuildReport, spark: Any,
         tmp_path: Path) -> None:
     """Inputs and the Parquet tree behind a viewfs mount: the same warehouse as DuckDB's, the
     tree written at the URI (dimension tables and metadata included), stale trees of dead
@@ -72,7 +88,7 @@ def test_a_uri_input_builds_through_hadoop_the_duckdb_warehouse(
     from cube.spark.engine import SparkEngine
 
     real = tmp_path / "remote"
-    shutil.copytree(spark_input, real / "in")
+    shutil.copytree(io_input, real / "in")
     uri = _mount(spark, real)
     trees = real / "trees"
     host, dead = socket.gethostname(), _dead_pid()
@@ -111,14 +127,14 @@ def test_a_uri_input_builds_through_hadoop_the_duckdb_warehouse(
 
 
 def test_errors_through_a_file_uri_read_as_the_duckdb_builds(
-        model: Model, spark_input: Path, spark: Any, tmp_path: Path) -> None:
+        model: Model, io_input: Path, spark: Any, tmp_path: Path) -> None:
     """Through Hadoop's ``file://`` filesystem: a missing folder, a file missing a column and
     bad values are refused with the DuckDB build's messages (files relative to the input,
     row, column, value); a scheme with no filesystem is one clear error."""
     from cube.spark.build import build_spark
 
     inp = tmp_path / "in"
-    shutil.copytree(spark_input, inp)
+    shutil.copytree(io_input, inp)
     uri = inp.resolve().as_uri()  # file:///…
 
     with pytest.raises(ArgumentError, match="input directory not found: file:///nowhere"):
@@ -167,7 +183,7 @@ def test_results_stream_to_the_driver_in_order_in_bounded_batches(spark: Any) ->
 
 
 def test_the_cli_builds_a_uri_input_and_exports_from_a_tree_at_a_uri(
-        spark_input: Path, reference: BuildReport, spark: Any, tmp_path: Path,
+        io_input: Path, reference: BuildReport, spark: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """``statcube build --engine spark --input file:///…`` builds the same warehouse, and
     ``statcube export --engine spark --tables file:///…`` exports from the tree it wrote; a URI
@@ -175,7 +191,7 @@ def test_the_cli_builds_a_uri_input_and_exports_from_a_tree_at_a_uri(
     from cli.main import main
 
     monkeypatch.setenv("STATCUBE_KEY_SECRET", TEST_SECRET.decode())
-    uri = spark_input.resolve().as_uri()
+    uri = io_input.resolve().as_uri()
     assert main(["build", "--input", uri, "--out", str(tmp_path / "wh")]) == 2
     err = capsys.readouterr().err
     assert "a URI input and --parquet-out need --engine spark" in err
