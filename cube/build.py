@@ -628,10 +628,10 @@ def _fact_pass(con: duckdb.DuckDBPyConnection, plan: _Plan, source: str, several
     # grouping, so one outside it becomes NULL (found by _bad_cells), and are stored as that
     # ENUM. Cast per record, not per cell: grouping on one-byte ENUMs instead of text saves
     # more than the extra casts cost (measured at scale 0.05, Universal Credit's 2.2M
-    # records into 1.4M cells: 2.6 s of CPU instead of 3.1 s). OA codes are stored as text
-    # as given: _bad_cells finds unknown ones with one anti join to dim_geography, which
-    # costs a tenth of casting every cell to the ~235k-member OA ENUM (measured at scale
-    # 0.05: 0.04 s against 0.4 s of CPU for Universal Credit's 1.4M cells).
+    # records into 1.4M cells: 2.6 s of CPU instead of 3.1 s). Not OA codes: cast per
+    # record to the ~235k-member OA ENUM the same pass cost 3.7 s. They are stored as text as
+    # given, and _bad_cells finds unknown ones with one anti join to dim_geography, a tenth
+    # of casting even every cell (0.04 s against 0.4 s of CPU for Universal Credit's cells).
     out = ", ".join((f"g.{name}" if enum.startswith(CODELIST) else f"g.{name}::VARCHAR")
                     + f" AS {name}" for name, enum in plan.codelists)
     out += f", ({plan.period_out})::INTEGER AS {plan.period_col}"
@@ -943,8 +943,8 @@ def build_rollups(con: duckdb.DuckDBPyConnection, cube: Cube,
     authority × D: the local authority rollup keeps the region's columns) is aggregated from
     it — a few thousand rows instead of the fact. Local authority rollups, and region rollups
     no local authority rollup holds, come from one set of cells at local authority × every
-    kept dimension (one pass over the fact). Only rollups summed over the geography read the
-    fact directly. A rollup keeps
+    kept dimension (one pass over the fact). Only rollups summed over the geography (and all
+    of them in a geography without local authorities) read the fact directly. A rollup keeps
     the period column, so when the database already holds every rollup of the cube (``previous``:
     the build started from a byte copy of the previous release) with the right rows of the
     ``carried`` periods, only the rows of the other periods are deleted and aggregated again;
