@@ -284,7 +284,7 @@ def run(warehouse: Path, model: Model, repeat: int) -> list[Row]:
             # Interleaved, so drift hits all alike, and in a rotating order: whatever runs
             # just after the hand SQL pays for DuckDB's worker threads still winding down
             # (measured: a never-seen shape 3.25 ms right after it, 1.73 ms otherwise).
-            for fn, times in timed[i % 4:] + timed[:i % 4]:
+            for fn, times in timed[i % len(timed):] + timed[:i % len(timed)]:
                 times += median_ms(fn, 1)
         rows.append((case.name, statistics.median(c_times), statistics.median(w_times),
                      statistics.median(s_times), statistics.median(h_times)))
