@@ -1149,6 +1149,21 @@ def _no_file_cache(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("SET enable_external_file_cache = false")
 
 
+def _checkpoint(con: duckdb.DuckDBPyConnection) -> None:
+    """Write what is still in memory to the file, without trying FSST on it.
+
+    The final checkpoint runs on one core while nothing else can (DuckDB refuses a CHECKPOINT
+    beside any open transaction). What it compresses is mostly the rollup tables, whose text
+    columns (codes and names of a few hundred areas) always end up dictionary-encoded, and the
+    fact tables' last partial row groups. Trying FSST on each of them first cost 0.15-0.2 s of
+    the 0.5 s checkpoint at scale 0.05, for the same encoding and the same file size (measured
+    2 December 2026). Row groups the inserts already wrote keep their FSST-coded OA codes:
+    turning FSST off for the whole build made the file 3% bigger and the build no faster."""
+    with contextlib.suppress(duckdb.CatalogException):  # a DuckDB without the setting
+        con.execute("SET disabled_compression_methods = 'fsst'")
+    con.execute("CHECKPOINT")
+
+
 def _job_order(by_size: Sequence[Cube]) -> list[Cube]:
     """The order cubes are handed to the two jobs: biggest first, so the big ones overlap and
     the small ones fill the gaps at the end — except that the third biggest goes second.
@@ -1449,7 +1464,7 @@ def build(model: Model, input_dir: Path, warehouse_dir: Path, secret: bytes,
                            "carried": {c: r.carried for c, r in report.cubes.items()},
                            "revised": report.revisions})
         t = time.perf_counter()
-        con.execute("CHECKPOINT")
+        _checkpoint(con)
         con.close()
         timings["checkpoint"] = time.perf_counter() - t
     except BaseException:
