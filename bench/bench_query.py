@@ -28,6 +28,7 @@ The warehouse is synthetic (random record-key secret, generated here) and lives 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import statistics
 import time
@@ -280,11 +281,14 @@ def run(warehouse: Path, model: Model, repeat: int) -> list[Row]:
         h_times: list[float] = []
         timed: list[tuple[Callable[[], Any], list[float]]] = [
             (cold, c_times), (warm, w_times), (sql, s_times), (hand, h_times)]
+        orders = list(itertools.permutations(timed))
         for i in range(repeat):
-            # Interleaved, so drift hits all alike, and in a rotating order: whatever runs
-            # just after the hand SQL pays for DuckDB's worker threads still winding down
-            # (measured: a never-seen shape 3.25 ms right after it, 1.73 ms otherwise).
-            for fn, times in timed[i % len(timed):] + timed[:i % len(timed)]:
+            # Interleaved, so drift hits all alike, and each round in the next of every
+            # order: whatever runs just after the hand SQL pays for DuckDB's worker threads
+            # still winding down (measured: a never-seen shape 3.25 ms right after it,
+            # 1.73 ms otherwise). Rotating one order is not enough: it keeps each variant's
+            # successor, so "cold" followed the hand SQL in three rounds of four.
+            for fn, times in orders[i % len(orders)]:
                 times += median_ms(fn, 1)
         rows.append((case.name, statistics.median(c_times), statistics.median(w_times),
                      statistics.median(s_times), statistics.median(h_times)))
