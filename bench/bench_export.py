@@ -208,8 +208,8 @@ def report(runs: dict[str, list[dict[str, Any]]], fact_rows: int, label: str) ->
           f"{e['rows'] / e['seconds']:,.0f} cells/s written; code column chunks "
           f"dictionary-encoded: {e['code_chunks'] - e['code_chunks_not_dictionary']} of "
           f"{e['code_chunks']}; checksums verified: {'ok' if not e['problems'] else e['problems']}")
-    ok_ratio = ratio >= TARGET_RATIO
-    ok_rss = rss["export"] < TARGET_RSS
+    ok_ratio: bool = ratio >= TARGET_RATIO
+    ok_rss: bool = rss["export"] < TARGET_RSS
     print(f"throughput ratio export / COPY of the grain's aggregation: {ratio:.2f}× (best), "
           f"{median_ratio:.2f}× (median) — target ≥ {TARGET_RATIO}×: "
           f"{'met' if ok_ratio else 'MISSED'}")

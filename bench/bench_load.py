@@ -81,11 +81,13 @@ class Run:
 
 
 def drive(url: str, name: str, items: Callable[[], Iterator[Item]], clients: int,
-          seconds: float, events: list[tuple[float, Callable[[], None]]] | None = None) -> Run:
+          seconds: float, events: list[tuple[float, Callable[[], object]]] | None = None
+          ) -> Run:
     """``clients`` threads send requests from ``items`` for ``seconds``; ``events`` run at
     their times (seconds into the run) on a thread of their own."""
     parts = urllib.parse.urlsplit(url)
-    if parts.hostname != "127.0.0.1":
+    host = parts.hostname
+    if host != "127.0.0.1":
         raise ValueError("the load test only talks to 127.0.0.1")
     run = Run(name, seconds)
     lock = threading.Lock()
@@ -94,7 +96,7 @@ def drive(url: str, name: str, items: Callable[[], Iterator[Item]], clients: int
     deadline = t0 + seconds
 
     def client() -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        conn = http.client.HTTPConnection(host, parts.port, timeout=60)
         while time.perf_counter() < deadline:
             with lock:
                 path, expected = next(source)
@@ -109,7 +111,7 @@ def drive(url: str, name: str, items: Callable[[], Iterator[Item]], clients: int
             except (OSError, http.client.HTTPException):
                 status = 0
                 conn.close()
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+                conn = http.client.HTTPConnection(host, parts.port, timeout=60)
             now = time.perf_counter()
             with lock:
                 run.samples.append(Sample(started - t0, now - started, status))
@@ -133,6 +135,7 @@ def drive(url: str, name: str, items: Callable[[], Iterator[Item]], clients: int
 
 def get_json(url: str, path: str) -> Any:
     parts = urllib.parse.urlsplit(url)
+    assert parts.hostname is not None, url
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
         conn.request("GET", path)

@@ -48,8 +48,8 @@ def _cells(ws: Workspace, cube: str, drilldown: str) -> tuple[dict[str, np.ndarr
                  and a.function == "sum").name
     mean = next(a for a in b.cube.aggregates if a.measure.name == measure
                 and a.function == "avg").name
-    req = {"drilldown": drilldown, "aggregates": f"{count}|{total}|{mean}", "pagesize": ALL}
-    query = b.query(Request.make(cube, **req))
+    query = b.query(Request.make(cube, drilldown=drilldown,
+                                 aggregates=f"{count}|{total}|{mean}", pagesize=ALL))
     raw = b._raw_aggregate(query).cells
     pub = b.aggregate_query(query).cells
     keys = [a.ref for a in query.cell_attributes]

@@ -82,8 +82,10 @@ def phase_generate(args: argparse.Namespace) -> dict[str, Any]:
 
     start, months = _months_ending(args.end, args.months + args.new_months)
     out = args.data / "synthetic"
-    options = GenerateOptions(scale=args.scale, start=start, months=len(months),
-                              **({"cubes": tuple(args.cube)} if args.cube else {}))
+    options = (GenerateOptions(scale=args.scale, start=start, months=len(months),
+                               cubes=tuple(args.cube))
+               if args.cube else
+               GenerateOptions(scale=args.scale, start=start, months=len(months)))
     meta = generate(out, options)
     return {"months": meta["months"], "bytes": _tree_bytes(out),
             "records": sum(int(c["records"]) for c in meta["cubes"].values())}
@@ -91,8 +93,8 @@ def phase_generate(args: argparse.Namespace) -> dict[str, Any]:
 
 def _inputs(args: argparse.Namespace, months: list[str], name: str) -> Path:
     """An input folder with the geography and ``months`` of every cube (hard links)."""
-    source = args.data / "synthetic"
-    target = args.data / name
+    source: Path = args.data / "synthetic"
+    target: Path = args.data / name
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source / "geography", target / "geography")
@@ -199,7 +201,7 @@ def projection(results: dict[str, dict[str, Any]], months: int, new: int) -> dic
 
     def release(phase: str, per_month: float) -> float:
         new_cost = per_month * new
-        reuse = max(0.0, results[phase]["wall"] - new_cost) / months
+        reuse: float = max(0.0, results[phase]["wall"] - new_cost) / months
         return new_cost + reuse * PROJECT_MONTHS
 
     return {"full_build": per_build * PROJECT_MONTHS,
@@ -247,14 +249,15 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> bool
           f"{p['release_build']:.0f}s + export {p['release_export']:.0f}s")
     build_rss = max(results[k]["peak_rss"] for k in ("build-history", "build-release"))
     export_rss = max(results[k]["peak_rss"] for k in ("export-history", "export-release"))
-    checks = [("build peak RSS", build_rss < TARGET_BUILD_RSS,
-               f"{_gb(build_rss)} ({build_rss / 1e9:.2f} GB) < 4 GB"),
-              ("export peak RSS", export_rss < TARGET_EXPORT_RSS,
-               f"{_gb(export_rss)} ({export_rss / 1e9:.2f} GB) < 2 GB"),
-              ("release built and exported", release < TARGET_RELEASE_SECONDS,
-               f"{release:.0f}s < {TARGET_RELEASE_SECONDS:.0f}s"),
-              ("exports verified", not any(results[k]["problems"] for k in (
-                  "export-history", "export-release")), "checksums")]
+    checks: list[tuple[str, bool, str]] = [
+        ("build peak RSS", build_rss < TARGET_BUILD_RSS,
+         f"{_gb(build_rss)} ({build_rss / 1e9:.2f} GB) < 4 GB"),
+        ("export peak RSS", export_rss < TARGET_EXPORT_RSS,
+         f"{_gb(export_rss)} ({export_rss / 1e9:.2f} GB) < 2 GB"),
+        ("release built and exported", release < TARGET_RELEASE_SECONDS,
+         f"{release:.0f}s < {TARGET_RELEASE_SECONDS:.0f}s"),
+        ("exports verified", not any(results[k]["problems"] for k in (
+            "export-history", "export-release")), "checksums")]
     for name, ok, text in checks:
         print(f"{name}: {text}: {'met' if ok else 'MISSED'}")
     return checks[-1][1]  # targets are for scale 1.0: only a broken export fails the run

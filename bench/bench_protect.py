@@ -113,10 +113,11 @@ def _times(fn: Callable[[], Any]) -> float:
 
 #: (query, raw median ms, protected median ms, cells, raw min ms, protected min ms)
 Row = tuple[str, float, float, int, float, float]
+#: (query, raw call, protected call, cells)
+Pair = tuple[str, Callable[[], Any], Callable[[], Any], int]
 
 
-def _compare(pairs: list[tuple[str, Callable[[], Any], Callable[[], Any], int]], repeat: int
-             ) -> list[Row]:
+def _compare(pairs: list[Pair], repeat: int) -> list[Row]:
     rows = []
     for name, raw, protected, cells in pairs:
         for _ in range(3):  # warm caches (compiled SQL, DuckDB buffers) on both sides
@@ -149,7 +150,7 @@ def run(warehouse: Path, model: Model, repeat: int) -> dict[str, list[Row]]:
 
     out: dict[str, list[Row]] = {}
     for group, mix in (("numpy path", NUMPY_MIX), ("SQL path", SQL_MIX)):
-        pairs = []
+        pairs: list[Pair] = []
         for case in mix:
             b, q = query(case)
             assert q.needs_measure_values_in_sql == (group == "SQL path"), case.name

@@ -148,7 +148,8 @@ def measure(url: str, name: str, paths: Iterator[tuple[str, dict[str, str], int]
     """``clients`` threads with keep-alive connections take (path, headers, expected status)
     from ``paths`` until ``requests`` are done or ``seconds`` have passed."""
     parts = urllib.parse.urlsplit(url)
-    if parts.hostname != "127.0.0.1":
+    host = parts.hostname
+    if host != "127.0.0.1":
         raise ValueError("the benchmark only talks to 127.0.0.1")
     lock = threading.Lock()
     latencies: list[float] = []
@@ -164,7 +165,7 @@ def measure(url: str, name: str, paths: Iterator[tuple[str, dict[str, str], int]
             return next(paths, None)
 
     def client() -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        conn = http.client.HTTPConnection(host, parts.port, timeout=60)
         try:
             while (item := take()) is not None:
                 path, headers, expected = item
@@ -191,6 +192,7 @@ def measure(url: str, name: str, paths: Iterator[tuple[str, dict[str, str], int]
 
 def _get(url: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     parts = urllib.parse.urlsplit(url)
+    assert parts.hostname is not None, url
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
         conn.request("GET", path, headers=headers)

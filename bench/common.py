@@ -39,8 +39,8 @@ def warehouse_for(model: Model, scale: float, months: int, data: Path,
     t0 = time.perf_counter()
     print(f"generating synthetic {what} at scale {scale} ({months} months from {start}) …",
           flush=True)
-    options = GenerateOptions(scale=scale, start=start, months=months,
-                              **({"cubes": tuple(cubes)} if cubes else {}))
+    options = (GenerateOptions(scale=scale, start=start, months=months, cubes=tuple(cubes))
+               if cubes else GenerateOptions(scale=scale, start=start, months=months))
     generate(base / "synthetic", options)
     print(f"building the warehouse … ({time.perf_counter() - t0:.0f}s so far)", flush=True)
     report = build(model, base / "synthetic", base / "warehouse", secrets.token_bytes(32),

@@ -22,9 +22,9 @@ SparkSession (``local[2]``) shared by the whole session: starting a JVM costs ~1
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -41,6 +41,26 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = b"statcube-test-secret-not-for-production"
 #: Small but realistic: ~2.4k OAs, 35 LAs, 6 months of every cube.
 TEST_OPTIONS = GenerateOptions(scale=0.01, seed=7, start="2026-06", months=6)
+
+
+class QueryArgs(TypedDict, total=False):
+    """Keyword arguments of :meth:`cube.workspace.CubeBrowser.aggregate` (and of
+    :meth:`cube.query.Request.make`) but paging, for tests that keep a query as a dict."""
+
+    cut: str | None
+    drilldown: str | Sequence[str] | None
+    aggregates: str | Sequence[str] | None
+    order: str | Sequence[str] | None
+    split: str | None
+    having: str | None
+    top: str | None
+
+
+class AggregateArgs(QueryArgs, total=False):
+    """Every keyword argument of :meth:`cube.workspace.CubeBrowser.aggregate`."""
+
+    page: int | None
+    pagesize: int | None
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import TEST_SECRET, Serve
+from conftest import TEST_SECRET, AggregateArgs, Serve
 from test_disclosure import expected_sum
 
 from cube import sql as compiler
@@ -303,7 +303,7 @@ def test_jobcentre_offices_count_toward_the_oa_limit(any_workspace: Workspace) -
     assert sanctions.aggregate(drilldown="geography:oa|jcp:office", pagesize=10) is not None
 
 
-ALLOWED = [
+ALLOWED: list[AggregateArgs] = [
     {"cut": "geography:{la};" + GB + ",E12000001", "drilldown": "geography:la"},
     {"cut": f"!geography:{GB},{LON}", "drilldown": "geography:region"},
     {"cut": "geography:{la}|tenure:private;other", "drilldown": "geography:la"},
@@ -317,8 +317,10 @@ ALLOWED = [
 
 @pytest.mark.parametrize("request_kw", ALLOWED)
 def test_grammar_limits_allow_ordinary_queries(any_workspace: Workspace, geo: dict[str, str],
-                                               request_kw: dict[str, Any]) -> None:
-    kw = {k: v.format(**geo) if isinstance(v, str) else v for k, v in request_kw.items()}
+                                               request_kw: AggregateArgs) -> None:
+    # the same arguments, their texts filled in with real codes
+    kw = cast("AggregateArgs", {k: v.format(**geo) if isinstance(v, str) else v
+                                for k, v in request_kw.items()})
     result = any_workspace.cube("housing_benefit").aggregate(**kw)
     assert result.total_cell_count >= 1
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import TEST_SECRET, Builder
+from conftest import TEST_SECRET, AggregateArgs, Builder
 
 from cube.build import WAREHOUSE_FORMAT, BuildOptions, BuildReport, build, required_columns
 from cube.errors import ArgumentError, InputDataError
@@ -579,7 +579,7 @@ def test_input_folder_problems(model: Model, tmp_path: Path, tiny: Path) -> None
 
 # --- Older warehouses ----------------------------------------------------------------------------
 
-FORMAT_1_QUERIES = [
+FORMAT_1_QUERIES: list[tuple[str, AggregateArgs]] = [
     ("housing_benefit", {"drilldown": "tenure|age_band", "cut": "tenure:private;social_la"}),
     ("housing_benefit", {"drilldown": "geography:oa", "pagesize": 20, "page": 2,
                          "order": "geography.oa_code:desc"}),

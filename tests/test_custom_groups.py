@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import QueryArgs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +38,9 @@ LEVELS = ("country", "region", "la", "msoa", "lsoa", "oa")
 
 def _oas(b: CubeBrowser, cut: str) -> list[dict[str, Any]]:
     """Every OA of a geography cut (one or several cuts on geography), with its ons path."""
-    return b.members("geography", level="oa", cut=cut, pagesize=100_000).members.to_pylist()
+    oas: list[dict[str, Any]] = b.members("geography", level="oa", cut=cut,
+                                          pagesize=100_000).members.to_pylist()
+    return oas
 
 
 def _path(row: dict[str, Any], depth: int) -> tuple[str, ...]:
@@ -277,19 +280,22 @@ def test_predefined_queries_keep_the_direct_path(any_workspace: Workspace) -> No
     not sums): drilldowns under point cuts, set cuts drilled at their own level, a split
     that every drilled member lies wholly inside or outside of."""
     hb = any_workspace.cube("housing_benefit")
-    for kw in ({"drilldown": "geography:region|tenure"},
-               {"cut": "geography:E92000001", "drilldown": "geography"},
-               {"cut": "tenure:private;social_la", "drilldown": "tenure"},
-               {"cut": "!geography:E92000001,E12000007", "drilldown": "geography:region"},
-               {"drilldown": "geography:region", "split": "geography:E92000001,E12000007"},
-               {"cut": "geography:E92000001,E12000007",
-                "drilldown": "geography@constituency:pcon"}):
+    predefined: tuple[QueryArgs, ...] = (
+        {"drilldown": "geography:region|tenure"},
+        {"cut": "geography:E92000001", "drilldown": "geography"},
+        {"cut": "tenure:private;social_la", "drilldown": "tenure"},
+        {"cut": "!geography:E92000001,E12000007", "drilldown": "geography:region"},
+        {"drilldown": "geography:region", "split": "geography:E92000001,E12000007"},
+        {"cut": "geography:E92000001,E12000007", "drilldown": "geography@constituency:pcon"})
+    for kw in predefined:
         assert is_predefined(hb.query(Request.make("housing_benefit", **kw))), kw
         assert "sums_of_published_cells" not in hb.aggregate(**kw).to_json()["disclosure"]
-    for kw in ({"cut": "tenure:private;social_la"},
-               {"cut": "geography:E92000001,E12000007;E92000001,E12000008",
-                "drilldown": "geography:country"},
-               {"drilldown": "geography:country", "split": "geography:E92000001,E12000007"}):
+    custom: tuple[QueryArgs, ...] = (
+        {"cut": "tenure:private;social_la"},
+        {"cut": "geography:E92000001,E12000007;E92000001,E12000008",
+         "drilldown": "geography:country"},
+        {"drilldown": "geography:country", "split": "geography:E92000001,E12000007"})
+    for kw in custom:
         assert not is_predefined(hb.query(Request.make("housing_benefit", **kw))), kw
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -294,7 +294,7 @@ def _published(browser: CubeBrowser, **kw: Any) -> dict[tuple[Any, ...], dict[st
     return _by_key(browser.aggregate_query(q).cells, _keys(q))
 
 
-def _values(row: dict[str, Any], names: Sequence[str]) -> tuple[Any, ...]:
+def _values(row: Mapping[str, Any], names: Sequence[str]) -> tuple[Any, ...]:
     return tuple(row[n] for n in names)
 
 

@@ -29,7 +29,8 @@ from cube.errors import (
 )
 from cube.model import load_model
 from cube.query import Request
-from cube.workspace import RawResult, Workspace
+from cube.raw import RawResult
+from cube.workspace import Workspace
 
 pytestmark = pytest.mark.integration
 

@@ -369,8 +369,9 @@ def test_datapackage_metadata_and_checksums(exported: tuple[Workspace, list[Expo
         for rel, entry in info["files"].items():
             assert sha256_file(path / rel) == entry["sha256"], rel
             assert (path / rel).stat().st_size == entry["bytes"], rel
-        sums = dict(reversed(line.split("  ", 1)) for line in
-                    (path / CHECKSUMS).read_text(encoding="utf-8").splitlines())
+        sums = {rel: digest for digest, rel in (
+            line.split("  ", 1)
+            for line in (path / CHECKSUMS).read_text(encoding="utf-8").splitlines())}
         assert set(sums) == listed | {DATAPACKAGE}
         assert all(sha256_file(path / rel) == digest for rel, digest in sums.items())
         assert verify_export(path) == []
@@ -788,7 +789,7 @@ def test_the_next_period_is_queried_while_one_is_written_and_released_on_stop() 
         def close(self) -> None:
             closed.append(self.period)
 
-    streams = _one_ahead(Stream, [1, 2, 3])  # type: ignore[arg-type]
+    streams = _one_ahead(Stream, [1, 2, 3])
     first = next(streams)
     assert first.period == 1
     deadline = time.monotonic() + 10
@@ -797,8 +798,8 @@ def test_the_next_period_is_queried_while_one_is_written_and_released_on_stop() 
     assert opened == [1, 2]  # period 2's query started before period 1 is written
     streams.close()  # stop after one period (stop_after, or an error while writing)
     assert closed == [2] and opened == [1, 2]
-    assert [s.period for s in _one_ahead(Stream, [4, 5])] == [4, 5]  # type: ignore[arg-type]
-    assert list(_one_ahead(Stream, [])) == []  # type: ignore[arg-type]
+    assert [s.period for s in _one_ahead(Stream, [4, 5])] == [4, 5]
+    assert list(_one_ahead(Stream, [])) == []
 
 
 def test_the_gate_streams_batches_of_bounded_size(workspace: Workspace) -> None:

@@ -164,8 +164,8 @@ def test_the_next_release_carries_unchanged_partitions_byte_identically(
         prints = json.loads(text)["statcube"]["provenance"]["fingerprints"]
         assert sorted(prints) == list(MONTHS)
         assert all(re.fullmatch(r"[0-9a-f]{64}", v) for v in prints.values())
-    for part in (out / "2026-08").rglob("*.parquet"):
-        kv = pq.read_metadata(part).metadata or {}
+    for parquet in (out / "2026-08").rglob("*.parquet"):
+        kv = pq.read_metadata(parquet).metadata or {}
         assert not any(RAW_IN_TEXT.search(v.decode()) for k, v in kv.items()
                        if k != b"ARROW:schema")
 

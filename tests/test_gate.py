@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from conftest import QueryArgs
 
 from cube.disclosure.gate import Gate, ProtectedResult
 from cube.disclosure.ptable import PTableParams, build_ptable
@@ -171,7 +172,7 @@ def test_the_export_stream_is_never_paged(workspace: Workspace) -> None:
                    "split": "outcome:adverse"}),
 ])
 def test_a_page_is_the_same_from_numpy_or_from_the_protected_sql(
-        any_workspace: Workspace, cube: str, kw: dict[str, str]) -> None:
+        any_workspace: Workspace, cube: str, kw: QueryArgs) -> None:
     """A paged query, or one ordered or filtered on published values, is answered in numpy
     from its complete raw cells when they are few, by the protected SQL when they are many.
     Both give the same cells in the same order, the same page, total (counted after cells
@@ -229,7 +230,7 @@ def test_a_page_past_the_end_counts_protected_cells_not_raw_ones(any_workspace: 
     cells whose *published* value passes; counting raw values would tell how many raw
     counts pass the filter."""
     b = any_workspace.cube("benefit_cap")
-    kw = {"drilldown": "geography:oa", "having": "households>=3"}
+    kw: QueryArgs = {"drilldown": "geography:oa", "having": "households>=3"}
     everything = b.aggregate(**kw, pagesize=1_000_000)
     past_end = b.aggregate(**kw, pagesize=10, page=10_000)
     assert past_end.cells.num_rows == 0

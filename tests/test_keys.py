@@ -9,6 +9,7 @@ people would get different noise in the API and in an export.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import duckdb
 import numpy as np
@@ -30,10 +31,14 @@ SECRET = b"statcube-test-secret-not-for-production"
 #: A secret longer than SHA-256's 64-byte block: HMAC hashes it first.
 LONG_SECRET = bytes(range(200))
 
+#: The surrogates' Unicode category, typed as a category name (mypy infers plain ``str`` for
+#: a bare ``("Cs",)`` passed to ``st.characters``).
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+
 # Text ids of every kind: ASCII digits, any unicode (astral planes, combining marks), but no
 # NUL and no surrogates (neither can be a DuckDB VARCHAR or UTF-8 text).
 unit_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(blacklist_categories=SURROGATES, blacklist_characters="\x00"),
     min_size=1, max_size=40,
 )
 

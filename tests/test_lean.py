@@ -22,8 +22,9 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,12 +32,13 @@ from hypothesis import strategies as st
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import Select
 from test_server_support import make_app
 
 from bench import bench_cubes
 from cube import sql as compiler
 from cube.model import Model
-from cube.query import Request
+from cube.query import Query, Request
 from cube.raw import RawCube
 from cube.releases import Calendar, ReleaseSet, cell_details, open_releases
 from cube.workspace import Workspace
@@ -53,7 +55,7 @@ class _Clocked(WorkerMemoryStorage):
     now = 1_000.0
 
     def __init__(self) -> None:
-        self.clock = lambda: _Clocked.now  # type: ignore[method-assign]
+        self.clock = lambda: _Clocked.now
         super().__init__(f"{SCHEME}://")
 
 
@@ -144,6 +146,20 @@ def test_time_paths_shown_exactly_when_the_view_lists_the_month(model: Model,
 
 # --- one DuckDB thread per server statement ----------------------------------------------------
 
+class _MixArgs(TypedDict, total=False):
+    """The arguments the aggregate paths of ``bench_cubes.MIX`` carry."""
+
+    cut: str
+    drilldown: str
+
+
+class _Variant(TypedDict, total=False):
+    """What the test adds to them."""
+
+    order: str
+    pagesize: int
+
+
 @pytest.mark.integration
 def test_server_statements_run_on_one_duckdb_thread_with_the_same_answers(
         model: Model, warehouse: Path) -> None:
@@ -165,9 +181,12 @@ def test_server_statements_run_on_one_duckdb_thread_with_the_same_answers(
             if "/aggregate?" not in path:
                 continue
             cube = path.split("/")[2]
-            args = dict(p.split("=", 1) for p in path.split("?", 1)[1].split("&"))
-            for variant in ({}, {"order": "geography.region_code:desc"} if
-                            "region" in args.get("drilldown", "") else {"pagesize": "3"}):
+            args = cast("_MixArgs", dict(p.split("=", 1)
+                                         for p in path.split("?", 1)[1].split("&")))
+            variants: tuple[_Variant, _Variant] = (
+                {}, {"order": "geography.region_code:desc"} if
+                "region" in args.get("drilldown", "") else {"pagesize": 3})
+            for variant in variants:
                 mine = lean.browser(release, cube).aggregate(**args, **variant)
                 theirs = general.browser(release, cube).aggregate(**args, **variant)
                 assert mine.cells.equals(theirs.cells), (path, variant)
@@ -277,8 +296,10 @@ def test_compiled_sql_per_shape_is_what_compiling_afresh_gives(
     requests = data.draw(st.lists(_hb_requests(hb_keys), min_size=2, max_size=6))
     for request in [*requests, *reversed(requests)]:
         q = b.query(request)
-        for role, build in (("cells-test", lambda x: compiler.cells(x, k)),
-                            ("finish-test", lambda x: compiler.finish(x, k))):
+        builds: tuple[tuple[str, Callable[[Query], Select[Any]]], ...] = (
+            ("cells-test", lambda x: compiler.cells(x, k)),
+            ("finish-test", lambda x: compiler.finish(x, k)))
+        for role, build in builds:
             cached = b.raw.compiled(role, q, build)
             fresh = any_workspace.engine.compile(build(q))
             assert cached == fresh, request

@@ -108,6 +108,7 @@ def test_map_draws_the_api_cells_and_shows_their_values(live: Server, browser: B
     # Hover an area: the tooltip names it and shows the API's published value.
     first = areas.nth(0)
     code = first.get_attribute("data-code")
+    assert code is not None
     assert code in cells
     first.hover()
     tip = page.inner_text("#tooltip")

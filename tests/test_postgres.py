@@ -13,7 +13,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import duckdb
 import pyarrow as pa
@@ -246,14 +246,27 @@ def test_arrow_types_are_canonical_on_both_engines(workspace: Workspace,
         assert empty.schema.types == [pa.int64(), pa.string()]
 
 
+class _MembersArgs(TypedDict, total=False):
+    """Arguments of :meth:`cube.workspace.CubeBrowser.members`."""
+
+    dimension: Required[str]
+    hierarchy: str
+    level: str
+    depth: int
+    page: int
+    pagesize: int
+
+
 def test_members_and_cell_details_agree(workspace: Workspace,
                                         pg_workspace: Workspace) -> None:
-    for kw in ({"dimension": "geography", "level": "msoa", "pagesize": 40, "page": 2},
-               {"dimension": "geography", "hierarchy": "constituency", "depth": 3},
-               {"dimension": "time", "level": "month"},
-               {"dimension": "condition"}):
-        duck = workspace.cube("pip").members(**kw)  # type: ignore[arg-type]
-        pg = pg_workspace.cube("pip").members(**kw)  # type: ignore[arg-type]
+    cases: tuple[_MembersArgs, ...] = (
+        {"dimension": "geography", "level": "msoa", "pagesize": 40, "page": 2},
+        {"dimension": "geography", "hierarchy": "constituency", "depth": 3},
+        {"dimension": "time", "level": "month"},
+        {"dimension": "condition"})
+    for kw in cases:
+        duck = workspace.cube("pip").members(**kw)
+        pg = pg_workspace.cube("pip").members(**kw)
         assert pg.members.equals(duck.members) and pg.total_member_count == \
             duck.total_member_count
     cut = "geography:E92000001,E12000007;W92000004|time@ym:2026,7-2026,9|condition:other"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from cube import sql as compiler
-from cube.disclosure.gate import protected_stage
+from cube.disclosure.sql_path import protected_stage
 from cube.export import grain_query, grains_for, visible_periods
 from cube.query import Query, Request
 from cube.workspace import Workspace

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from typing import TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -306,6 +307,18 @@ def test_digest_is_stable_and_cached() -> None:
     assert ptable_digest(DEFAULT, first.values) == first.digest
 
 
+class ParamChange(TypedDict, total=False):
+    """A subset of :class:`PTableParams` fields to replace."""
+
+    D: int
+    V: float
+    js: int
+    K: int
+    seed: int
+    monotone: bool
+    pstay: float | None
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -319,7 +332,7 @@ def test_digest_is_stable_and_cached() -> None:
     ],
     ids=lambda c: next(iter(c)),
 )
-def test_digest_changes_with_every_param(change: dict[str, object]) -> None:
+def test_digest_changes_with_every_param(change: ParamChange) -> None:
     other = dataclasses.replace(DEFAULT, **change)
     assert build_ptable(other).digest != build_ptable(DEFAULT).digest
 

@@ -124,7 +124,8 @@ def _queries(draw: st.DrawFn, ws: Workspace, member_paths: dict[str, Paths]
         else:
             cut.append(_cut_on(draw, paths, draw(st.sampled_from(levels))))
     order = None
-    if drill and draw(st.booleans()):
+    # bool(drill): mypy would infer the draw's type from ``drill`` on the left of ``and``
+    if bool(drill) and draw(st.booleans()):
         order = drill[0].split("@")[0] + draw(st.sampled_from(["", ":desc"]))
     split = None
     if draw(st.integers(0, 4)) == 0:

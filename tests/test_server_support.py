@@ -27,7 +27,7 @@ from flask import Flask
 
 from cube.releases import LONDON
 from cube.settings import Settings
-from server import create_app
+from server.app import create_app
 from server.auth import hash_key
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import TEST_SECRET
+from conftest import TEST_SECRET, QueryArgs
 
 from cube.build import BuildOptions, BuildReport, build
 from cube.model import Model
@@ -85,7 +85,7 @@ def test_the_release_is_also_a_parquet_directory(both: tuple[BuildReport, BuildR
         "2026-02.duckdb", "2026-02.parquet"]
 
 
-QUERIES = [
+QUERIES: list[tuple[str, QueryArgs]] = [
     (HB, {"drilldown": "geography:region"}),
     (HB, {"drilldown": "tenure|geography:la", "cut": "time:2026,1,1"}),
     ("universal_credit", {"drilldown": "conditionality"}),
@@ -98,7 +98,7 @@ QUERIES = [
 @pytest.mark.parametrize(("cube", "kw"), QUERIES, ids=[f"{c}-{kw}" for c, kw in QUERIES])
 def test_the_api_answers_the_same_from_either_build(
         both: tuple[BuildReport, BuildReport], model: Model, cube: str,
-        kw: dict[str, str]) -> None:
+        kw: QueryArgs) -> None:
     answers = []
     for rep in both:
         ws = Workspace.open(model, rep.warehouse)

@@ -36,7 +36,8 @@ MODEL = load_model(ROOT / "model.json")
 LATEST = (2026, 11)
 DIALECTS: dict[str, sa.engine.Dialect] = {
     "duckdb": DuckDBDialect(),
-    "postgresql": postgresql.dialect(),
+    # SQLAlchemy's psycopg2 dialect has an unannotated __init__ (as in cube/spark/engine.py)
+    "postgresql": postgresql.dialect(),  # type: ignore[no-untyped-call]
 }
 
 

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import psycopg
@@ -352,8 +353,9 @@ def test_serve_with_sql_port_serves_both_doors_and_stops_both(
         with urllib.request.urlopen(urls["Slicer"] + "/version", timeout=30) as resp:
             assert resp.status == 200
         with psycopg.connect(urls["SQL"], connect_timeout=30) as conn:
-            got = dict(conn.execute("SELECT gender_name, MEASURE(claimants) FROM pip WHERE "
-                                    "year = 2026 AND month = 8 GROUP BY gender_name").fetchall())
+            got: dict[str, Any] = dict(conn.execute(
+                "SELECT gender_name, MEASURE(claimants) FROM pip WHERE "
+                "year = 2026 AND month = 8 GROUP BY gender_name").fetchall())
         api = live.browser("pip").aggregate(drilldown="gender", cut="time:2026,3,8")
         assert got == {c["gender.gender_name"]: c["claimants"] for c in api.cells.to_pylist()}
         os.kill(proc.pid, signal.SIGTERM)  # the HTTP server's master only

@@ -237,7 +237,7 @@ def test_table_with_recodes_totals_and_statfns_equals_the_slicer(client: FlaskCl
     """statxplorer's shape: a recoded geography with a grouped item and a Total, an unrecoded
     category, two statfns beside the count; every value the Slicer API's for the cell."""
     geo = f"str:field:{HB}:geography"
-    query = {
+    query: dict[str, Any] = {
         "database": "str:database:housing_benefit",
         "measures": [f"str:count:{HB}", f"str:statfn:{HB}:weekly_award:MEAN",
                      f"str:statfn:{HB}:weekly_award:SUM"],
@@ -370,8 +370,8 @@ def test_total_of_a_whole_field_is_the_predefined_total(client: FlaskClient) -> 
 
 def test_release_is_selectable_and_embargoed_months_unknown(client: FlaskClient) -> None:
     month = f"str:field:{HB}:time"
-    query = {"database": "str:database:housing_benefit", "measures": [f"str:count:{HB}"],
-             "dimensions": [[month]]}
+    query: dict[str, Any] = {"database": "str:database:housing_benefit",
+                             "measures": [f"str:count:{HB}"], "dimensions": [[month]]}
     latest = table(client, query)
     assert [i["labels"][0] for i in latest["fields"][0]["items"]] == [
         "Jun 2026", "Jul 2026", "Aug 2026"]
