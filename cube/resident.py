@@ -4,9 +4,13 @@ statement. Internal only: what comes out are *raw* cells, for cube/raw.py to han
 Why: DuckDB spends 0.5–1 ms (1.7 ms when the core wakes from idle) parsing, planning and
 binding any statement, however small its input; the rollups the compiler picks for region,
 local authority and category queries (``compiler.choose_rollup``) hold hundreds to tens of
-thousands of rows, which ``pyarrow.compute`` and numpy filter and group in a fraction of
-that. A held table is sorted by period, so a query's periods are first narrowed to a slice
-by binary search.
+thousands of rows, which numpy filters and groups in a fraction of that. A held table is
+sorted by period, so a query's periods are first narrowed to a slice by binary search. Each
+column a request compares or groups on is coded once per held table (``_Coded``: integer
+ranks, -1 for null), so a request works on small integer arrays in numpy: a region question
+reads a few dozen rows, where the fixed cost of each Arrow compute call (tens of them per
+request) was most of the time — HB tenure × three regions took 2.6–2.8 ms with Arrow compute
+and 1.6–2.0 ms on codes, on a loaded machine (2 December 2026).
 
 What it reproduces, exactly as cube/sql.py's stages give it on DuckDB: the cut conditions
 (time cuts on the period column, ``period_range``; point, set and lexicographic range cuts on
@@ -16,7 +20,8 @@ hold (labels, order columns, time attributes), from the process's copy of that t
 raw columns of ``compiler.raw_rollup`` (sums and maxima of empty groups 0, key sums mod K);
 canonical column types; the order of ``compiler.cell_order`` (Arrow, like DuckDB, compares
 text byte by byte and puts nulls last). Conditions use SQL's three-valued logic (Kleene
-``and``/``or``; a row whose condition is unknown is dropped, also under ``NOT``).
+``and``/``or``, ``_Truth``; a row whose condition is unknown is dropped, also under ``NOT``),
+tested against Arrow's Kleene functions.
 
 Anything else declines (None): measure filters, top-N, paging, ordering on values, a table
 joined through another, a dimension table not copied or missing a key the rollup holds, a key
@@ -25,7 +30,10 @@ never depends on which path gave it.
 
 Memory is bounded twice: a table of more than :data:`MAX_ROWS` rows is never held, and the
 tables one :class:`Store` (one warehouse file: one per :class:`cube.engine.Engine`) holds
-never exceed :data:`BUDGET_BYTES` together; a table that would go over stays in SQL. Copies
+never exceed :data:`BUDGET_BYTES` together; a table that would go over stays in SQL (the
+codes and int64 columns a held table gains as requests use it are not counted: 4 bytes per
+row per coded column, labels joined from a dimension table included, and 8 per raw column —
+4.4 MB for a table at the row cap with twelve coded and five raw columns). Copies
 are read once, under a lock, and never change: a warehouse file is immutable, and a new
 build is a new engine with a new store.
 
@@ -36,9 +44,10 @@ through here except as the cells returned).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,10 +79,17 @@ Reader = Callable[[str, int], pa.Table]
 @dataclass(frozen=True)
 class Held:
     """A resident rollup table: sorted by period (see :func:`prepare`), with its period
-    column as numpy values to find a period range in by binary search."""
+    column as numpy values to find a period range in by binary search, and — filled on
+    first use, as requests need them — its columns coded for comparing and grouping
+    (``coded``, by source (table, column); see ``_Coded``) and its raw columns as int64
+    (``numbers``, by (column, null stand-in)). Those add at most 4 bytes per row per
+    column coded and 8 per raw column to the table's own size."""
 
     table: pa.Table
     periods: np.ndarray
+    coded: dict[tuple[str, str], _Coded] = field(default_factory=dict, compare=False, repr=False)
+    numbers: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, compare=False,
+                                                       repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -168,7 +184,7 @@ def cells(query: Query, rollup: Rollup, table: Held, dimension: Dimensions, k: i
                                                                  or query.split):
         return None  # (no drilldown: the SQL's cells are none at all; the summary path)
     try:
-        return _cells(query, _From(query.cube, rollup, dimension, source), table, k, limit)
+        return _cells(query, _From(query.cube, rollup, table, dimension, source), k, limit)
     except (_Declined, pa.ArrowException):
         return None
 
@@ -178,13 +194,18 @@ def summary(query: Query, rollup: Rollup, table: Held, dimension: Dimensions, k:
     """``compiler.summary(query, k)`` (one row of raw columns) from ``table``, the resident
     copy of ``compiler.choose_rollup(query, summary=True)``; None if declined."""
     try:
-        rows = _where(query, _From(query.cube, rollup, dimension, source), table)
+        src = _From(query.cube, rollup, table, dimension, source)
+        rows = _where(query, src)
         out: dict[str, pa.Array] = {}
         for name, how, column in raw_sources(query.cube):
-            col = rows.column(column)
-            value = (pc.max(col) if how == "max" else pc.sum(col)).as_py()
-            value = 0 if value is None else int(value)
-            out[name] = pa.array([_mod(value, k) if how == "sum_mod" else value], pa.int64())
+            values = src.numbers(column, how)[rows]
+            if how == "max":  # nulls are ignored, as by SQL's max; none at all gives 0
+                value = int(values.max()) if len(values) else _LOWEST
+                value = 0 if value == _LOWEST else value
+            else:
+                value = int(values.sum())
+                value = _mod(value, k) if how == "sum_mod" else value
+            out[name] = pa.array([value], pa.int64())
         return pa.table(out)
     except (_Declined, pa.ArrowException):
         return None
@@ -195,24 +216,27 @@ def _mod(value: int, k: int) -> int:
     return int(np.fmod(value, k))
 
 
-def _cells(query: Query, src: _From, table: Held, k: int, limit: int | None) -> pa.Table:
-    rows = _where(query, src, table)
-    keys: dict[str, Any] = {a.ref: src.column(rows, a) for a in query.cell_attributes}
+def _cells(query: Query, src: _From, k: int, limit: int | None) -> pa.Table:
+    rows = _where(query, src)
+    attributes = {a.ref: src.coded(a) for a in query.cell_attributes}
+    codes = [c.codes[rows] for c in attributes.values()]
+    split: np.ndarray | None = None
     if query.split:
-        cond = _all([_cut(src, rows, c) for c in query.split])
-        keys[compiler.SPLIT] = pc.fill_null(cond, False)
-    grouped = _groups(list(keys.values()), rows.num_rows)
-    out: dict[str, Any] = {name: col if grouped is None else col.take(grouped[0])
-                           for name, col in keys.items()}
+        split = _all([_cut(src, rows, c) for c in query.split]).value  # unknown is false
+        codes.append(split.astype(np.int32))
+    grouped = _groups(codes, [len(c.values) for c in attributes.values()] + [2], len(rows))
+    chosen = rows if grouped is None else rows[grouped[0]]
+    out: dict[str, Any] = {ref: c.column.take(pa.array(chosen))
+                           for ref, c in attributes.items()}
+    if split is not None:
+        out[compiler.SPLIT] = pa.array(split if grouped is None else split[grouped[0]])
     for name, how, column in raw_sources(query.cube):
-        col = rows.column(column)
-        if how == "max":  # nulls are ignored, as by SQL's max; none at all gives 0
-            values = _numpy(col, _LOWEST)
+        values = src.numbers(column, how)[rows]
+        if how == "max":
             if grouped is not None:
                 values = np.maximum.reduceat(values[grouped[1]], grouped[2])
             values = np.where(values == _LOWEST, 0, values)
         else:  # coalesce(sum(x), 0): the nulls count as 0
-            values = _numpy(col, 0)
             if grouped is not None:
                 values = np.add.reduceat(values[grouped[1]], grouped[2])
             if how == "sum_mod":
@@ -236,27 +260,23 @@ def _numpy(col: pa.ChunkedArray, null: int) -> np.ndarray:
 _LOWEST = np.iinfo(np.int64).min
 
 
-def _groups(keys: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """GROUP BY ``keys`` (columns of ``n`` rows; null is a value of its own, as in SQL):
-    (the first row of each group, the rows ordered group by group, where each group starts
-    in that order), or None when every row is a group of its own (a rollup read at
-    its own grain). Groups come in no particular order: the caller sorts them."""
+def _groups(keys: Sequence[np.ndarray], sizes: Sequence[int], n: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """GROUP BY ``keys`` (codes of ``n`` rows, -1 for null, each below its ``sizes``: null is
+    a value of its own, as in SQL): (the first row of each group, the rows ordered group by
+    group, where each group starts in that order), or None when every row is a group of its
+    own (a rollup read at its own grain). Groups come in no particular order: the caller
+    sorts them."""
     if n <= 1:
         return None
-    for key in list(keys)[::-1][:2]:  # one key unique over the rows: every row its group
-        if pc.count_distinct(key, mode="all").as_py() == n:
-            return None
-    codes = np.zeros(n, np.int64)
+    combined = np.zeros(n, np.int64)
     radix = 1
-    for key in keys:
-        encoded = pc.dictionary_encode(key.combine_chunks() if isinstance(
-            key, pa.ChunkedArray) else key, null_encoding="encode")
-        size = max(len(encoded.dictionary), 1)
-        if radix * size >= 2**62:
+    for key, size in zip(keys, sizes, strict=False):
+        if radix * (size + 1) >= 2**62:
             raise _Declined
-        codes += encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64) * radix
-        radix *= size
-    unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        combined += (key.astype(np.int64) + 1) * radix
+        radix *= size + 1
+    unique, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
     if len(unique) == n:
         return None
     order = np.argsort(inverse, kind="stable")
@@ -266,68 +286,167 @@ def _groups(keys: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 # --- Columns and conditions -------------------------------------------------------------------
 
-class _From:
-    """Where the attributes of a query on a rollup are read from."""
+@dataclass(frozen=True)
+class _Coded:
+    """A column over every row of a held table, coded once: ``codes[i]`` is -1 where row i is
+    null, else the rank of its value among the column's distinct ``values`` (ascending, in
+    byte order for text — as DuckDB and Arrow compare — and numeric order for integers). So
+    equality and order on the column are equality and order on the codes, and a request
+    compares small integers in numpy instead of calling Arrow compute on every column: a
+    region question is a few dozen rows, where each Arrow call's fixed cost is the cost.
+    Columns of other types are coded for grouping only (``ordered`` false: a condition on
+    them declines, as before)."""
 
-    def __init__(self, cube: Cube, rollup: Rollup, dimension: Dimensions,
+    column: pa.ChunkedArray
+    codes: np.ndarray
+    values: list[Any]
+    ordered: bool
+
+
+def _code(column: pa.ChunkedArray) -> _Coded:
+    kind = column.type
+    ordered = pa.types.is_integer(kind) or pa.types.is_string(kind)
+    plain = column.combine_chunks()
+    if pa.types.is_dictionary(plain.type):
+        plain = plain.dictionary_decode()
+    encoded = pc.dictionary_encode(plain)
+    dictionary = encoded.dictionary
+    rank = np.arange(len(dictionary), dtype=np.int64)
+    if ordered:
+        by_value = pc.sort_indices(dictionary).to_numpy()
+        rank[by_value] = np.arange(len(dictionary), dtype=np.int64)
+        values = dictionary.take(pa.array(by_value)).to_pylist()
+    else:
+        values = dictionary.to_pylist()
+    index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = np.full(len(index), -1, np.int32)
+    present = index >= 0
+    codes[present] = rank[index[present]]
+    return _Coded(column, codes, values, ordered)
+
+
+class _From:
+    """Where the attributes of a query on a rollup are read from, over the held table."""
+
+    def __init__(self, cube: Cube, rollup: Rollup, held: Held, dimension: Dimensions,
                  source: Sources | None) -> None:
         self.cube = cube
         self.rollup = rollup
+        self.held = held
         self.dimension = dimension
         self.source: Sources = source if source is not None else (
             lambda a: compiler.attribute_source(cube, rollup, a))
-        #: Per dimension table: the rows joined last, and where each found its key.
-        self._joined: dict[str, tuple[pa.Table, pa.Array]] = {}
 
-    def column(self, rows: pa.Table, attribute: Attribute) -> pa.ChunkedArray:
-        """The attribute over ``rows`` (rows of the rollup), read where the SQL reads it:
-        the rollup's own column, or its dimension table's, joined on the key the rollup
-        holds (an inner join: a key the copy lacks declines, as a row the join drops)."""
+    def coded(self, attribute: Attribute) -> _Coded:
+        """The attribute over every row of the held table, read where the SQL reads it: the
+        rollup's own column, or its dimension table's, joined on the key the rollup holds (an
+        inner join: a key the copy lacks declines, as a row the join drops). Coded on first
+        use and kept with the held table (which never changes)."""
         table, column = self.source(attribute)
-        if table == self.rollup.table:
-            return rows.column(column)
-        join = compiler.source_join(self.cube, table)
-        copy = self.dimension(table)
-        if join is None or copy is None:
-            raise _Declined
-        done = self._joined.get(table)
-        if done is not None and done[0] is rows:
-            at = done[1]
+        own = table == self.rollup.table
+        copy = None if own else self.dimension(table)
+        if not own and copy is None:
+            raise _Declined  # (this caller has no copy of the table: the SQL joins it)
+        cache = self.held.coded
+        found = cache.get((table, column))
+        if found is not None:
+            return found
+        if copy is None:
+            found = _code(self.held.table.column(column))
         else:
+            join = compiler.source_join(self.cube, table)
+            if join is None:
+                raise _Declined
             fk, pk = join
             keys = copy.column(pk)
             if keys.null_count or pc.count_distinct(keys).as_py() != len(keys):
                 raise _Declined  # the join could repeat or drop rows
-            at = pc.index_in(rows.column(fk), value_set=keys)
+            at = pc.index_in(self.held.table.column(fk), value_set=keys)
             if at.null_count:
                 raise _Declined
-            self._joined[table] = (rows, at)
-        return copy.column(column).take(at)
+            found = _code(copy.column(column).take(at))
+        cache[(table, column)] = found
+        return found
+
+    def period(self) -> _Coded:
+        """The period column, coded."""
+        column = compiler.fact_period_column(self.cube)
+        key = (self.rollup.table, column)
+        found = self.held.coded.get(key)
+        if found is None:
+            found = self.held.coded[key] = _code(self.held.table.column(column))
+        return found
+
+    def numbers(self, column: str, how: str) -> np.ndarray:
+        """A raw column of the held table as int64, nulls as what they add: 0 to a sum, the
+        lowest integer to a maximum (kept with the held table)."""
+        null = _LOWEST if how == "max" else 0
+        cache = self.held.numbers
+        found = cache.get((column, null))
+        if found is None:
+            found = cache[(column, null)] = _numpy(self.held.table.column(column), null)
+        return found
 
 
-def _where(query: Query, src: _From, table: Held) -> pa.Table:
-    """The rows of ``table`` (held by :func:`prepare`: sorted by period) that meet the
-    WHERE of ``compiler.aggregation``: every cut, ``within``, the period limit (which the
-    slice applies: it is one period range).
+@dataclass(frozen=True)
+class _Truth:
+    """SQL's three-valued truth of a condition over some rows: ``value`` true where it is
+    true (so false where unknown), ``known`` false where it is unknown (NULL)."""
+
+    value: np.ndarray
+    known: np.ndarray
+
+
+def _all(conds: Sequence[_Truth]) -> _Truth:
+    """Kleene AND: false if any is false, else unknown if any is unknown."""
+    out = conds[0]
+    for c in conds[1:]:
+        out = _Truth(out.value & c.value, (out.known & c.known) | (out.known & ~out.value)
+                     | (c.known & ~c.value))
+    return out
+
+
+def _any(conds: Sequence[_Truth]) -> _Truth:
+    """Kleene OR: true if any is true, else unknown if any is unknown."""
+    out = conds[0]
+    for c in conds[1:]:
+        out = _Truth(out.value | c.value, (out.known & c.known) | out.value | c.value)
+    return out
+
+
+def _not(cond: _Truth) -> _Truth:
+    return _Truth(~cond.value & cond.known, cond.known)
+
+
+def _where(query: Query, src: _From) -> np.ndarray:
+    """The rows (positions in the held table, ascending) that meet the WHERE of
+    ``compiler.aggregation``: every cut, ``within``, the period limit (which the slice
+    applies: it is one period range).
 
     First the slice of periods the query can read at all (the period limit, and the range
     each plain time cut spans), found by binary search; then every other condition over
     that slice. A condition that is one period range is met by every row of the slice (the
     slice lies within each such range), so it is not evaluated again; a time cut over
     several ranges is (a row between them is in the slice but fails it)."""
-    rows, exact = _period_slice(query, table)
+    (start, end), exact = _period_slice(query, src.held)
+    rows = np.arange(start, end)
     conds = [_cut(src, rows, c) for i, c in enumerate(query.cuts) if i not in exact]
     for attribute, keys in query.within:
-        col = src.column(rows, attribute)
-        conds.append(pc.is_in(col, value_set=pa.array(
-            [_scalar(v, col.type).as_py() for v in keys], col.type)))
-    return rows.filter(_all(conds)) if conds else rows
+        col = src.coded(attribute)
+        for v in keys:
+            _scalar(v, col.column.type)
+        wanted = [_rank(col, v) for v in keys]
+        codes = col.codes[rows]
+        # IN: a null matches nothing (false, not unknown), as DuckDB's IN list here.
+        conds.append(_Truth(np.isin(codes, [r for r in wanted if r is not None]),
+                            np.ones(len(rows), bool)))
+    return rows[_all(conds).value] if conds else rows
 
 
-def _period_slice(query: Query, held: Held) -> tuple[pa.Table, set[int]]:
-    """The rows of ``held`` (sorted by period) in the narrowest period range that every
-    plain (not inverted) time cut and the period limit confine the query to, and which cuts
-    (by position) are exactly one such range — met by every row of the slice."""
+def _period_slice(query: Query, held: Held) -> tuple[tuple[int, int], set[int]]:
+    """(first, end) of the rows of ``held`` (sorted by period) in the narrowest period range
+    that every plain (not inverted) time cut and the period limit confine the query to, and
+    which cuts (by position) are exactly one such range — met by every row of the slice."""
     lo, hi = None, query.period_limit
     exact: set[int] = set()
     for i, cut in enumerate(query.cuts):
@@ -353,33 +472,16 @@ def _period_slice(query: Query, held: Held) -> tuple[pa.Table, set[int]]:
                 exact.add(i)
         lo = low if lo is None or (low is not None and low > lo) else lo
         hi = high if hi is None or (high is not None and high < hi) else hi
-    if lo is None and hi is None:
-        return held.table, exact
     period = held.periods
     start = 0 if lo is None else int(np.searchsorted(period, lo, side="left"))
     end = len(period) if hi is None else int(np.searchsorted(period, hi, side="right"))
-    return held.table.slice(start, max(end - start, 0)), exact
-
-
-def _all(conds: Sequence[Any]) -> Any:
-    out = conds[0]
-    for c in conds[1:]:
-        out = pc.and_kleene(out, c)
-    return out
-
-
-def _any(conds: Sequence[Any]) -> Any:
-    out = conds[0]
-    for c in conds[1:]:
-        out = pc.or_kleene(out, c)
-    return out
+    return (start, max(end, start)), exact
 
 
 def _scalar(value: Any, kind: pa.DataType) -> pa.Scalar:
     """A key as a scalar of its column's type ``kind``: an integer for an integer column, a
     string for a text column; a key of another type declines (the SQL engine would cast,
-    and decide what the comparison means). (A typed scalar: comparing with it is quicker
-    than with a Python value, which each call would convert.)"""
+    and decide what the comparison means), as does one the type cannot hold."""
     if isinstance(value, bool) or not (
             (isinstance(value, int) and pa.types.is_integer(kind))
             or (isinstance(value, str) and pa.types.is_string(kind))):
@@ -387,60 +489,86 @@ def _scalar(value: Any, kind: pa.DataType) -> pa.Scalar:
     return pa.scalar(value, kind)
 
 
-def _cut(src: _From, rows: pa.Table, cut: CutPart) -> Any:
+def _rank(col: _Coded, value: Any) -> int | None:
+    """The code of ``value`` in ``col``, None if no row holds it."""
+    at = bisect.bisect_left(col.values, value)
+    return at if at < len(col.values) and col.values[at] == value else None
+
+
+def _compare_one(col: _Coded, rows: np.ndarray, op: str, value: Any) -> _Truth:
+    """``column op value`` over ``rows``, on the codes (see :class:`_Coded`)."""
+    if not col.ordered:
+        raise _Declined
+    _scalar(value, col.column.type)
+    codes = col.codes[rows]
+    known = codes >= 0
+    below = bisect.bisect_left(col.values, value)  # codes of values < value
+    upto = bisect.bisect_right(col.values, value)  # codes of values <= value
+    if op == "=":
+        value_ = codes == below if upto > below else np.zeros(len(rows), bool)
+    elif op == ">=":
+        value_ = codes >= below
+    elif op == ">":
+        value_ = codes >= upto
+    elif op == "<=":
+        value_ = known & (codes < upto)
+    else:  # "<"
+        value_ = known & (codes < below)
+    return _Truth(value_, known)
+
+
+def _cut(src: _From, rows: np.ndarray, cut: CutPart) -> _Truth:
     """``compiler.cut_condition``: a time cut on the period column when every path is a
     well-formed period prefix, else conditions on the level keys; negated if inverted."""
-    cond = _period(src.cube, rows, cut)
+    cond = _period(src, rows, cut)
     if cond is None:
         cond = _generic(src, rows, cut)
-    return pc.invert(cond) if cut.invert else cond
+    return _not(cond) if cut.invert else cond
 
 
-def _period(cube: Cube, rows: pa.Table, cut: CutPart) -> Any | None:
+def _period(src: _From, rows: np.ndarray, cut: CutPart) -> _Truth | None:
     """``compiler._period_condition``."""
     if not cut.dimension.is_time:
         return None
-    col = rows.column(compiler.fact_period_column(cube))
+    cube = src.cube
+    col = src.period()
 
-    def value(v: int) -> pa.Scalar:
-        return _scalar(v, col.type)
+    def cmp(op: str, v: int) -> _Truth:
+        return _compare_one(col, rows, op, v)
 
     if cut.kind in ("point", "set"):
         spans = [period_range(cube, cut.hierarchy, p) for p in cut.paths]
         if not spans or any(s is None for s in spans):
             return None
-        return _any([pc.equal(col, value(lo)) if lo == hi else
-                     pc.and_kleene(pc.greater_equal(col, value(lo)),
-                                   pc.less_equal(col, value(hi)))
+        return _any([cmp("=", lo) if lo == hi else _all([cmp(">=", lo), cmp("<=", hi)])
                      for lo, hi in (s for s in spans if s is not None)])
     parts = []
     if cut.from_path is not None:
         low = period_range(cube, cut.hierarchy, cut.from_path)
         if low is None:
             return None
-        parts.append(pc.greater_equal(col, value(low[0])))
+        parts.append(cmp(">=", low[0]))
     if cut.to_path is not None:
         high = period_range(cube, cut.hierarchy, cut.to_path)
         if high is None:
             return None
-        parts.append(pc.less_equal(col, value(high[1])))
+        parts.append(cmp("<=", high[1]))
     if not parts:
         raise _Declined
     return _all(parts)
 
 
-def _generic(src: _From, rows: pa.Table, cut: CutPart) -> Any:
+def _generic(src: _From, rows: np.ndarray, cut: CutPart) -> _Truth:
     """``compiler._generic_condition``: conditions on the level keys."""
     levels = cut.hierarchy.levels
 
-    def key(i: int) -> pa.ChunkedArray:
-        return src.column(rows, levels[i].key)
+    def key(i: int) -> _Coded:
+        return src.coded(levels[i].key)
 
-    def path_condition(path: Sequence[Any]) -> Any:
+    def path_condition(path: Sequence[Any]) -> _Truth:
         if not path:
             raise _Declined
-        return _all([pc.equal(col, _scalar(v, col.type))
-                     for col, v in ((key(i), v) for i, v in enumerate(path))])
+        return _all([_compare_one(key(i), rows, "=", v) for i, v in enumerate(path)])
 
     if cut.kind == "point":
         return path_condition(cut.paths[0])
@@ -450,27 +578,26 @@ def _generic(src: _From, rows: pa.Table, cut: CutPart) -> Any:
         return _any([path_condition(p) for p in cut.paths])
     parts = []
     if cut.from_path is not None:
-        parts.append(_compare(cut.from_path, key, ">="))
+        parts.append(_compare(cut.from_path, key, rows, ">="))
     if cut.to_path is not None:
-        parts.append(_compare(cut.to_path, key, "<="))
+        parts.append(_compare(cut.to_path, key, rows, "<="))
     if not parts:
         raise _Declined
     return _all(parts)
 
 
-def _compare(path: Sequence[Any], key: Callable[[int], pa.ChunkedArray], op: str) -> Any:
+def _compare(path: Sequence[Any], key: Callable[[int], _Coded], rows: np.ndarray,
+             op: str) -> _Truth:
     """``compiler._compare``: the row's path ``op`` ``path``, lexicographically over the
     levels of ``path``, written out as the SQL is (so nulls propagate the same way)."""
     if not path:
         raise _Declined
     cols = [key(i) for i in range(len(path))]
-    values = [_scalar(v, c.type) for v, c in zip(path, cols, strict=True)]
-    strict = pc.greater if op == ">=" else pc.less
-    weak = pc.greater_equal if op == ">=" else pc.less_equal
-    cond = weak(cols[-1], values[-1])
+    strict = ">" if op == ">=" else "<"
+    cond = _compare_one(cols[-1], rows, op, path[-1])
     for i in range(len(cols) - 2, -1, -1):
-        cond = pc.or_kleene(strict(cols[i], values[i]),
-                            pc.and_kleene(pc.equal(cols[i], values[i]), cond))
+        cond = _any([_compare_one(cols[i], rows, strict, path[i]),
+                     _all([_compare_one(cols[i], rows, "=", path[i]), cond])])
     if len(cols) > 1:
-        cond = pc.and_kleene(weak(cols[0], values[0]), cond)
+        cond = _all([_compare_one(cols[0], rows, op, path[0]), cond])
     return cond

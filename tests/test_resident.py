@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
@@ -372,3 +375,74 @@ def test_postgresql_keeps_sql(pg_workspace: Workspace) -> None:
     assert rollup is not None
     assert not b.raw.resident and b.raw.resident_table(rollup) is None
     assert b.raw._resident_cells(q, _shape(q)[0], None) is None
+
+
+# --- Conditions on coded columns: SQL's three-valued logic ---------------------------------------
+
+_TEXT = st.sampled_from(["", "E06000001", "E12000007", "W92000004", "a", "Z", "é", "ß"])
+
+
+@st.composite
+def _columns(draw: st.DrawFn) -> list[tuple[pa.ChunkedArray, list[Any]]]:
+    """Two or three columns of the same rows, with nulls (text or integers, in one or more
+    chunks), each with values to compare it with, some of them absent from it."""
+    n = draw(st.integers(1, 12))
+    out = []
+    for _ in range(draw(st.integers(2, 3))):
+        text = draw(st.booleans())
+        item = _TEXT if text else st.integers(-3, 3)
+        rows = draw(st.lists(st.one_of(st.none(), item), min_size=n, max_size=n))
+        cut = draw(st.integers(0, n))
+        kind = pa.string() if text else pa.int64()
+        out.append((pa.chunked_array([pa.array(rows[:cut], kind), pa.array(rows[cut:], kind)]),
+                    draw(st.lists(item, min_size=1, max_size=4))))
+    return out
+
+
+_ARROW = {"=": pc.equal, ">=": pc.greater_equal, ">": pc.greater, "<=": pc.less_equal,
+          "<": pc.less}
+
+
+def _truth(got: Any) -> list[bool | None]:
+    """A resident condition as Arrow would show it: None where unknown."""
+    return [bool(v) if k else None for v, k in zip(got.value, got.known, strict=True)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(columns=_columns(), data=st.data())
+def test_coded_conditions_follow_three_valued_logic(
+        columns: list[tuple[pa.ChunkedArray, list[Any]]], data: st.DataObject) -> None:
+    """Comparisons on coded columns (codes ranked by value, -1 for null), combined with AND,
+    OR and NOT, give exactly what Arrow's comparisons and Kleene functions give on the
+    columns themselves — the semantics of the SQL the resident path stands in for: a
+    comparison with NULL is unknown, unknown AND false is false, unknown OR true is true,
+    NOT unknown is unknown; text compares byte by byte."""
+    rows = np.arange(len(columns[0][0]))
+    coded = [resident._code(column) for column, _ in columns]
+
+    def condition() -> tuple[Any, pa.Array]:
+        i = data.draw(st.integers(0, len(columns) - 1))
+        column, values = columns[i]
+        op, v = data.draw(st.sampled_from(sorted(_ARROW))), data.draw(st.sampled_from(values))
+        mine = resident._compare_one(coded[i], rows, op, v)
+        theirs = _ARROW[op](column, pa.scalar(v, column.type))
+        assert _truth(mine) == theirs.to_pylist()
+        return mine, theirs
+
+    got, want = condition()
+    for how in data.draw(st.lists(st.sampled_from(["and", "or", "not"]), max_size=5)):
+        if how == "not":
+            got, want = resident._not(got), pc.invert(want)
+        else:
+            other, other_arrow = condition()
+            if how == "and":
+                got, want = resident._all([got, other]), pc.and_kleene(want, other_arrow)
+            else:
+                got, want = resident._any([got, other]), pc.or_kleene(want, other_arrow)
+        assert _truth(got) == want.to_pylist()
+    # Grouping: rows with equal values (null with null) share a code, others do not.
+    for (column, _), c in zip(columns, coded, strict=True):
+        values = column.to_pylist()
+        for i, a in enumerate(values):
+            for j, b in enumerate(values):
+                assert (c.codes[i] == c.codes[j]) == (a == b)
