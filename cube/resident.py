@@ -225,9 +225,13 @@ def _cells(query: Query, src: _From, k: int, limit: int | None) -> pa.Table:
         split = _all([_cut(src, rows, c) for c in query.split]).value  # unknown is false
         codes.append(split.astype(np.int32))
     grouped = _groups(codes, [len(c.values) for c in attributes.values()] + [2], len(rows))
-    chosen = rows if grouped is None else rows[grouped[0]]
-    out: dict[str, Any] = {ref: c.column.take(pa.array(chosen))
-                           for ref, c in attributes.items()}
+    out: dict[str, Any]
+    if grouped is None and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        # every row of one period slice is a cell (a rollup read at its own grain): a view
+        out = {ref: c.column.slice(int(rows[0]), len(rows)) for ref, c in attributes.items()}
+    else:
+        chosen = pa.array(rows if grouped is None else rows[grouped[0]])
+        out = {ref: c.column.take(chosen) for ref, c in attributes.items()}
     if split is not None:
         out[compiler.SPLIT] = pa.array(split if grouped is None else split[grouped[0]])
     for name, how, column in raw_sources(query.cube):
