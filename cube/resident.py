@@ -9,8 +9,8 @@ sorted by period, so a query's periods are first narrowed to a slice by binary s
 column a request compares or groups on is coded once per held table (``_Coded``: integer
 ranks, -1 for null), so a request works on small integer arrays in numpy: a region question
 reads a few dozen rows, where the fixed cost of each Arrow compute call (tens of them per
-request) was most of the time — HB tenure × three regions took 2.6–2.8 ms with Arrow compute
-and 1.6–2.0 ms on codes, on a loaded machine (2 December 2026).
+request) was most of the time — HB tenure × three regions took 1.20–1.28 ms with Arrow
+compute and takes 0.78–0.80 ms on codes (quiet 2-core VM, 2 December 2026).
 
 What it reproduces, exactly as cube/sql.py's stages give it on DuckDB: the cut conditions
 (time cuts on the period column, ``period_range``; point, set and lexicographic range cuts on
@@ -227,7 +227,7 @@ def _cells(query: Query, src: _From, k: int, limit: int | None) -> pa.Table:
     grouped = _groups(codes, [len(c.values) for c in attributes.values()] + [2], len(rows))
     out: dict[str, Any]
     if grouped is None and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        # every row of one period slice is a cell (a rollup read at its own grain): a view
+        # one run of rows, each its own cell (a rollup read at its own grain): views
         out = {ref: c.column.slice(int(rows[0]), len(rows)) for ref, c in attributes.items()}
     else:
         chosen = pa.array(rows if grouped is None else rows[grouped[0]])
