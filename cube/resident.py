@@ -25,8 +25,8 @@ tested against Arrow's Kleene functions.
 
 Anything else declines (None): measure filters, top-N, paging, ordering on values, a table
 joined through another, a dimension table not copied or missing a key the rollup holds, a key
-whose type is not its column's, an Arrow error. The caller then runs the SQL, so the answer
-never depends on which path gave it.
+whose type is not its column's or that its type cannot hold, an Arrow error. The caller then
+runs the SQL, so the answer never depends on which path gave it.
 
 Memory is bounded twice: a table of more than :data:`MAX_ROWS` rows is never held, and the
 tables one :class:`Store` (one warehouse file: one per :class:`cube.engine.Engine`) holds
@@ -347,17 +347,13 @@ class _From:
         inner join: a key the copy lacks declines, as a row the join drops). Coded on first
         use and kept with the held table (which never changes)."""
         table, column = self.source(attribute)
-        own = table == self.rollup.table
-        copy = None if own else self.dimension(table)
-        if not own and copy is None:
-            raise _Declined  # (this caller has no copy of the table: the SQL joins it)
-        cache = self.held.coded
-        found = cache.get((table, column))
-        if found is not None:
-            return found
+        if table == self.rollup.table:
+            return self.own(column)
+        copy = self.dimension(table)
         if copy is None:
-            found = _code(self.held.table.column(column))
-        else:
+            raise _Declined  # (this caller has no copy of the table: the SQL joins it)
+        found = self.held.coded.get((table, column))
+        if found is None:
             join = compiler.source_join(self.cube, table)
             if join is None:
                 raise _Declined
@@ -368,13 +364,11 @@ class _From:
             at = pc.index_in(self.held.table.column(fk), value_set=keys)
             if at.null_count:
                 raise _Declined
-            found = _code(copy.column(column).take(at))
-        cache[(table, column)] = found
+            found = self.held.coded[(table, column)] = _code(copy.column(column).take(at))
         return found
 
-    def period(self) -> _Coded:
-        """The period column, coded."""
-        column = compiler.fact_period_column(self.cube)
+    def own(self, column: str) -> _Coded:
+        """A column of the rollup itself, coded (kept with the held table)."""
         key = (self.rollup.table, column)
         found = self.held.coded.get(key)
         if found is None:
@@ -438,7 +432,7 @@ def _where(query: Query, src: _From) -> np.ndarray:
     for attribute, keys in query.within:
         col = src.coded(attribute)
         for v in keys:
-            _scalar(v, col.column.type)
+            _check_key(v, col.column.type)
         wanted = [_rank(col, v) for v in keys]
         codes = col.codes[rows]
         # IN: a null matches nothing (false, not unknown), as DuckDB's IN list here.
@@ -482,15 +476,19 @@ def _period_slice(query: Query, held: Held) -> tuple[tuple[int, int], set[int]]:
     return (start, max(end, start)), exact
 
 
-def _scalar(value: Any, kind: pa.DataType) -> pa.Scalar:
-    """A key as a scalar of its column's type ``kind``: an integer for an integer column, a
-    string for a text column; a key of another type declines (the SQL engine would cast,
-    and decide what the comparison means), as does one the type cannot hold."""
-    if isinstance(value, bool) or not (
-            (isinstance(value, int) and pa.types.is_integer(kind))
-            or (isinstance(value, str) and pa.types.is_string(kind))):
-        raise _Declined
-    return pa.scalar(value, kind)
+def _check_key(value: Any, kind: pa.DataType) -> None:
+    """Decline a key that is not of its column's type ``kind`` — an integer for an integer
+    column, a string for a text column (the SQL engine would cast, and decide what the
+    comparison means) — or that the type cannot hold (an integer out of its range)."""
+    if isinstance(value, str) and pa.types.is_string(kind):
+        return
+    if isinstance(value, int) and not isinstance(value, bool) and pa.types.is_integer(kind):
+        bits = kind.bit_width
+        low, high = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+                     if pa.types.is_signed_integer(kind) else (0, (1 << bits) - 1))
+        if low <= value <= high:
+            return
+    raise _Declined
 
 
 def _rank(col: _Coded, value: Any) -> int | None:
@@ -503,7 +501,7 @@ def _compare_one(col: _Coded, rows: np.ndarray, op: str, value: Any) -> _Truth:
     """``column op value`` over ``rows``, on the codes (see :class:`_Coded`)."""
     if not col.ordered:
         raise _Declined
-    _scalar(value, col.column.type)
+    _check_key(value, col.column.type)
     codes = col.codes[rows]
     known = codes >= 0
     below = bisect.bisect_left(col.values, value)  # codes of values < value
@@ -535,7 +533,7 @@ def _period(src: _From, rows: np.ndarray, cut: CutPart) -> _Truth | None:
     if not cut.dimension.is_time:
         return None
     cube = src.cube
-    col = src.period()
+    col = src.own(compiler.fact_period_column(cube))
 
     def cmp(op: str, v: int) -> _Truth:
         return _compare_one(col, rows, op, v)

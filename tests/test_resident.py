@@ -260,6 +260,13 @@ def test_a_declined_query_still_answers(workspace: Workspace) -> None:
     # A key of another type than its column (an integer for a text code): declined.
     bad = dataclasses.replace(q, within=((b.cube.dimension("tenure").levels[0].key, (1,)),))
     assert resident.cells(bad, rollup, table, b.raw._dimension, workspace.gate.k) is None
+    # An integer key no integer column can hold (a year of 23 digits, which is no period, so
+    # the level keys decide): declined, not an OverflowError; the SQL answers.
+    s = workspace.cube("sanctions")
+    for cut in ("time:99999999999999999999999", "time@ym:2026,7-2026,99999999999999999999"):
+        huge = _query(s, drilldown="outcome", cut=cut)
+        assert s.raw._resident_cells(huge, _shape(huge)[0], None) is None
+        assert s.raw.cells(huge).equals(_sql(workspace, s.cube).cells(huge))
 
 
 def test_the_row_cap_and_the_byte_budget_hold(model: Model, warehouse: Path) -> None:
